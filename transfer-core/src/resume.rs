@@ -1,0 +1,581 @@
+//! Resume data, and the decision of what to do with a response to a resumed
+//! request.
+//!
+//! A download resumes with `Range` from its durable offset and `If-Range` with
+//! its validator. The answer is judged by [`judge_response`]: the body is
+//! appended only when it is provably the same representation starting at the
+//! right byte; a 200, a changed validator or a bad `Content-Range` restarts
+//! from zero into a fresh partial. Two representations are never spliced.
+
+use std::path::PathBuf;
+
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorKind, TransferError};
+use crate::time::Timestamp;
+
+/// What identifies one representation of a resource across requests.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Validator {
+    /// A strong entity tag, with its quotes (`"abc"`).
+    StrongETag(String),
+    /// A weak entity tag, with its quotes and without `W/` (`"abc"`). Only
+    /// used when the session allows weak validators; never sent in `If-Range`
+    /// (RFC 9110 forbids it), so the response's tag is compared instead.
+    WeakETag(String),
+    /// A `Last-Modified` HTTP-date, exactly as the server sent it.
+    LastModified(String),
+}
+
+impl Validator {
+    /// The validator a response carries: its strong `ETag`, else a weak one
+    /// when `allow_weak`, else its `Last-Modified`.
+    pub fn from_headers(headers: &HeaderMap, allow_weak: bool) -> Option<Validator> {
+        if let Some(tag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
+            let tag = tag.trim();
+            if let Some(weak) = tag.strip_prefix("W/") {
+                if allow_weak && is_quoted(weak) {
+                    return Some(Validator::WeakETag(weak.to_owned()));
+                }
+            } else if is_quoted(tag) {
+                return Some(Validator::StrongETag(tag.to_owned()));
+            }
+        }
+        headers
+            .get(LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| httpdate::parse_http_date(v).is_ok())
+            .map(|v| Validator::LastModified(v.trim().to_owned()))
+    }
+
+    /// The `If-Range` value to send, if this validator may be sent there.
+    pub fn if_range(&self) -> Option<HeaderValue> {
+        match self {
+            Validator::StrongETag(t) | Validator::LastModified(t) => HeaderValue::from_str(t).ok(),
+            Validator::WeakETag(_) => None,
+        }
+    }
+
+    /// Whether `other` names the same representation (same kind, same value).
+    pub fn same_as(&self, other: &Validator) -> bool {
+        self == other
+    }
+}
+
+fn is_quoted(s: &str) -> bool {
+    s.len() >= 2 && s.starts_with('"') && s.ends_with('"') && !s[1..s.len() - 1].contains('"')
+}
+
+/// One part of an object-store multipart upload that holds payload bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// The part number (1-based, as S3).
+    pub number: u32,
+    /// The store's identifier for the uploaded part (S3's ETag).
+    pub id: String,
+    /// Bytes in the part.
+    pub len: u64,
+}
+
+/// Where a task's partial payload lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartialLocation {
+    /// A partial file (store-fs keeps it beside the destination).
+    File(PathBuf),
+    /// An object-store multipart upload in progress.
+    Multipart {
+        /// The destination key.
+        key: String,
+        /// The multipart upload's identifier.
+        upload_id: String,
+        /// The parts already stored, in order.
+        parts: Vec<PartRecord>,
+    },
+}
+
+/// One attempt in a task's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number.
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The durable offset it started from.
+    pub from_offset: u64,
+    /// How it ended, when it failed.
+    pub error: Option<TransferError>,
+}
+
+/// Everything needed to continue a download where it stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeData {
+    /// The representation the partial belongs to.
+    pub validator: Option<Validator>,
+    /// The representation's total length, when known.
+    pub total_length: Option<u64>,
+    /// Bytes of the partial that are durable: data synced, then this recorded.
+    pub durable_offset: u64,
+    /// Where the partial is.
+    pub partial: Option<PartialLocation>,
+    /// The most recent attempts (at most [`ResumeData::HISTORY`]).
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Why decoding persisted data (resume data, records, completions) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The data was written by a newer format version.
+    #[error("format version {found} is not supported (this build reads up to {supported})")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// The bytes are not what was expected.
+    #[error("malformed data: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    v: u32,
+    #[serde(flatten)]
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+/// Encodes `data` with a format version, as JSON.
+pub(crate) fn encode_versioned<T: Serialize>(v: u32, data: &T) -> Vec<u8> {
+    // Serializing plain data structures to a Vec cannot fail: no maps with
+    // non-string keys, no failing Serialize impls.
+    serde_json::to_vec(&Versioned { v, data }).unwrap_or_default()
+}
+
+/// Decodes what [`encode_versioned`] wrote, refusing versions above `supported`.
+pub(crate) fn decode_versioned<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    supported: u32,
+) -> Result<T, DecodeError> {
+    let VersionOnly { v } = serde_json::from_slice(bytes)?;
+    if v == 0 || v > supported {
+        return Err(DecodeError::UnsupportedVersion {
+            found: v,
+            supported,
+        });
+    }
+    let Versioned { data, .. } = serde_json::from_slice::<Versioned<T>>(bytes)?;
+    Ok(data)
+}
+
+impl ResumeData {
+    /// The format version [`encode`](Self::encode) writes.
+    pub const VERSION: u32 = 1;
+    /// How many attempts the history keeps.
+    pub const HISTORY: usize = 16;
+
+    /// Serializes to bytes (versioned JSON), e.g. to hand to another process.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_versioned(Self::VERSION, self)
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote.
+    pub fn decode(bytes: &[u8]) -> Result<ResumeData, DecodeError> {
+        decode_versioned(bytes, Self::VERSION)
+    }
+
+    /// The offset the next request should start at.
+    pub fn resume_offset(&self) -> u64 {
+        self.durable_offset
+    }
+
+    /// Appends an attempt, keeping the newest [`HISTORY`](Self::HISTORY).
+    pub fn record_attempt(&mut self, record: AttemptRecord) {
+        if self.attempts.len() >= Self::HISTORY {
+            self.attempts.remove(0);
+        }
+        self.attempts.push(record);
+    }
+}
+
+/// A parsed `Content-Range: bytes first-last/complete` (complete may be `*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRange {
+    /// First byte position.
+    pub first: u64,
+    /// Last byte position (inclusive).
+    pub last: u64,
+    /// The complete length, when given.
+    pub complete: Option<u64>,
+}
+
+impl ContentRange {
+    /// Parses a satisfied byte range. Refuses anything malformed or
+    /// inconsistent (`last < first`, `last >= complete`).
+    pub fn parse(value: &str) -> Option<ContentRange> {
+        let rest = value.trim().strip_prefix("bytes ")?;
+        let (range, complete) = rest.split_once('/')?;
+        let (first, last) = range.split_once('-')?;
+        let num = |s: &str| -> Option<u64> {
+            let s = s.trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        };
+        let (first, last) = (num(first)?, num(last)?);
+        let complete = if complete.trim() == "*" {
+            None
+        } else {
+            Some(num(complete)?)
+        };
+        if last < first || complete.is_some_and(|c| last >= c) {
+            return None;
+        }
+        Some(ContentRange {
+            first,
+            last,
+            complete,
+        })
+    }
+
+    /// Parses the complete length of an unsatisfied range (`bytes */N`, sent with 416).
+    pub fn parse_unsatisfied(value: &str) -> Option<u64> {
+        let n = value.trim().strip_prefix("bytes */")?.trim();
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    }
+
+    /// Bytes in the range.
+    pub fn len(&self) -> u64 {
+        self.last - self.first + 1
+    }
+
+    /// Always false: a satisfied range holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Why a download starts again from zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartReason {
+    /// The server answered 200 to a range request.
+    RangeIgnored,
+    /// The representation changed (different validator or length).
+    ValidatorChanged,
+    /// The `Content-Range` is malformed or does not start at the offset asked.
+    BadContentRange,
+    /// The server says the range is not satisfiable, and the partial is not complete.
+    RangeNotSatisfiable,
+    /// The payload failed verification and is fetched again.
+    ChecksumMismatch,
+}
+
+impl std::fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartReason::RangeIgnored => "the server ignored the range",
+            RestartReason::ValidatorChanged => "the resource changed",
+            RestartReason::BadContentRange => "the server sent a bad Content-Range",
+            RestartReason::RangeNotSatisfiable => "the server refused the range",
+            RestartReason::ChecksumMismatch => "the payload failed verification",
+        })
+    }
+}
+
+/// What to do with a response, decided by [`judge_response`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Continuation {
+    /// Append this body to the partial at `offset` (the offset asked).
+    Append {
+        /// Where the body's first byte goes.
+        offset: u64,
+        /// The representation's total length, when known.
+        total: Option<u64>,
+        /// The response's validator.
+        validator: Option<Validator>,
+    },
+    /// Discard the partial and write this body (a full 200) from zero.
+    RestartWithBody {
+        /// Why.
+        reason: RestartReason,
+        /// The total length, when known.
+        total: Option<u64>,
+        /// The response's validator.
+        validator: Option<Validator>,
+    },
+    /// Discard the partial and this body; request again from zero without `Range`.
+    Rerequest {
+        /// Why.
+        reason: RestartReason,
+    },
+    /// The server says the partial already holds the whole representation:
+    /// verify and commit it without a body.
+    AlreadyComplete {
+        /// The total length.
+        total: u64,
+    },
+}
+
+/// Decides what to do with the response to a request for bytes from
+/// `offset` of a representation described by `resume` (`offset` is 0 for a
+/// fresh request). Error statuses become a [`TransferError`] (with the
+/// server's `Retry-After`, resolved against `now`).
+pub fn judge_response(
+    resume: &ResumeData,
+    offset: u64,
+    status: StatusCode,
+    headers: &HeaderMap,
+    allow_weak: bool,
+    now: Timestamp,
+) -> Result<Continuation, TransferError> {
+    let validator = Validator::from_headers(headers, allow_weak);
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let content_length = header(CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    match status {
+        StatusCode::OK => {
+            if offset == 0 {
+                Ok(Continuation::Append {
+                    offset: 0,
+                    total: content_length,
+                    validator,
+                })
+            } else {
+                Ok(Continuation::RestartWithBody {
+                    reason: RestartReason::RangeIgnored,
+                    total: content_length,
+                    validator,
+                })
+            }
+        }
+        StatusCode::PARTIAL_CONTENT => {
+            let Some(range) = header(CONTENT_RANGE).and_then(ContentRange::parse) else {
+                return Ok(Continuation::Rerequest {
+                    reason: RestartReason::BadContentRange,
+                });
+            };
+            if range.first != offset || content_length.is_some_and(|n| n != range.len()) {
+                return Ok(Continuation::Rerequest {
+                    reason: RestartReason::BadContentRange,
+                });
+            }
+            let changed = match (&resume.validator, &validator) {
+                (Some(old), Some(new)) => !old.same_as(new),
+                // A validator that appears or disappears means we cannot prove sameness.
+                (Some(_), None) | (None, Some(_)) => offset > 0,
+                (None, None) => false,
+            };
+            let length_changed = matches!(
+                (resume.total_length, range.complete),
+                (Some(a), Some(b)) if a != b
+            );
+            if offset > 0 && (changed || length_changed) {
+                return Ok(Continuation::Rerequest {
+                    reason: RestartReason::ValidatorChanged,
+                });
+            }
+            Ok(Continuation::Append {
+                offset,
+                total: range.complete.or(resume.total_length),
+                validator,
+            })
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            let complete = header(CONTENT_RANGE).and_then(ContentRange::parse_unsatisfied);
+            let same = match (&resume.validator, &validator) {
+                (Some(old), Some(new)) => old.same_as(new),
+                (None, None) => true,
+                _ => false,
+            };
+            match complete {
+                Some(total)
+                    if offset > 0
+                        && total == offset
+                        && same
+                        && resume.total_length.is_none_or(|t| t == total) =>
+                {
+                    Ok(Continuation::AlreadyComplete { total })
+                }
+                _ => Ok(Continuation::Rerequest {
+                    reason: RestartReason::RangeNotSatisfiable,
+                }),
+            }
+        }
+        s => {
+            let retry_after = header(http::header::RETRY_AFTER)
+                .and_then(|v| crate::retry::parse_retry_after(v, now));
+            let kind = if s.is_informational() || s.is_redirection() || s.is_success() {
+                // Redirects are the transport's job and 1xx never reach us; any
+                // other success code cannot be spliced into a download.
+                ErrorKind::Protocol
+            } else {
+                ErrorKind::Status(s.as_u16())
+            };
+            Err(TransferError::new(kind, format!("unexpected status {s}"))
+                .with_retry_after(retry_after))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn validators_prefer_strong_etags_and_refuse_weak_unless_allowed() {
+        let h = headers(&[
+            ("etag", "W/\"x\""),
+            ("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert_eq!(
+            Validator::from_headers(&h, false),
+            Some(Validator::LastModified(
+                "Wed, 21 Oct 2015 07:28:00 GMT".into()
+            ))
+        );
+        assert_eq!(
+            Validator::from_headers(&h, true),
+            Some(Validator::WeakETag("\"x\"".into()))
+        );
+        assert_eq!(Validator::WeakETag("\"x\"".into()).if_range(), None);
+        let h = headers(&[("etag", "\"abc\"")]);
+        let v = Validator::from_headers(&h, false).unwrap();
+        assert_eq!(v.if_range().unwrap(), "\"abc\"");
+        assert_eq!(
+            Validator::from_headers(&headers(&[("etag", "abc")]), false),
+            None
+        );
+    }
+
+    #[test]
+    fn content_range_parsing_is_strict() {
+        assert_eq!(
+            ContentRange::parse("bytes 10-19/100"),
+            Some(ContentRange {
+                first: 10,
+                last: 19,
+                complete: Some(100)
+            })
+        );
+        assert_eq!(ContentRange::parse("bytes 10-19/*").unwrap().complete, None);
+        for bad in [
+            "bytes 19-10/100",
+            "bytes 10-100/100",
+            "bytes -1-5/10",
+            "items 1-2/3",
+            "bytes 1-2",
+            "bytes +1-2/9",
+        ] {
+            assert_eq!(ContentRange::parse(bad), None, "{bad}");
+        }
+        assert_eq!(ContentRange::parse_unsatisfied("bytes */100"), Some(100));
+    }
+
+    fn resume(etag: &str, total: u64, offset: u64) -> ResumeData {
+        ResumeData {
+            validator: Some(Validator::StrongETag(etag.into())),
+            total_length: Some(total),
+            durable_offset: offset,
+            ..ResumeData::default()
+        }
+    }
+
+    #[test]
+    fn judges_resumed_responses() {
+        let now = Timestamp::EPOCH;
+        let r = resume("\"a\"", 100, 40);
+        let ok206 = headers(&[
+            ("etag", "\"a\""),
+            ("content-range", "bytes 40-99/100"),
+            ("content-length", "60"),
+        ]);
+        assert_eq!(
+            judge_response(&r, 40, StatusCode::PARTIAL_CONTENT, &ok206, false, now).unwrap(),
+            Continuation::Append {
+                offset: 40,
+                total: Some(100),
+                validator: r.validator.clone()
+            }
+        );
+        let changed = headers(&[("etag", "\"b\""), ("content-range", "bytes 40-99/100")]);
+        assert_eq!(
+            judge_response(&r, 40, StatusCode::PARTIAL_CONTENT, &changed, false, now).unwrap(),
+            Continuation::Rerequest {
+                reason: RestartReason::ValidatorChanged
+            }
+        );
+        let wrong_start = headers(&[("etag", "\"a\""), ("content-range", "bytes 0-99/100")]);
+        assert_eq!(
+            judge_response(
+                &r,
+                40,
+                StatusCode::PARTIAL_CONTENT,
+                &wrong_start,
+                false,
+                now
+            )
+            .unwrap(),
+            Continuation::Rerequest {
+                reason: RestartReason::BadContentRange
+            }
+        );
+        let full = headers(&[("etag", "\"a\""), ("content-length", "100")]);
+        assert!(matches!(
+            judge_response(&r, 40, StatusCode::OK, &full, false, now).unwrap(),
+            Continuation::RestartWithBody {
+                reason: RestartReason::RangeIgnored,
+                total: Some(100),
+                ..
+            }
+        ));
+        let done = headers(&[("etag", "\"a\""), ("content-range", "bytes */100")]);
+        let r100 = resume("\"a\"", 100, 100);
+        assert_eq!(
+            judge_response(
+                &r100,
+                100,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &done,
+                false,
+                now
+            )
+            .unwrap(),
+            Continuation::AlreadyComplete { total: 100 }
+        );
+        assert_eq!(
+            judge_response(&r, 40, StatusCode::RANGE_NOT_SATISFIABLE, &done, false, now).unwrap(),
+            Continuation::Rerequest {
+                reason: RestartReason::RangeNotSatisfiable
+            }
+        );
+        let busy = headers(&[("retry-after", "7")]);
+        let e =
+            judge_response(&r, 40, StatusCode::SERVICE_UNAVAILABLE, &busy, false, now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Status(503));
+        assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,288 @@
+//! Bandwidth: rates, and rclone-style timetables such as `"08:00,512k 19:00,off"`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// A bandwidth setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Bandwidth {
+    /// No limit.
+    Unlimited,
+    /// No transfers at all.
+    Paused,
+    /// At most this many bytes per second.
+    Limited(u64),
+}
+
+impl Bandwidth {
+    /// Parses an rclone-style rate: `off` (unlimited), `0` (paused), or a
+    /// number with an optional binary suffix `B`, `K`, `M`, `G` (either case);
+    /// without a suffix the unit is KiB/s, as in rclone. Decimals are allowed
+    /// (`1.5M`).
+    pub fn parse(s: &str) -> Result<Bandwidth, ScheduleError> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(Bandwidth::Unlimited);
+        }
+        let bad = || ScheduleError::BadRate(s.to_owned());
+        let (num, unit) = match t.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+            _ => (t, 'K'),
+        };
+        let mult: f64 = match unit {
+            'B' => 1.0,
+            'K' => 1024.0,
+            'M' => 1024.0 * 1024.0,
+            'G' => 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(bad()),
+        };
+        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(bad());
+        }
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let bytes = (n * mult).round();
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        // The range check above makes the conversion exact enough; a rate of
+        // zero pauses, as in rclone's timetable.
+        let bytes = bytes as u64;
+        Ok(if bytes == 0 {
+            Bandwidth::Paused
+        } else {
+            Bandwidth::Limited(bytes)
+        })
+    }
+
+    /// The limit in bytes per second, `None` for unlimited, `Some(0)` when paused.
+    pub fn bytes_per_sec(self) -> Option<u64> {
+        match self {
+            Bandwidth::Unlimited => None,
+            Bandwidth::Paused => Some(0),
+            Bandwidth::Limited(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for Bandwidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bandwidth::Unlimited => f.write_str("off"),
+            Bandwidth::Paused => f.write_str("0"),
+            Bandwidth::Limited(n) => f.write_str(&format_rate(*n)),
+        }
+    }
+}
+
+/// Formats bytes per second in binary units (`512K`, `1.5M`).
+pub fn format_rate(bytes_per_sec: u64) -> String {
+    let units = [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (size, suffix) in units {
+        if bytes_per_sec >= size {
+            let v = bytes_per_sec as f64 / size as f64;
+            return if (v - v.round()).abs() < 0.005 {
+                format!("{}{suffix}", v.round())
+            } else {
+                format!("{v:.2}{suffix}")
+            };
+        }
+    }
+    format!("{bytes_per_sec}B")
+}
+
+/// Why a timetable or rate did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// A rate is not `off`, `0` or a number with an optional unit.
+    #[error("bad rate {0:?}: use off, 0, or a number with B, K, M or G")]
+    BadRate(String),
+    /// An entry is not `[Day-]HH:MM,RATE`.
+    #[error("bad timetable entry {0:?}: use [Mon-]HH:MM,RATE")]
+    BadEntry(String),
+    /// The timetable has no entries.
+    #[error("empty timetable")]
+    Empty,
+}
+
+const MINUTES_PER_DAY: u32 = 24 * 60;
+const MINUTES_PER_WEEK: u32 = 7 * MINUTES_PER_DAY;
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// A weekly bandwidth timetable, as rclone's `--bwlimit`: each entry's rate
+/// holds from its time until the next entry's; before the first entry of the
+/// week, the last one holds (it wraps around).
+///
+/// Entries are `HH:MM,RATE` (every day) or `Day-HH:MM,RATE` (`Mon`…`Sun`),
+/// separated by spaces; times are read in a fixed UTC offset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timetable {
+    /// (minute of the week from Monday 00:00, rate), sorted by minute.
+    entries: Vec<(u32, Bandwidth)>,
+    /// Offset of the timetable's clock from UTC, in minutes.
+    utc_offset_minutes: i32,
+}
+
+impl Timetable {
+    /// Parses a timetable read in UTC.
+    pub fn parse(s: &str) -> Result<Timetable, ScheduleError> {
+        Timetable::parse_with_offset(s, 0)
+    }
+
+    /// Parses a timetable whose times are in a clock `utc_offset_minutes` ahead of UTC.
+    pub fn parse_with_offset(s: &str, utc_offset_minutes: i32) -> Result<Timetable, ScheduleError> {
+        let mut entries: Vec<(u32, Bandwidth)> = Vec::new();
+        for item in s.split_whitespace() {
+            let bad = || ScheduleError::BadEntry(item.to_owned());
+            let (when, rate) = item.split_once(',').ok_or_else(bad)?;
+            let rate = Bandwidth::parse(rate)?;
+            let (day, hhmm) = match when.split_once('-') {
+                Some((d, t)) => {
+                    let i = DAYS
+                        .iter()
+                        .position(|x| x.eq_ignore_ascii_case(d))
+                        .ok_or_else(bad)?;
+                    (Some(i as u32), t)
+                }
+                None => (None, when),
+            };
+            let (h, m) = hhmm.split_once(':').ok_or_else(bad)?;
+            let digits = |x: &str| x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit());
+            if !digits(h) || !digits(m) {
+                return Err(bad());
+            }
+            let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            let minute = h * 60 + m;
+            match day {
+                Some(d) => entries.push((d * MINUTES_PER_DAY + minute, rate)),
+                None => entries.extend((0..7).map(|d| (d * MINUTES_PER_DAY + minute, rate))),
+            }
+        }
+        if entries.is_empty() {
+            return Err(ScheduleError::Empty);
+        }
+        // Stable sort keeps the later entry last among equal minutes; it wins.
+        entries.sort_by_key(|e| e.0);
+        let mut dedup: Vec<(u32, Bandwidth)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match dedup.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => dedup.push(e),
+            }
+        }
+        Ok(Timetable {
+            entries: dedup,
+            utc_offset_minutes,
+        })
+    }
+
+    fn minute_of_week(&self, now: Timestamp) -> (u32, u64) {
+        let local_ms = i128::from(now.as_millis()) + i128::from(self.utc_offset_minutes) * 60_000;
+        let minutes = local_ms.div_euclid(60_000);
+        let ms_into_minute = u64::try_from(local_ms.rem_euclid(60_000)).unwrap_or(0);
+        // 1970-01-01 was a Thursday: day 0 is index 3 with Monday as 0.
+        let mow =
+            (minutes + 3 * i128::from(MINUTES_PER_DAY)).rem_euclid(i128::from(MINUTES_PER_WEEK));
+        (u32::try_from(mow).unwrap_or(0), ms_into_minute)
+    }
+
+    /// The bandwidth at `now`, and when it next changes.
+    pub fn at(&self, now: Timestamp) -> (Bandwidth, Timestamp) {
+        let (mow, ms_into_minute) = self.minute_of_week(now);
+        let idx = self.entries.partition_point(|e| e.0 <= mow);
+        let current = if idx == 0 {
+            self.entries[self.entries.len() - 1]
+        } else {
+            self.entries[idx - 1]
+        };
+        let next_minute = match self.entries.get(idx) {
+            Some(e) => e.0,
+            None => self.entries[0].0 + MINUTES_PER_WEEK,
+        };
+        let wait_ms = u64::from(next_minute - mow) * 60_000 - ms_into_minute;
+        (
+            current.1,
+            now.saturating_add(Duration::from_millis(wait_ms)),
+        )
+    }
+}
+
+impl fmt::Display for Timetable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (m, rate)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            let day = DAYS[(m / MINUTES_PER_DAY) as usize];
+            let mm = m % MINUTES_PER_DAY;
+            write!(f, "{day}-{:02}:{:02},{rate}", mm / 60, mm % 60)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates_like_rclone() {
+        assert_eq!(Bandwidth::parse("off"), Ok(Bandwidth::Unlimited));
+        assert_eq!(Bandwidth::parse("0"), Ok(Bandwidth::Paused));
+        assert_eq!(Bandwidth::parse("512k"), Ok(Bandwidth::Limited(512 * 1024)));
+        assert_eq!(Bandwidth::parse("10"), Ok(Bandwidth::Limited(10 * 1024)));
+        assert_eq!(Bandwidth::parse("1.5M"), Ok(Bandwidth::Limited(1_572_864)));
+        assert_eq!(Bandwidth::parse("100B"), Ok(Bandwidth::Limited(100)));
+        for bad in ["", "k", "-1M", "1X", "1e9", "nan", "99999999999G"] {
+            assert!(Bandwidth::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    // Tue, 24 Nov 2026 00:00:00 UTC
+    const TUE: u64 = 1_795_478_400_000;
+
+    #[test]
+    fn daily_timetable_wraps_around_midnight() {
+        let t = Timetable::parse("08:00,512k 19:00,off").unwrap();
+        let at = |h: u64, m: u64| Timestamp::from_millis(TUE + (h * 60 + m) * 60_000);
+        assert_eq!(t.at(at(7, 59)), (Bandwidth::Unlimited, at(8, 0)));
+        assert_eq!(t.at(at(8, 0)), (Bandwidth::Limited(512 * 1024), at(19, 0)));
+        assert_eq!(t.at(at(18, 30)).0, Bandwidth::Limited(512 * 1024));
+        assert_eq!(t.at(at(23, 0)), (Bandwidth::Unlimited, at(32, 0)));
+    }
+
+    #[test]
+    fn weekday_entries_and_offsets() {
+        let t = Timetable::parse("Mon-00:00,0 Tue-09:00,1M").unwrap();
+        let tue = Timestamp::from_millis(TUE);
+        assert_eq!(t.at(tue).0, Bandwidth::Paused);
+        let (b, next) = t.at(Timestamp::from_millis(TUE + 10 * 3_600_000));
+        assert_eq!(b, Bandwidth::Limited(1 << 20));
+        assert_eq!(next, Timestamp::from_millis(TUE + 6 * 86_400_000)); // next Monday
+        // At UTC+10 it is already 10:00 on Tuesday at 00:00 UTC.
+        let east = Timetable::parse_with_offset("Mon-00:00,0 Tue-09:00,1M", 600).unwrap();
+        assert_eq!(east.at(tue).0, Bandwidth::Limited(1 << 20));
+        assert_eq!(t.to_string(), "Mon-00:00,0 Tue-09:00,1M");
+    }
+
+    #[test]
+    fn refuses_bad_entries() {
+        for bad in [
+            "",
+            "8:00,1M",
+            "24:00,1M",
+            "08:60,1M",
+            "Xyz-08:00,1M",
+            "08:00",
+            "08:00,fast",
+        ] {
+            assert!(Timetable::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

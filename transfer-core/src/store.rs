@@ -1,0 +1,254 @@
+//! Persistence: the [`TaskStore`] for records and the completion outbox, and
+//! the [`PayloadStore`] for partial payloads.
+//!
+//! Backends (store-fs on redb and files, store-s3 on object_store) share these
+//! semantics and prove them with one conformance suite in testkit.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{ErrorKind, TransferError};
+use crate::id::{EventId, SessionId, TaskId};
+use crate::record::{Completion, TaskRecord};
+use crate::resume::{PartialLocation, ResumeData};
+use crate::spec::Destination;
+
+/// What kind of store failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// An I/O error.
+    Io,
+    /// Out of space or over a quota.
+    Full,
+    /// Stored data is damaged or not this store's format.
+    Corrupt,
+    /// A conditional write lost a race (another writer changed the data).
+    Conflict,
+    /// A path would leave the directory the store may write in.
+    OutsideRoot,
+    /// Something expected is missing (e.g. a partial whose file vanished).
+    NotFound,
+    /// The store is locked by another process or closed.
+    Unavailable,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A new error.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// An I/O error, classified: out-of-space becomes [`StoreErrorKind::Full`].
+    pub fn io(message: impl Into<String>, e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreErrorKind::Full
+            }
+            std::io::ErrorKind::NotFound => StoreErrorKind::NotFound,
+            _ => StoreErrorKind::Io,
+        };
+        StoreError::new(kind, message).with_source(e)
+    }
+
+    /// What kind of failure.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// Whether the store is full.
+    pub fn is_full(&self) -> bool {
+        self.kind == StoreErrorKind::Full
+    }
+
+    /// Whether a conditional write lost a race.
+    pub fn is_conflict(&self) -> bool {
+        self.kind == StoreErrorKind::Conflict
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<StoreError> for TransferError {
+    fn from(e: StoreError) -> TransferError {
+        let kind = if e.is_full() {
+            ErrorKind::StorageFull
+        } else {
+            ErrorKind::Storage
+        };
+        TransferError::new(kind, e.to_string())
+    }
+}
+
+/// A session's persisted state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Every task record, in no particular order.
+    pub records: Vec<TaskRecord>,
+    /// Completions recorded but not yet acknowledged, oldest first.
+    pub outbox: Vec<Completion>,
+}
+
+/// Changes committed together, atomically and durably.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Records to insert or replace.
+    pub save: Vec<TaskRecord>,
+    /// Records to delete.
+    pub remove: Vec<TaskId>,
+    /// Completions to append to the outbox.
+    pub complete: Vec<Completion>,
+    /// Completions acknowledged by the delegate (removed from the outbox).
+    pub acknowledge: Vec<EventId>,
+}
+
+impl Batch {
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.save.is_empty()
+            && self.remove.is_empty()
+            && self.complete.is_empty()
+            && self.acknowledge.is_empty()
+    }
+
+    /// Adds everything in `other`, after what is already here.
+    pub fn extend(&mut self, other: Batch) {
+        self.save.extend(other.save);
+        self.remove.extend(other.remove);
+        self.complete.extend(other.complete);
+        self.acknowledge.extend(other.acknowledge);
+    }
+}
+
+/// Stores task records and the completion outbox of sessions.
+///
+/// `commit` is atomic (all of a batch or none) and durable when it returns.
+/// Implementations group-commit: concurrent `commit` calls share one durable
+/// write, and each returns only once its own changes are durable.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Loads a session's records and unacknowledged completions (empty for a new session).
+    async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError>;
+
+    /// Commits a batch atomically and durably.
+    async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError>;
+
+    /// Lists the sessions that have state.
+    async fn sessions(&self) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Saves records (a batch of saves).
+    async fn save(&self, session: &SessionId, records: Vec<TaskRecord>) -> Result<(), StoreError> {
+        self.commit(
+            session,
+            Batch {
+                save: records,
+                ..Batch::default()
+            },
+        )
+        .await
+    }
+
+    /// Removes records.
+    async fn remove(&self, session: &SessionId, ids: Vec<TaskId>) -> Result<(), StoreError> {
+        self.commit(
+            session,
+            Batch {
+                remove: ids,
+                ..Batch::default()
+            },
+        )
+        .await
+    }
+
+    /// Acknowledges delivered completions.
+    async fn acknowledge(
+        &self,
+        session: &SessionId,
+        events: Vec<EventId>,
+    ) -> Result<(), StoreError> {
+        self.commit(
+            session,
+            Batch {
+                acknowledge: events,
+                ..Batch::default()
+            },
+        )
+        .await
+    }
+}
+
+/// A partial payload being written.
+#[async_trait]
+pub trait Partial: Send {
+    /// Bytes written so far (durable or not).
+    fn offset(&self) -> u64;
+
+    /// Appends bytes.
+    async fn write(&mut self, data: Bytes) -> Result<(), StoreError>;
+
+    /// Makes what was written durable and returns the durable offset (which may
+    /// trail [`offset`](Self::offset) for stores that persist whole parts) and
+    /// the partial's location to record.
+    async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError>;
+
+    /// Moves the complete payload into its destination atomically.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Deletes the partial.
+    async fn discard(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Stores partial payloads and commits them to their destinations.
+#[async_trait]
+pub trait PayloadStore: Send + Sync {
+    /// Opens the partial for `task`'s `destination` at `resume`'s durable
+    /// offset, cutting away anything written past it, or a new empty partial.
+    /// The returned partial's offset is lower than asked only when stored bytes
+    /// were lost; the caller then restarts the download from that offset's
+    /// representation or from zero.
+    async fn open(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+        resume: &ResumeData,
+    ) -> Result<Box<dyn Partial>, StoreError>;
+
+    /// Deletes a task's partial, if any (idempotent).
+    async fn discard(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+        partial: Option<&PartialLocation>,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,290 @@
+//! The [`Transport`] trait: send one HTTP request, get a streaming response.
+//!
+//! Transports (HTTP/1.1 + HTTP/2 in transport-http, HTTP/3 in transport-quic)
+//! speak the `http` crate's types. They follow redirects under a
+//! [`RedirectPolicy`], enforce [`Timeouts`], and report [`RequestMetrics`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use serde::{Deserialize, Serialize};
+
+use crate::error::TransferError;
+
+/// A streaming response body whose errors are already classified.
+pub type ResponseBody = UnsyncBoxBody<Bytes, TransferError>;
+
+/// One piece of a request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyPart {
+    /// Bytes in memory (e.g. multipart boundaries and text fields).
+    Bytes(Bytes),
+    /// A range of a file, read while sending.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Where the range starts.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+impl BodyPart {
+    /// Bytes in this part.
+    pub fn len(&self) -> u64 {
+        match self {
+            BodyPart::Bytes(b) => b.len() as u64,
+            BodyPart::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the part is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A request body made of parts; the transport streams them in order and can
+/// replay them (for a 307/308 redirect). No parts means no body.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestBody {
+    /// The parts, in order.
+    pub parts: Vec<BodyPart>,
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        RequestBody::default()
+    }
+
+    /// A body of one in-memory buffer.
+    pub fn bytes(b: impl Into<Bytes>) -> Self {
+        RequestBody {
+            parts: vec![BodyPart::Bytes(b.into())],
+        }
+    }
+
+    /// A body that is a range of a file.
+    pub fn file(path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        RequestBody {
+            parts: vec![BodyPart::File {
+                path: path.into(),
+                offset,
+                len,
+            }],
+        }
+    }
+
+    /// Total length in bytes (sent as `Content-Length`).
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(BodyPart::len).sum()
+    }
+
+    /// Whether there is no body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Called with the total bytes of the body sent so far.
+pub type SentProgress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Time limits for one request. Each expiry is a distinct
+/// [`TimeoutKind`](crate::TimeoutKind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// TCP connect or QUIC handshake (default 15 s).
+    pub connect: Duration,
+    /// TLS handshake (default 15 s).
+    pub tls: Duration,
+    /// From request sent to response head (default 30 s).
+    pub first_byte: Duration,
+    /// Between body chunks (default 60 s, the session's idle timeout).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(15),
+            tls: Duration::from_secs(15),
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What may be followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectPolicy {
+    /// Most redirects followed for one request (default 10).
+    pub max: u32,
+    /// Whether an https URL may redirect to http (default false).
+    pub allow_https_to_http: bool,
+}
+
+impl Default for RedirectPolicy {
+    fn default() -> Self {
+        RedirectPolicy {
+            max: 10,
+            allow_https_to_http: false,
+        }
+    }
+}
+
+/// What to do about one redirect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedirectDecision {
+    /// Follow it.
+    Follow,
+    /// Follow it, but to this URL instead.
+    FollowTo(Uri),
+    /// Do not follow it: the request fails with
+    /// [`ErrorKind::RedirectRefused`](crate::ErrorKind::RedirectRefused).
+    Refuse,
+}
+
+/// Asked before each redirect that the [`RedirectPolicy`] allows (the
+/// scheduler forwards it to the delegate).
+#[async_trait]
+pub trait RedirectHook: Send + Sync {
+    /// Decides about a redirect from `from` to `to` with `status`.
+    async fn redirect(&self, from: &Uri, to: &Uri, status: StatusCode) -> RedirectDecision;
+}
+
+/// Which HTTP version to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProtocolPreference {
+    /// Whatever the transport and the server agree on (ALPN).
+    #[default]
+    Auto,
+    /// HTTP/3 when the transport can, falling back otherwise.
+    PreferHttp3,
+    /// HTTP/3 only.
+    RequireHttp3,
+}
+
+/// Options of one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Redirect rules.
+    pub redirects: RedirectPolicy,
+    /// HTTP version preference.
+    pub protocol: ProtocolPreference,
+}
+
+/// A request for a [`Transport`].
+pub struct TransportRequest {
+    /// Method, URL, headers and body.
+    pub request: http::Request<RequestBody>,
+    /// Options.
+    pub options: RequestOptions,
+    /// Called as body bytes are sent.
+    pub on_sent: Option<SentProgress>,
+    /// Asked before following a redirect.
+    pub redirect_hook: Option<Arc<dyn RedirectHook>>,
+}
+
+impl TransportRequest {
+    /// A request with default options and no callbacks.
+    pub fn new(request: http::Request<RequestBody>) -> Self {
+        TransportRequest {
+            request,
+            options: RequestOptions::default(),
+            on_sent: None,
+            redirect_hook: None,
+        }
+    }
+}
+
+impl fmt::Debug for TransportRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportRequest")
+            .field("request", &self.request)
+            .field("options", &self.options)
+            .field("on_sent", &self.on_sent.is_some())
+            .field("redirect_hook", &self.redirect_hook.is_some())
+            .finish()
+    }
+}
+
+/// The HTTP version that carried a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// HTTP/3.
+    Http3,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
+            Protocol::Http3 => "HTTP/3",
+        })
+    }
+}
+
+/// How one request went (of the last hop, when redirected).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMetrics {
+    /// The protocol actually used.
+    pub protocol: Protocol,
+    /// Whether an existing connection carried it.
+    pub reused_connection: bool,
+    /// Name resolution time (new connections).
+    pub dns: Option<Duration>,
+    /// Connect time (new connections).
+    pub connect: Option<Duration>,
+    /// TLS handshake time (new TLS connections).
+    pub tls: Option<Duration>,
+    /// From request start to response head.
+    pub first_byte: Duration,
+    /// Request body bytes sent.
+    pub bytes_sent: u64,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// A response from a [`Transport`]: head, streaming body, metrics.
+#[derive(Debug)]
+pub struct TransportResponse {
+    /// Status, headers and the streaming body.
+    pub response: http::Response<ResponseBody>,
+    /// The URL that answered (after redirects).
+    pub url: Uri,
+    /// Metrics of the request.
+    pub metrics: RequestMetrics,
+}
+
+/// Sends HTTP requests. Implementations are shared by all of a session's tasks.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// A short name for logs and metrics (`"http"`, `"quic"`).
+    fn name(&self) -> &'static str;
+
+    /// Whether this transport can carry a request to `url` with `preference`.
+    fn handles(&self, url: &Uri, preference: ProtocolPreference) -> bool;
+
+    /// Sends the request, following redirects, and returns once the response
+    /// head has arrived; the body streams from the response. Errors are
+    /// classified [`TransferError`]s.
+    async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError>;
+}
