@@ -1,0 +1,316 @@
+//! # testkit
+//!
+//! Ferry's origin server for tests and benchmarks, started in-process on
+//! 127.0.0.1 with ephemeral ports. One [`Origin`] runs three listeners that
+//! share one route table and one request log:
+//!
+//! - plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c);
+//! - TLS with ALPN `h2` and `http/1.1` (no ALPN means HTTP/1.1), with a root
+//!   CA made at start-up ([`Origin::root_cert_pem`]) and a leaf for
+//!   `localhost`, `127.0.0.1` and `::1`;
+//! - a raw HTTP/1.1 responder for lying `Content-Length`s ([`Fault::LieLength`]).
+//!
+//! Bodies are generated from a seed ([`body`]), so any size and any range is
+//! served without storage and checked with [`body::bytes`] / [`body::sha256`].
+//! Resources carry a strong ETag and a Last-Modified; `Range` and `If-Range`
+//! are honoured (one range; several ranges get the whole body). [`Script`]s
+//! make requests fail on purpose: cuts, stalls, status sequences, changed
+//! representations, ignored ranges, lying lengths, redirect chains, rate
+//! limits, oversized headers.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), testkit::Error> {
+//! use testkit::{Fault, Origin, Resource, Script};
+//!
+//! let origin = Origin::start().await?;
+//! origin.resource("/file.bin", Resource::seeded(7, 10 << 20));
+//! origin.script("/file.bin", Script::new().nth(1, Fault::CutAfter(1 << 20)));
+//! let url = origin.https_url("/file.bin"); // https://localhost:PORT/file.bin
+//! assert!(url.starts_with("https://localhost:"));
+//! assert!(origin.root_cert_pem().contains("BEGIN CERTIFICATE"));
+//! assert!(origin.log().is_empty());
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod body;
+mod raw;
+mod script;
+mod server;
+mod tls;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls_pki_types::CertificateDer;
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub use script::{Fault, Script, When};
+pub use server::{BodyError, Listener, LogEntry, Protocol};
+use server::{ConnInfo, ResourceState, Shared, lock};
+
+/// Why the origin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or accepting failed.
+    #[error("origin I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A resource the origin serves at a registered path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource {
+    seed: u64,
+    len: u64,
+}
+
+impl Resource {
+    /// `len` bytes generated from `seed` (see [`body`]).
+    pub fn seeded(seed: u64, len: u64) -> Self {
+        Resource { seed, len }
+    }
+}
+
+/// A running origin. Dropping it stops its listeners and connections.
+pub struct Origin {
+    shared: Arc<Shared>,
+    http: SocketAddr,
+    https: SocketAddr,
+    raw: SocketAddr,
+    root_pem: String,
+    root_der: CertificateDer<'static>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("http", &self.http)
+            .field("https", &self.https)
+            .field("raw", &self.raw)
+            .finish()
+    }
+}
+
+/// Receive windows for bulk HTTP/2 (the defaults, 64 KiB, starve a fast
+/// client on loopback).
+const H2_STREAM_WINDOW: u32 = 16 << 20;
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+const H2_MAX_FRAME: u32 = 1 << 20;
+
+impl Origin {
+    /// Starts all listeners on 127.0.0.1 with ephemeral ports.
+    pub async fn start() -> Result<Origin, Error> {
+        let certs = tls::generate()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&certs)?));
+        let shared = Arc::new(Shared::default());
+        let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0));
+        let (plain, secure, raw) = (bind().await?, bind().await?, bind().await?);
+        let (http, https, raw_addr) =
+            (plain.local_addr()?, secure.local_addr()?, raw.local_addr()?);
+
+        let plain_loop = tokio::spawn(accept_loop(plain, shared.clone(), Listener::Plain, serve));
+        let tls_loop = tokio::spawn(accept_loop(
+            secure,
+            shared.clone(),
+            Listener::Tls,
+            move |stream, shared, conn| {
+                let acceptor = acceptor.clone();
+                async move {
+                    match acceptor.accept(stream).await {
+                        Ok(tls) => serve(tls, shared, conn).await,
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake refused"),
+                    }
+                }
+            },
+        ));
+        let raw_loop = tokio::spawn(accept_loop(raw, shared.clone(), Listener::Raw, raw::serve));
+        Ok(Origin {
+            shared,
+            http,
+            https,
+            raw: raw_addr,
+            root_pem: certs.root_pem,
+            root_der: certs.root_der,
+            listeners: vec![plain_loop, tls_loop, raw_loop],
+        })
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the plain listener.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// `https://localhost:PORT{path}` on the TLS listener.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the raw listener (lying lengths).
+    pub fn raw_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.raw)
+    }
+
+    /// The plain listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The TLS listener's address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+    }
+
+    /// The raw listener's address.
+    pub fn raw_addr(&self) -> SocketAddr {
+        self.raw
+    }
+
+    /// Serves `resource` at `path` (replacing what was there, version 0).
+    pub fn resource(&self, path: &str, resource: Resource) {
+        let state = ResourceState {
+            seed: resource.seed,
+            len: resource.len,
+            version: 0,
+        };
+        lock(&self.shared.routes)
+            .resources
+            .insert(path.to_owned(), state);
+    }
+
+    /// The current ETag of the resource at `path`, if it is one.
+    pub fn etag(&self, path: &str) -> Option<String> {
+        lock(&self.shared.routes)
+            .resources
+            .get(path)
+            .map(ResourceState::etag)
+    }
+
+    /// The current version of the resource at `path` (bumped by
+    /// [`Fault::ChangeRepresentation`]); 0 for generated paths never changed.
+    pub fn version(&self, path: &str) -> u32 {
+        lock(&self.shared.routes)
+            .resources
+            .get(path)
+            .map_or(0, |r| r.version)
+    }
+
+    /// Sets the fault script of `path` (requests are counted per path, from 1).
+    pub fn script(&self, path: &str, script: Script) {
+        lock(&self.shared.routes)
+            .scripts
+            .insert(path.to_owned(), script);
+    }
+
+    /// Answers requests to `from` with a redirect `status` to `location`
+    /// (relative, or absolute such as [`http_url`](Self::http_url)`(..)`).
+    pub fn redirect(&self, from: &str, status: u16, location: &str) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+        lock(&self.shared.routes)
+            .redirects
+            .insert(from.to_owned(), (status, location.to_owned()));
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.shared.log()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear_log(&self) {
+        self.shared.clear_log();
+    }
+
+    /// The root certificate in PEM, for clients to trust.
+    pub fn root_cert_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// The root certificate in DER.
+    pub fn root_cert_der(&self) -> CertificateDer<'static> {
+        self.root_der.clone()
+    }
+
+    /// A rustls client configuration (ring provider) that trusts only this
+    /// origin's root and offers `alpn` (empty: no ALPN).
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
+        tls::client_config(&self.root_der, alpn)
+    }
+
+    /// Stops the listeners and every open connection.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for l in self.listeners.drain(..) {
+            let _ = l.await;
+        }
+    }
+
+    fn stop(&self) {
+        for l in &self.listeners {
+            l.abort();
+        }
+        self.shared.abort_connections();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Accepts connections until aborted, numbering them and running `handler` on each.
+async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, kind: Listener, handler: F)
+where
+    F: Fn(TcpStream, Arc<Shared>, ConnInfo) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+                let conn = ConnInfo { id, listener: kind };
+                shared.spawn_connection(handler(stream, shared.clone(), conn));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve<I>(io: I, shared: Arc<Shared>, conn: ConnInfo)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_frame_size(H2_MAX_FRAME);
+    let service = service_fn(move |req| server::handle(shared.clone(), conn, req));
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(error = %e, connection = conn.id, "connection ended with an error");
+    }
+}

@@ -1,0 +1,636 @@
+//! The hyper side of the origin: routing, ranges and validators, the fault-
+//! shaped body, and the request log.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+use crate::script::{BodyFaults, Fault, Script};
+
+/// How a request reached the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (or 1.0).
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// Which listener took the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// Plain HTTP (HTTP/1.1, or HTTP/2 with prior knowledge).
+    Plain,
+    /// TLS with ALPN `h2` / `http/1.1`.
+    Tls,
+    /// The raw HTTP/1.1 listener that can lie about lengths.
+    Raw,
+}
+
+/// One request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// The method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// The `Range` header asked, verbatim.
+    pub range: Option<String>,
+    /// The `If-Range` header asked, verbatim.
+    pub if_range: Option<String>,
+    /// The status answered.
+    pub status: StatusCode,
+    /// Body bytes written so far (final once `finished`).
+    pub bytes_sent: u64,
+    /// Whether the body was written to its end (false when cut, dropped or still going).
+    pub finished: bool,
+    /// The HTTP version.
+    pub protocol: Protocol,
+    /// The listener.
+    pub listener: Listener,
+    /// The connection's number (unique per origin), to count connections.
+    pub connection: u64,
+    /// All request headers.
+    pub headers: HeaderMap,
+}
+
+struct Logged {
+    entry: LogEntry,
+    sent: Arc<AtomicU64>,
+    finished: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResourceState {
+    pub(crate) seed: u64,
+    pub(crate) len: u64,
+    pub(crate) version: u32,
+}
+
+impl ResourceState {
+    pub(crate) fn etag(&self) -> String {
+        format!("\"s{}-l{}-v{}\"", self.seed, self.len, self.version)
+    }
+
+    pub(crate) fn last_modified(&self) -> String {
+        // 2026-01-01T00:00:00Z plus an hour per version.
+        let t = UNIX_EPOCH + Duration::from_secs(1_767_225_600 + u64::from(self.version) * 3600);
+        httpdate::fmt_http_date(t)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Routes {
+    pub(crate) resources: HashMap<String, ResourceState>,
+    pub(crate) scripts: HashMap<String, Script>,
+    pub(crate) redirects: HashMap<String, (StatusCode, String)>,
+    counts: HashMap<String, u64>,
+}
+
+/// State shared by all listeners of one origin.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) routes: Mutex<Routes>,
+    log: Mutex<Vec<Logged>>,
+    pub(crate) next_connection: AtomicU64,
+    connections: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (a test's panic
+/// must not turn every later request into a second panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a request resolves to, after scripts and redirects.
+pub(crate) enum Plan {
+    NotFound,
+    Redirect(StatusCode, String),
+    Status(StatusCode, Option<String>),
+    Serve { resource: ResourceState },
+}
+
+impl Shared {
+    /// Runs a connection's task; it is aborted when the origin shuts down.
+    pub(crate) fn spawn_connection<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task).abort_handle();
+        let mut all = lock(&self.connections);
+        if all.len() >= 256 {
+            all.retain(|h| !h.is_finished());
+        }
+        all.push(handle);
+    }
+
+    /// Aborts every connection task.
+    pub(crate) fn abort_connections(&self) {
+        for h in lock(&self.connections).drain(..) {
+            h.abort();
+        }
+    }
+
+    /// Counts the request, applies representation changes and decides what to answer.
+    pub(crate) fn plan(&self, path: &str, query: Option<&str>) -> (Plan, Vec<Fault>) {
+        let mut routes = lock(&self.routes);
+        let n = {
+            let c = routes.counts.entry(path.to_owned()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let faults = routes
+            .scripts
+            .get(path)
+            .map(|s| s.faults_for(n))
+            .unwrap_or_default();
+        for f in &faults {
+            if let Fault::Status { code, retry_after } = f {
+                return (Plan::Status(*code, retry_after.clone()), faults.clone());
+            }
+        }
+        if let Some((code, location)) = routes.redirects.get(path) {
+            return (Plan::Redirect(*code, location.clone()), faults);
+        }
+        if faults.contains(&Fault::ChangeRepresentation) {
+            let generated = generated(path, query);
+            if let Some(r) = routes.resources.get_mut(path) {
+                r.version += 1;
+            } else if let Some(mut r) = generated {
+                r.version = 1;
+                routes.resources.insert(path.to_owned(), r);
+            }
+        }
+        let resource = routes
+            .resources
+            .get(path)
+            .copied()
+            .or_else(|| generated(path, query));
+        match resource {
+            Some(resource) => (Plan::Serve { resource }, faults),
+            None => (Plan::NotFound, faults),
+        }
+    }
+
+    pub(crate) fn record(&self, entry: LogEntry) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+        let sent = Arc::new(AtomicU64::new(entry.bytes_sent));
+        let finished = Arc::new(AtomicBool::new(entry.finished));
+        lock(&self.log).push(Logged {
+            entry,
+            sent: sent.clone(),
+            finished: finished.clone(),
+        });
+        (sent, finished)
+    }
+
+    pub(crate) fn log(&self) -> Vec<LogEntry> {
+        lock(&self.log)
+            .iter()
+            .map(|l| {
+                let mut e = l.entry.clone();
+                e.bytes_sent = l.sent.load(Ordering::Acquire);
+                e.finished = l.finished.load(Ordering::Acquire);
+                e
+            })
+            .collect()
+    }
+
+    pub(crate) fn clear_log(&self) {
+        lock(&self.log).clear();
+    }
+}
+
+/// `/gen/{len}?seed=N`: a resource of any size, version 0.
+fn generated(path: &str, query: Option<&str>) -> Option<ResourceState> {
+    let len: u64 = path.strip_prefix("/gen/")?.parse().ok()?;
+    let seed = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("seed="))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Some(ResourceState {
+        seed,
+        len,
+        version: 0,
+    })
+}
+
+/// A parsed single byte range, resolved against a length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// No usable range: serve the whole body.
+    Whole,
+    /// Serve `first..=last`.
+    Part(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+pub(crate) fn parse_range(value: &str, len: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole; // several ranges: answered with the whole body
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(len.saturating_sub(n), len - 1),
+            None => RangeAsk::Whole,
+        },
+        (first, "") => match num(first) {
+            Some(f) if f < len => RangeAsk::Part(f, len - 1),
+            Some(_) => RangeAsk::Unsatisfiable,
+            None => RangeAsk::Whole,
+        },
+        (first, last) => match (num(first), num(last)) {
+            (Some(f), Some(l)) if f <= l && f < len => RangeAsk::Part(f, l.min(len - 1)),
+            (Some(f), Some(l)) if f <= l => RangeAsk::Unsatisfiable,
+            _ => RangeAsk::Whole,
+        },
+    }
+}
+
+/// Connection facts a request handler needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) id: u64,
+    pub(crate) listener: Listener,
+}
+
+pub(crate) type OriginBody = BoxBody<Bytes, BodyError>;
+
+/// Why a generated body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The script cut the body.
+    #[error("body cut by the test script")]
+    Cut,
+}
+
+fn text(status: StatusCode, msg: String) -> Response<OriginBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(msg))
+            .map_err(|n: Infallible| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Answers one request on a hyper connection.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<OriginBody>, Infallible> {
+    let (parts, _body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or(path.clone(), |p| p.to_string());
+    let (plan, faults) = shared.plan(&path, parts.uri.query());
+    let header_str = |name: HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let protocol = if parts.version == Version::HTTP_2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+
+    let mut response = match plan {
+        Plan::NotFound => text(StatusCode::NOT_FOUND, format!("no resource at {path}\n")),
+        Plan::Redirect(code, location) => {
+            let mut r = text(code, format!("see {location}\n"));
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Plan::Status(code, retry_after) => {
+            let mut r = text(code, format!("scripted {code}\n"));
+            if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Plan::Serve { .. } if parts.method != Method::GET && parts.method != Method::HEAD => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} not allowed on {path}\n", parts.method),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        Plan::Serve { resource } => {
+            let etag = resource.etag();
+            let last_modified = resource.last_modified();
+            let ignore = faults.contains(&Fault::IgnoreRange);
+            let if_range_ok = match header_str(header::IF_RANGE) {
+                None => true,
+                Some(v) if v.starts_with('"') => v == etag,
+                Some(v) => v == last_modified,
+            };
+            let ask = match header_str(header::RANGE) {
+                Some(r) if !ignore && if_range_ok => parse_range(&r, resource.len),
+                _ => RangeAsk::Whole,
+            };
+            let (status, first, end) = match ask {
+                RangeAsk::Whole => (StatusCode::OK, 0, resource.len),
+                RangeAsk::Part(f, l) => (StatusCode::PARTIAL_CONTENT, f, l + 1),
+                RangeAsk::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, 0, 0),
+            };
+            let mut r = if status == StatusCode::RANGE_NOT_SATISFIABLE {
+                let mut r = text(status, String::new());
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", resource.len)) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                r
+            } else {
+                let body: OriginBody = if parts.method == Method::HEAD {
+                    Full::new(Bytes::new())
+                        .map_err(|n: Infallible| match n {})
+                        .boxed()
+                } else {
+                    GenBody::new(resource, first, end, BodyFaults::from(&faults)).boxed()
+                };
+                let mut r = Response::new(body);
+                *r.status_mut() = status;
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - first));
+                if status == StatusCode::PARTIAL_CONTENT
+                    && let Ok(v) = HeaderValue::from_str(&format!(
+                        "bytes {first}-{}/{}",
+                        end - 1,
+                        resource.len
+                    ))
+                {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
+                r
+            };
+            let h = r.headers_mut();
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&last_modified) {
+                h.insert(header::LAST_MODIFIED, v);
+            }
+            r
+        }
+    };
+    for f in &faults {
+        if let Fault::OversizedHeaders(n) = f {
+            add_filler_headers(response.headers_mut(), *n);
+        }
+    }
+    let streams =
+        response.status() == StatusCode::OK || response.status() == StatusCode::PARTIAL_CONTENT;
+    let entry = LogEntry {
+        method: parts.method.clone(),
+        path: path_and_query,
+        range: header_str(header::RANGE),
+        if_range: header_str(header::IF_RANGE),
+        status: response.status(),
+        bytes_sent: 0,
+        finished: false,
+        protocol,
+        listener: conn.listener,
+        connection: conn.id,
+        headers: parts.headers.clone(),
+    };
+    let (sent, finished) = shared.record(entry);
+    if streams && parts.method == Method::GET {
+        let (head, body) = response.into_parts();
+        let counted = Counted {
+            inner: body,
+            sent,
+            finished,
+        };
+        response = Response::from_parts(head, counted.boxed());
+    } else {
+        finished.store(true, Ordering::Release);
+    }
+    Ok(response)
+}
+
+fn add_filler_headers(h: &mut HeaderMap, total: usize) {
+    let mut left = total;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(4096);
+        let name = format!("x-filler-{i}");
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&"f".repeat(n)),
+        ) {
+            h.insert(k, v);
+        }
+        left -= n;
+        i += 1;
+    }
+}
+
+/// Counts the body bytes handed to the connection, for the log.
+struct Counted {
+    inner: OriginBody,
+    sent: Arc<AtomicU64>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent.fetch_add(d.len() as u64, Ordering::AcqRel);
+                }
+                // Connections stop polling a body that says it has ended.
+                if self.inner.is_end_stream() {
+                    self.finished.store(true, Ordering::Release);
+                }
+            }
+            Some(Err(_)) => {}
+            None => self.finished.store(true, Ordering::Release),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const CHUNK: u64 = 128 * 1024;
+
+/// A seeded body, shaped by cut, stall and rate faults.
+pub(crate) struct GenBody {
+    seed: u64,
+    version: u32,
+    pos: u64,
+    end: u64,
+    sent: u64,
+    faults: BodyFaults,
+    stalled: bool,
+    /// The cut point was reached and the connection given time to flush.
+    cut_armed: bool,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    start: tokio::time::Instant,
+}
+
+/// Pause before a cut, so the connection flushes the bytes before it: an
+/// error from the body makes hyper drop what it has buffered.
+const FLUSH_BEFORE_CUT: Duration = Duration::from_millis(20);
+
+impl GenBody {
+    pub(crate) fn new(r: ResourceState, first: u64, end: u64, faults: BodyFaults) -> Self {
+        GenBody {
+            seed: r.seed,
+            version: r.version,
+            pos: first,
+            end,
+            sent: 0,
+            faults,
+            stalled: false,
+            cut_armed: false,
+            sleep: None,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    fn wait(&mut self, d: Duration) {
+        self.sleep = Some(Box::pin(tokio::time::sleep(d)));
+    }
+}
+
+impl Body for GenBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(s) = this.sleep.as_mut() {
+                ready!(s.as_mut().poll(cx));
+                this.sleep = None;
+            }
+            if this.pos >= this.end {
+                return Poll::Ready(None);
+            }
+            let mut n = CHUNK.min(this.end - this.pos);
+            if let Some(cut) = this.faults.cut_after {
+                if this.sent >= cut {
+                    if this.cut_armed {
+                        return Poll::Ready(Some(Err(BodyError::Cut)));
+                    }
+                    this.cut_armed = true;
+                    this.wait(FLUSH_BEFORE_CUT);
+                    continue;
+                }
+                n = n.min(cut - this.sent);
+            }
+            if let Some((after, pause)) = this.faults.stall
+                && !this.stalled
+            {
+                if this.sent >= after {
+                    this.stalled = true;
+                    this.wait(pause);
+                    continue;
+                }
+                n = n.min(after - this.sent);
+            }
+            if let Some(rate) = this.faults.rate {
+                n = n.min((rate / 10).max(1));
+                let due = Duration::from_secs_f64((this.sent + n) as f64 / rate as f64);
+                let elapsed = this.start.elapsed();
+                if due > elapsed {
+                    this.wait(due - elapsed);
+                    continue;
+                }
+            }
+            let len = usize::try_from(n).unwrap_or(usize::MAX);
+            let mut buf = vec![0u8; len];
+            crate::body::fill(this.seed, this.version, this.pos, &mut buf);
+            this.pos += n;
+            this.sent += n;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pos >= self.end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.end - self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeAsk::Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), RangeAsk::Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), RangeAsk::Part(90, 99));
+        assert_eq!(parse_range("bytes=-500", 100), RangeAsk::Part(0, 99));
+        assert_eq!(parse_range("bytes=50-500", 100), RangeAsk::Part(50, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeAsk::Whole);
+        assert_eq!(parse_range("bytes=9-1", 100), RangeAsk::Whole);
+        assert_eq!(parse_range("items=0-1", 100), RangeAsk::Whole);
+    }
+}
