@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod conformance;
 mod raw;
 mod script;
 mod server;

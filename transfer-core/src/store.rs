@@ -33,6 +33,8 @@ pub enum StoreErrorKind {
     NotFound,
     /// The store is locked by another process or closed.
     Unavailable,
+    /// The store cannot hold this kind of destination (e.g. an object key in a file store).
+    Unsupported,
 }
 
 /// A store operation failed.

@@ -1,0 +1,320 @@
+//! Task records and the completion outbox in one redb database, written by
+//! one thread that group-commits: every batch waiting when a commit starts
+//! rides in the next one, so many concurrent savers share one durable write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+use transfer_core::{
+    Batch, Completion, SessionId, Snapshot, StoreError, StoreErrorKind, TaskRecord, TaskStore,
+};
+
+const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const FORMAT: u64 = 1;
+
+/// The database file's name inside the store directory.
+pub const DATABASE_FILE: &str = "ferry.redb";
+
+struct Job {
+    session: SessionId,
+    batch: Batch,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A [`TaskStore`] on redb: one database file per store directory. Clones
+/// share the database; it closes when the last clone drops.
+#[derive(Clone)]
+pub struct FsTaskStore {
+    db: Arc<Database>,
+    writer: Arc<Writer>,
+    path: PathBuf,
+}
+
+/// The writer thread's queue. Dropping it stops the thread and waits for it,
+/// so the database file is released when the store is.
+struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for FsTaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsTaskStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    let kind = match &e {
+        redb::Error::DatabaseAlreadyOpen => StoreErrorKind::Unavailable,
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. } => StoreErrorKind::Corrupt,
+        redb::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StoreErrorKind::Full
+            }
+            // redb reports a file that is not a redb database this way.
+            std::io::ErrorKind::InvalidData => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Io,
+        },
+        _ => StoreErrorKind::Io,
+    };
+    StoreError::new(kind, format!("{context}: {e}"))
+}
+
+impl FsTaskStore {
+    /// Opens (or creates) the store in `dir`, creating the directory owner-only.
+    /// A file there that is not a Ferry database is refused with
+    /// [`StoreErrorKind::Corrupt`]; a database another process holds open with
+    /// [`StoreErrorKind::Unavailable`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<FsTaskStore, StoreError> {
+        let dir = dir.as_ref();
+        crate::payload::create_private_dir(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let db = Database::create(&path)
+            .map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| db_error("checking the format", e))?;
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| db_error("checking the format", e))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| db_error("checking the format", e))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT)
+                        .map_err(|e| db_error("writing the format", e))?;
+                }
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Corrupt,
+                        format!(
+                            "{} has store format {other}; this build reads {FORMAT}",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            txn.open_table(RECORDS)
+                .map_err(|e| db_error("opening records", e))?;
+            txn.open_table(OUTBOX)
+                .map_err(|e| db_error("opening the outbox", e))?;
+        }
+        txn.commit()
+            .map_err(|e| db_error("checking the format", e))?;
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let thread = thread::Builder::new()
+            .name("ferry-store-writer".into())
+            .spawn(move || writer(&writer_db, &rx))
+            .map_err(|e| StoreError::io("starting the store writer", e))?;
+        let writer = Arc::new(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        });
+        Ok(FsTaskStore { db, writer, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The writer thread: takes every job that is waiting, commits them in one
+/// durable transaction, answers them all. Ends when the last store handle drops.
+fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter());
+        match commit(db, &group) {
+            Ok(()) => {
+                for job in group {
+                    let _ = job.reply.send(Ok(()));
+                }
+            }
+            // One bad batch must not fail its neighbours: retry each alone.
+            Err(_) if group.len() > 1 => {
+                for job in group {
+                    let result = commit(db, std::slice::from_ref(&job));
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| db_error("starting a commit", e))?;
+    {
+        let mut records = txn
+            .open_table(RECORDS)
+            .map_err(|e| db_error("opening records", e))?;
+        let mut outbox = txn
+            .open_table(OUTBOX)
+            .map_err(|e| db_error("opening the outbox", e))?;
+        for job in jobs {
+            let s = job.session.as_str();
+            for r in &job.batch.save {
+                records
+                    .insert((s, r.id.as_u64()), r.encode().as_slice())
+                    .map_err(|e| db_error("saving a record", e))?;
+            }
+            for id in &job.batch.remove {
+                records
+                    .remove((s, id.as_u64()))
+                    .map_err(|e| db_error("removing a record", e))?;
+            }
+            for c in &job.batch.complete {
+                outbox
+                    .insert((s, c.event.as_u64()), c.encode().as_slice())
+                    .map_err(|e| db_error("recording a completion", e))?;
+            }
+            for id in &job.batch.acknowledge {
+                outbox
+                    .remove((s, id.as_u64()))
+                    .map_err(|e| db_error("acknowledging a completion", e))?;
+            }
+        }
+    }
+    txn.commit().map_err(|e| db_error("committing", e))
+}
+
+fn load(db: &Database, session: &SessionId) -> Result<Snapshot, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| db_error("starting a read", e))?;
+    let s = session.as_str();
+    let mut snapshot = Snapshot::default();
+    let records = txn
+        .open_table(RECORDS)
+        .map_err(|e| db_error("opening records", e))?;
+    for item in records
+        .range((s, 0)..=(s, u64::MAX))
+        .map_err(|e| db_error("reading records", e))?
+    {
+        let (k, v) = item.map_err(|e| db_error("reading records", e))?;
+        let record = TaskRecord::decode(v.value()).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("record {:016x}: {e}", k.value().1),
+            )
+        })?;
+        snapshot.records.push(record);
+    }
+    let outbox = txn
+        .open_table(OUTBOX)
+        .map_err(|e| db_error("opening the outbox", e))?;
+    for item in outbox
+        .range((s, 0)..=(s, u64::MAX))
+        .map_err(|e| db_error("reading the outbox", e))?
+    {
+        let (k, v) = item.map_err(|e| db_error("reading the outbox", e))?;
+        let c = Completion::decode(v.value()).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("completion {:016x}: {e}", k.value().1),
+            )
+        })?;
+        snapshot.outbox.push(c);
+    }
+    snapshot.outbox.sort_by_key(|c| (c.at, c.event));
+    Ok(snapshot)
+}
+
+fn sessions(db: &Database) -> Result<Vec<SessionId>, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| db_error("starting a read", e))?;
+    let mut names = std::collections::BTreeSet::new();
+    for table in [RECORDS, OUTBOX] {
+        let t = txn
+            .open_table(table)
+            .map_err(|e| db_error("opening a table", e))?;
+        for item in t.iter().map_err(|e| db_error("listing sessions", e))? {
+            let (k, _) = item.map_err(|e| db_error("listing sessions", e))?;
+            names.insert(k.value().0.to_owned());
+        }
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            SessionId::new(n).map_err(|e| StoreError::new(StoreErrorKind::Corrupt, e.to_string()))
+        })
+        .collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            format!("store task failed: {e}"),
+        )
+    })?
+}
+
+#[async_trait]
+impl TaskStore for FsTaskStore {
+    async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
+        let db = self.db.clone();
+        let session = session.clone();
+        blocking(move || load(&db, &session)).await
+    }
+
+    async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::new(StoreErrorKind::Unavailable, "the store writer stopped");
+        let jobs = self.writer.jobs.as_ref().ok_or_else(closed)?;
+        jobs.send(Job {
+            session: session.clone(),
+            batch,
+            reply,
+        })
+        .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        let db = self.db.clone();
+        blocking(move || sessions(&db)).await
+    }
+}

@@ -1,0 +1,98 @@
+//! store-fs runs the shared store conformance suites, plus what is its own:
+//! confinement to the root, owner-only files, refusing foreign databases.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use store_fs::{FsPayloadStore, FsTaskStore};
+use transfer_core::{Destination, PayloadStore, ResumeData, SessionId, StoreErrorKind, TaskId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_store_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    testkit::conformance::task_store(|| {
+        let path = path.clone();
+        async move { FsTaskStore::open(&path).unwrap() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_store_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsPayloadStore::new(dir.path()).unwrap();
+    testkit::conformance::payload_store(&store, store.root()).await;
+}
+
+#[tokio::test]
+async fn destinations_stay_inside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = FsPayloadStore::new(&root).unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("escape")).unwrap();
+    let s = SessionId::new("x").unwrap();
+    for bad in [
+        "../out.bin",
+        "a/../../out.bin",
+        "/etc/passwd",
+        "escape/out.bin",
+    ] {
+        let dest = Destination::Path(bad.into());
+        let err = store
+            .open(&s, TaskId::from_u64(1), &dest, &ResumeData::default())
+            .await
+            .err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(StoreErrorKind::OutsideRoot),
+            "{bad}"
+        );
+    }
+    let key = Destination::ObjectKey("k".into());
+    let err = store
+        .open(&s, TaskId::from_u64(1), &key, &ResumeData::default())
+        .await
+        .err();
+    assert_eq!(err.map(|e| e.kind()), Some(StoreErrorKind::Unsupported));
+    assert!(!dir.path().join("out.bin").exists());
+}
+
+#[tokio::test]
+async fn partials_are_owner_only_and_beside_their_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsPayloadStore::new(dir.path()).unwrap();
+    let s = SessionId::new("x").unwrap();
+    let dest = Destination::Path("sub/file.bin".into());
+    let mut p = store
+        .open(&s, TaskId::from_u64(0xab), &dest, &ResumeData::default())
+        .await
+        .unwrap();
+    p.write(bytes::Bytes::from_static(b"abc")).await.unwrap();
+    let (_, loc) = p.sync().await.unwrap();
+    let transfer_core::PartialLocation::File(path) = loc else {
+        panic!("{loc:?}")
+    };
+    assert_eq!(path.parent(), Some(store.root().join("sub").as_path()));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let state = dir.path().join("state");
+    FsTaskStore::open(&state).unwrap();
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn a_foreign_database_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(store_fs::DATABASE_FILE), vec![0x42; 8192]).unwrap();
+    let err = FsTaskStore::open(dir.path()).unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("ferry.redb"), "{err}");
+}

@@ -1,0 +1,331 @@
+//! Conformance suites every store backend runs (object_store's
+//! `integration.rs` pattern): plain async functions that panic with a clear
+//! message when a backend breaks the semantics of
+//! [`TaskStore`](transfer_core::TaskStore) or [`PayloadStore`](transfer_core::PayloadStore).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use transfer_core::{
+    Batch, Completion, Destination, EventId, Outcome, PayloadStore, RetryPolicy, SessionId, TaskId,
+    TaskRecord, TaskSpec, TaskState, TaskStore, Timestamp,
+};
+
+/// A record for task `id` in tests, with a recognisable label.
+pub fn record(id: u64, label: &str) -> TaskRecord {
+    let spec = TaskSpec::download(
+        &format!("https://example.com/{id}"),
+        Destination::Path(format!("f{id}").into()),
+    )
+    .label(label)
+    .build()
+    .unwrap_or_else(|e| panic!("test spec: {e}"));
+    TaskRecord {
+        id: TaskId::from_u64(id),
+        seq: id,
+        created_at: Timestamp::from_millis(1_800_000_000_000 + id),
+        spec,
+        state: TaskState::new(RetryPolicy::default(), id),
+    }
+}
+
+/// A completion event for task `task` in tests.
+pub fn completion(event: u64, task: u64, at: u64) -> Completion {
+    Completion {
+        event: EventId::from_u64(event),
+        task: TaskId::from_u64(task),
+        label: None,
+        at: Timestamp::from_millis(at),
+        outcome: Outcome::Completed { bytes: event },
+        response: None,
+    }
+}
+
+fn session(name: &str) -> SessionId {
+    SessionId::new(name).unwrap_or_else(|e| panic!("test session: {e}"))
+}
+
+async fn load_sorted(store: &dyn TaskStore, s: &SessionId) -> (Vec<TaskRecord>, Vec<Completion>) {
+    let snap = store.load(s).await.unwrap_or_else(|e| panic!("load: {e}"));
+    let mut records = snap.records;
+    records.sort_by_key(|r| r.id);
+    (records, snap.outbox)
+}
+
+/// Runs the whole [`TaskStore`] suite. `open` opens the same store each time
+/// it is called (the suite drops the store and opens it again).
+pub async fn task_store<F, Fut, S>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: TaskStore + 'static,
+{
+    let store = open().await;
+    save_load_remove(&store).await;
+    batches_apply_whole(&store).await;
+    outbox_keeps_order_until_acknowledged(&store).await;
+    sessions_are_separate(&store).await;
+    concurrent_savers_all_land(Arc::new(store)).await;
+    // Everything above survives closing and opening again.
+    let reopened = open().await;
+    let (records, _) = load_sorted(&reopened, &session("conf.basic")).await;
+    assert_eq!(
+        records.iter().map(|r| r.id.as_u64()).collect::<Vec<_>>(),
+        [1, 3],
+        "records after reopening"
+    );
+    let (records, _) = load_sorted(&reopened, &session("conf.concurrent")).await;
+    assert_eq!(records.len(), 64, "concurrent saves after reopening");
+}
+
+async fn save_load_remove(store: &dyn TaskStore) {
+    let s = session("conf.basic");
+    assert!(
+        store
+            .load(&s)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .records
+            .is_empty(),
+        "a new session is empty"
+    );
+    store
+        .save(&s, vec![record(1, "a"), record(2, "b"), record(3, "c")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (records, _) = load_sorted(store, &s).await;
+    assert_eq!(
+        records,
+        vec![record(1, "a"), record(2, "b"), record(3, "c")],
+        "saved records load back equal"
+    );
+    store
+        .save(&s, vec![record(3, "c2")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .remove(&s, vec![TaskId::from_u64(2)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (records, _) = load_sorted(store, &s).await;
+    assert_eq!(
+        records,
+        vec![record(1, "a"), record(3, "c2")],
+        "a save replaces, a remove deletes"
+    );
+    store
+        .save(&s, vec![record(3, "c")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn batches_apply_whole(store: &dyn TaskStore) {
+    let s = session("conf.batch");
+    store
+        .save(&s, vec![record(10, "old")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .commit(
+            &s,
+            Batch {
+                complete: vec![completion(100, 10, 5)],
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batch = Batch {
+        save: vec![record(11, "new")],
+        remove: vec![TaskId::from_u64(10)],
+        complete: vec![completion(101, 11, 6)],
+        acknowledge: vec![EventId::from_u64(100)],
+    };
+    store
+        .commit(&s, batch)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (records, outbox) = load_sorted(store, &s).await;
+    assert_eq!(records, vec![record(11, "new")]);
+    assert_eq!(
+        outbox,
+        vec![completion(101, 11, 6)],
+        "the batch's outbox changes landed with its records"
+    );
+    store
+        .commit(&s, Batch::default())
+        .await
+        .unwrap_or_else(|e| panic!("an empty batch: {e}"));
+}
+
+async fn outbox_keeps_order_until_acknowledged(store: &dyn TaskStore) {
+    let s = session("conf.outbox");
+    let events = vec![
+        completion(7, 1, 300),
+        completion(9, 2, 100),
+        completion(8, 3, 200),
+    ];
+    store
+        .commit(
+            &s,
+            Batch {
+                complete: events,
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, outbox) = load_sorted(store, &s).await;
+    let ids: Vec<u64> = outbox.iter().map(|c| c.event.as_u64()).collect();
+    assert_eq!(ids, [9, 8, 7], "unacknowledged completions, oldest first");
+    store
+        .acknowledge(&s, vec![EventId::from_u64(8)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .acknowledge(&s, vec![EventId::from_u64(8)])
+        .await
+        .unwrap_or_else(|e| panic!("acknowledging twice: {e}"));
+    let (_, outbox) = load_sorted(store, &s).await;
+    assert_eq!(
+        outbox.iter().map(|c| c.event.as_u64()).collect::<Vec<_>>(),
+        [9, 7]
+    );
+}
+
+async fn sessions_are_separate(store: &dyn TaskStore) {
+    let (a, b) = (session("conf.a"), session("conf.b"));
+    store
+        .save(&a, vec![record(1, "in a")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .save(&b, vec![record(1, "in b")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        load_sorted(store, &a).await.0,
+        vec![record(1, "in a")],
+        "same task id, other session"
+    );
+    let all = store.sessions().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        all.contains(&a) && all.contains(&b),
+        "sessions() lists {all:?}"
+    );
+}
+
+async fn concurrent_savers_all_land(store: Arc<dyn TaskStore>) {
+    let s = session("conf.concurrent");
+    let saves = (0..64u64).map(|i| {
+        let store = store.clone();
+        let s = s.clone();
+        async move { store.save(&s, vec![record(i, "c")]).await }
+    });
+    for result in futures::future::join_all(saves).await {
+        result.unwrap_or_else(|e| panic!("concurrent save: {e}"));
+    }
+    assert_eq!(
+        load_sorted(store.as_ref(), &s).await.0.len(),
+        64,
+        "every concurrent save landed"
+    );
+}
+
+/// Runs the whole [`PayloadStore`] suite on destinations below `root`.
+pub async fn payload_store(store: &dyn PayloadStore, root: &Path) {
+    let s = session("conf.payload");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let resume_at = |offset| transfer_core::ResumeData {
+        durable_offset: offset,
+        ..Default::default()
+    };
+
+    // Write, sync, commit: the destination holds exactly the bytes.
+    let dest = Destination::Path(root.join("one/whole.bin"));
+    let mut p = store
+        .open(&s, TaskId::from_u64(1), &dest, &resume_at(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.offset(), 0);
+    p.write(Bytes::copy_from_slice(&data[..4000]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.write(Bytes::copy_from_slice(&data[4000..]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (durable, _) = p.sync().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(durable, 10_000);
+    p.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read(&root.join("one/whole.bin")), data, "committed payload");
+
+    // A partial reopened at its durable offset drops what was written past it.
+    let dest = Destination::Path(root.join("two.bin"));
+    let mut p = store
+        .open(&s, TaskId::from_u64(2), &dest, &resume_at(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.write(Bytes::copy_from_slice(&data[..6000]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.sync().await.unwrap_or_else(|e| panic!("{e}"));
+    p.write(Bytes::from(vec![0xEE; 3000]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.sync().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(p);
+    let mut p = store
+        .open(&s, TaskId::from_u64(2), &dest, &resume_at(6000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.offset(), 6000, "reopened at the durable offset");
+    p.write(Bytes::copy_from_slice(&data[6000..]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        read(&root.join("two.bin")),
+        data,
+        "no byte from past the durable offset survives"
+    );
+
+    // Asking for more than is stored gives what is stored, never invented bytes.
+    let dest = Destination::Path(root.join("three.bin"));
+    let mut p = store
+        .open(&s, TaskId::from_u64(3), &dest, &resume_at(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.write(Bytes::copy_from_slice(&data[..100]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.sync().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(p);
+    let p = store
+        .open(&s, TaskId::from_u64(3), &dest, &resume_at(5000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        p.offset() <= 100,
+        "offset {} beyond the stored bytes",
+        p.offset()
+    );
+
+    // Discard leaves neither a partial nor a destination.
+    p.discard().await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .discard(&s, TaskId::from_u64(3), &dest, None)
+        .await
+        .unwrap_or_else(|e| panic!("discard is idempotent: {e}"));
+    assert!(!root.join("three.bin").exists());
+    let p = store
+        .open(&s, TaskId::from_u64(3), &dest, &resume_at(100))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.offset(), 0, "a discarded partial starts from zero");
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
