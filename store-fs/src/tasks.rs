@@ -214,46 +214,43 @@ fn commit(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
     txn.commit().map_err(|e| db_error("committing", e))
 }
 
+/// Decodes every value of `session` in `table`.
+fn read_session<T>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<(&str, u64), &[u8]>,
+    session: &str,
+    decode: impl Fn(&[u8]) -> Result<T, transfer_core::DecodeError>,
+) -> Result<Vec<T>, StoreError> {
+    let name = table.to_string();
+    let t = txn
+        .open_table(table)
+        .map_err(|e| db_error(&format!("opening {name}"), e))?;
+    let rows = t
+        .range((session, 0)..=(session, u64::MAX))
+        .map_err(|e| db_error(&format!("reading {name}"), e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (k, v) = row.map_err(|e| db_error(&format!("reading {name}"), e))?;
+        let item = decode(v.value()).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Corrupt,
+                format!("{name} entry {:016x}: {e}", k.value().1),
+            )
+        })?;
+        out.push(item);
+    }
+    Ok(out)
+}
+
 fn load(db: &Database, session: &SessionId) -> Result<Snapshot, StoreError> {
     let txn = db
         .begin_read()
         .map_err(|e| db_error("starting a read", e))?;
     let s = session.as_str();
-    let mut snapshot = Snapshot::default();
-    let records = txn
-        .open_table(RECORDS)
-        .map_err(|e| db_error("opening records", e))?;
-    for item in records
-        .range((s, 0)..=(s, u64::MAX))
-        .map_err(|e| db_error("reading records", e))?
-    {
-        let (k, v) = item.map_err(|e| db_error("reading records", e))?;
-        let record = TaskRecord::decode(v.value()).map_err(|e| {
-            StoreError::new(
-                StoreErrorKind::Corrupt,
-                format!("record {:016x}: {e}", k.value().1),
-            )
-        })?;
-        snapshot.records.push(record);
-    }
-    let outbox = txn
-        .open_table(OUTBOX)
-        .map_err(|e| db_error("opening the outbox", e))?;
-    for item in outbox
-        .range((s, 0)..=(s, u64::MAX))
-        .map_err(|e| db_error("reading the outbox", e))?
-    {
-        let (k, v) = item.map_err(|e| db_error("reading the outbox", e))?;
-        let c = Completion::decode(v.value()).map_err(|e| {
-            StoreError::new(
-                StoreErrorKind::Corrupt,
-                format!("completion {:016x}: {e}", k.value().1),
-            )
-        })?;
-        snapshot.outbox.push(c);
-    }
-    snapshot.outbox.sort_by_key(|c| (c.at, c.event));
-    Ok(snapshot)
+    let records = read_session(&txn, RECORDS, s, TaskRecord::decode)?;
+    let mut outbox = read_session(&txn, OUTBOX, s, Completion::decode)?;
+    outbox.sort_by_key(|c| (c.at, c.event));
+    Ok(Snapshot { records, outbox })
 }
 
 fn sessions(db: &Database) -> Result<Vec<SessionId>, StoreError> {
