@@ -25,7 +25,7 @@ pub fn record(id: u64, label: &str) -> TaskRecord {
     TaskRecord {
         id: TaskId::from_u64(id),
         seq: id,
-        created_at: Timestamp::from_millis(1_800_000_000_000 + id),
+        created_at: Timestamp::from_millis(1_800_000_000_000u64.saturating_add(id)),
         spec,
         state: TaskState::new(RetryPolicy::default(), id),
     }
