@@ -50,6 +50,12 @@ impl FsPayloadStore {
     /// directories. Relative paths are taken from the root; `..` components,
     /// and symlinks that lead out of the root, are refused.
     pub fn resolve(&self, destination: &Destination) -> Result<PathBuf, StoreError> {
+        self.locate(destination, true)
+    }
+
+    /// Confines `destination` to the root; creates its parent directories
+    /// only when `create` (a missing parent then holds nothing to find).
+    fn locate(&self, destination: &Destination, create: bool) -> Result<PathBuf, StoreError> {
         let Destination::Path(p) = destination else {
             return Err(StoreError::new(
                 StoreErrorKind::Unsupported,
@@ -76,8 +82,12 @@ impl FsPayloadStore {
         if !parent.starts_with(&self.root) {
             return Err(outside());
         }
-        std::fs::create_dir_all(parent)
-            .map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))?;
+        if create {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))?;
+        } else if !parent.exists() {
+            return Ok(joined);
+        }
         let real_parent = parent
             .canonicalize()
             .map_err(|e| StoreError::io(format!("resolving {}", parent.display()), e))?;
@@ -95,8 +105,9 @@ impl FsPayloadStore {
         &self,
         task: TaskId,
         destination: &Destination,
+        create: bool,
     ) -> Result<(PathBuf, PathBuf), StoreError> {
-        let dest = self.resolve(destination)?;
+        let dest = self.locate(destination, create)?;
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -124,7 +135,7 @@ impl PayloadStore for FsPayloadStore {
         destination: &Destination,
         resume: &ResumeData,
     ) -> Result<Box<dyn Partial>, StoreError> {
-        let (dest, path) = self.partial_path(task, destination)?;
+        let (dest, path) = self.partial_path(task, destination, true)?;
         let io = |what: &str, e| StoreError::io(format!("{what} {}", path.display()), e);
         let std_file = std::fs::OpenOptions::new()
             .read(true)
@@ -162,7 +173,7 @@ impl PayloadStore for FsPayloadStore {
         destination: &Destination,
         _partial: Option<&PartialLocation>,
     ) -> Result<(), StoreError> {
-        let (_, path) = self.partial_path(task, destination)?;
+        let (_, path) = self.partial_path(task, destination, false)?;
         match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(StoreError::io(format!("removing {}", path.display()), e))

@@ -333,10 +333,10 @@ pub fn apply(
     Ok((next, fx))
 }
 
-fn invalid(s: &TaskState, e: &Event, reason: &'static str) -> InvalidTransition {
+fn invalid(s: &TaskState, event: &'static str, reason: &'static str) -> InvalidTransition {
     InvalidTransition {
         phase: s.phase.name(),
-        event: e.name(),
+        event,
         reason,
     }
 }
@@ -350,9 +350,10 @@ fn step(
     if s.is_terminal() {
         return Ok(());
     }
+    let name = event.name();
     if let Some(a) = event.runner_attempt() {
         if a == 0 || a > s.attempt {
-            return Err(invalid(s, &event, "attempt was never started"));
+            return Err(invalid(s, name, "attempt was never started"));
         }
         if a < s.attempt {
             return Ok(()); // stale: from an attempt that was superseded
@@ -403,10 +404,9 @@ fn step(
                 _ => false,
             };
             if !admissible {
-                let e = Event::Admission(verdict);
                 return Err(invalid(
                     s,
-                    &e,
+                    name,
                     "only queued, running or policy-waiting tasks are admitted",
                 ));
             }
@@ -434,8 +434,7 @@ fn step(
                 },
                 Verdict::Wait(reason) => {
                     if !reason.is_policy() {
-                        let e = Event::Admission(Verdict::Wait(reason));
-                        return Err(invalid(s, &e, "admission only gives policy reasons"));
+                        return Err(invalid(s, name, "admission only gives policy reasons"));
                     }
                     if let Some(attempt) = running {
                         fx.push(Effect::Abort { attempt });
@@ -466,18 +465,10 @@ fn step(
         }
         Event::Progress { received, .. } => {
             if received < s.bytes_received {
-                let e = Event::Progress {
-                    attempt: s.attempt,
-                    received,
-                };
-                return Err(invalid(s, &e, "bytes received went backwards"));
+                return Err(invalid(s, name, "bytes received went backwards"));
             }
             if s.resume.total_length.is_some_and(|t| received > t) {
-                let e = Event::Progress {
-                    attempt: s.attempt,
-                    received,
-                };
-                return Err(invalid(s, &e, "more bytes than the total length"));
+                return Err(invalid(s, name, "more bytes than the total length"));
             }
             s.bytes_received = received;
             fx.push(Effect::Notify(Notification::Progress {
@@ -486,17 +477,14 @@ fn step(
             }));
         }
         Event::Checkpoint {
-            durable,
-            partial,
-            attempt,
+            durable, partial, ..
         } => {
             if durable > s.bytes_received || durable < s.resume.durable_offset {
-                let e = Event::Checkpoint {
-                    attempt,
-                    durable,
-                    partial,
-                };
-                return Err(invalid(s, &e, "durable offset outside [durable, received]"));
+                return Err(invalid(
+                    s,
+                    name,
+                    "durable offset outside [durable, received]",
+                ));
             }
             s.resume.durable_offset = durable;
             if partial.is_some() {
@@ -518,13 +506,12 @@ fn step(
             }
             attempt_failed(s, error, now, fx);
         }
-        Event::Finished { bytes, attempt } => {
+        Event::Finished { bytes, .. } => {
             if bytes < s.resume.durable_offset || s.resume.total_length.is_some_and(|t| t != bytes)
             {
-                let e = Event::Finished { attempt, bytes };
                 return Err(invalid(
                     s,
-                    &e,
+                    name,
                     "finished length disagrees with the resume data",
                 ));
             }
