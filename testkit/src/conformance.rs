@@ -3,6 +3,8 @@
 //! message when a backend breaks the semantics of
 //! [`TaskStore`](transfer_core::TaskStore) or [`PayloadStore`](transfer_core::PayloadStore).
 
+pub mod transport;
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;

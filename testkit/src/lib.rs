@@ -1,14 +1,21 @@
 //! # testkit
 //!
 //! Ferry's origin server for tests and benchmarks, started in-process on
-//! 127.0.0.1 with ephemeral ports. One [`Origin`] runs three listeners that
+//! 127.0.0.1 with ephemeral ports. One [`Origin`] runs five listeners that
 //! share one route table and one request log:
 //!
 //! - plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c);
 //! - TLS with ALPN `h2` and `http/1.1` (no ALPN means HTTP/1.1), with a root
 //!   CA made at start-up ([`Origin::root_cert_pem`]) and a leaf for
 //!   `localhost`, `127.0.0.1` and `::1`;
-//! - a raw HTTP/1.1 responder for lying `Content-Length`s ([`Fault::LieLength`]).
+//! - a raw HTTP/1.1 responder for lying `Content-Length`s ([`Fault::LieLength`]);
+//! - TLS with an expired certificate ([`Origin::expired_https_url`]);
+//! - a listener that accepts and never answers ([`Origin::silent_url`]).
+//!
+//! `PUT`/`POST` to `/upload/…` is a sink that answers with the length and
+//! SHA-256 of what it received (`x-received-length`, `x-received-sha256`).
+//! [`BlackHole`] is an address whose connects hang. The conformance suites
+//! every store and transport runs are in [`conformance`].
 //!
 //! Bodies are generated from a seed ([`body`]), so any size and any range is
 //! served without storage and checked with [`body::bytes`] / [`body::sha256`].
@@ -95,8 +102,12 @@ pub struct Origin {
     http: SocketAddr,
     https: SocketAddr,
     raw: SocketAddr,
+    expired: SocketAddr,
+    silent: SocketAddr,
     root_pem: String,
     root_der: CertificateDer<'static>,
+    leaf_der: CertificateDer<'static>,
+    leaf_spki: [u8; 32],
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -120,18 +131,23 @@ impl Origin {
     /// Starts all listeners on 127.0.0.1 with ephemeral ports.
     pub async fn start() -> Result<Origin, Error> {
         let certs = tls::generate()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&certs)?));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(
+            &certs.chain,
+            &certs.key,
+        )?));
+        let expired_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(
+            &certs.expired_chain,
+            &certs.expired_key,
+        )?));
         let shared = Arc::new(Shared::default());
         let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0));
         let (plain, secure, raw) = (bind().await?, bind().await?, bind().await?);
-        let (http, https, raw_addr) =
-            (plain.local_addr()?, secure.local_addr()?, raw.local_addr()?);
+        let (expired, silent) = (bind().await?, bind().await?);
+        let addr = |l: &TcpListener| l.local_addr();
+        let (http, https, raw_addr) = (addr(&plain)?, addr(&secure)?, addr(&raw)?);
+        let (expired_addr, silent_addr) = (addr(&expired)?, addr(&silent)?);
 
-        let plain_loop = tokio::spawn(accept_loop(plain, shared.clone(), Listener::Plain, serve));
-        let tls_loop = tokio::spawn(accept_loop(
-            secure,
-            shared.clone(),
-            Listener::Tls,
+        let tls_serve = |acceptor: tokio_rustls::TlsAcceptor| {
             move |stream, shared, conn| {
                 let acceptor = acceptor.clone();
                 async move {
@@ -140,18 +156,67 @@ impl Origin {
                         Err(e) => tracing::debug!(error = %e, "TLS handshake refused"),
                     }
                 }
-            },
-        ));
-        let raw_loop = tokio::spawn(accept_loop(raw, shared.clone(), Listener::Raw, raw::serve));
+            }
+        };
+        let listeners = vec![
+            tokio::spawn(accept_loop(plain, shared.clone(), Listener::Plain, serve)),
+            tokio::spawn(accept_loop(
+                secure,
+                shared.clone(),
+                Listener::Tls,
+                tls_serve(acceptor),
+            )),
+            tokio::spawn(accept_loop(raw, shared.clone(), Listener::Raw, raw::serve)),
+            tokio::spawn(accept_loop(
+                expired,
+                shared.clone(),
+                Listener::ExpiredTls,
+                tls_serve(expired_acceptor),
+            )),
+            tokio::spawn(accept_loop(
+                silent,
+                shared.clone(),
+                Listener::Silent,
+                hold_silently,
+            )),
+        ];
         Ok(Origin {
             shared,
             http,
             https,
             raw: raw_addr,
+            expired: expired_addr,
+            silent: silent_addr,
             root_pem: certs.root_pem,
             root_der: certs.root_der,
-            listeners: vec![plain_loop, tls_loop, raw_loop],
+            leaf_der: certs.chain[0].clone(),
+            leaf_spki: certs.leaf_spki_sha256,
+            listeners,
         })
+    }
+
+    /// `https://localhost:PORT{path}` on a TLS listener whose certificate
+    /// (trusted root, right names) expired in 2021.
+    pub fn expired_https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.expired.port())
+    }
+
+    /// `{scheme}://127.0.0.1:PORT{path}` on a listener that accepts
+    /// connections and never answers (not even a TLS handshake): for
+    /// first-byte and TLS timeouts.
+    pub fn silent_url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://{}{path}", self.silent)
+    }
+
+    /// SHA-256 of the TLS listener's leaf SubjectPublicKeyInfo: a pin that
+    /// matches it.
+    pub fn leaf_spki_sha256(&self) -> [u8; 32] {
+        self.leaf_spki
+    }
+
+    /// The TLS listener's leaf certificate (DER).
+    pub fn leaf_cert_der(&self) -> CertificateDer<'static> {
+        self.leaf_der.clone()
     }
 
     /// `http://127.0.0.1:PORT{path}` on the plain listener.
@@ -297,6 +362,57 @@ where
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// Reads and discards whatever the client sends, answering nothing, until the
+/// client goes away or the origin stops.
+async fn hold_silently(mut stream: TcpStream, _shared: Arc<Shared>, _conn: ConnInfo) {
+    let mut sink = tokio::io::sink();
+    let _ = tokio::io::copy(&mut stream, &mut sink).await;
+}
+
+/// A TCP address whose connection attempts hang: a listener with a full
+/// accept queue that never accepts, so the kernel drops further SYNs. For
+/// connect timeouts. Dropping it closes everything.
+#[derive(Debug)]
+pub struct BlackHole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl BlackHole {
+    /// Binds on 127.0.0.1 and fills the accept queue.
+    pub async fn start() -> Result<BlackHole, Error> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        let listener = socket.listen(0)?;
+        let addr = listener.local_addr()?;
+        let mut queued = Vec::new();
+        // The queue holds one or two connections, whatever the kernel's
+        // rounding; stop at the first attempt that hangs.
+        for _ in 0..8 {
+            match tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => queued.push(s),
+                _ => break,
+            }
+        }
+        Ok(BlackHole {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT{path}`: connecting to it hangs.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 }
 

@@ -94,6 +94,7 @@ fn entry(
         if_range: None,
         status,
         bytes_sent: 0,
+        bytes_received: 0,
         finished,
         protocol: Protocol::Http1,
         listener: conn.listener,

@@ -35,6 +35,10 @@ pub enum Listener {
     Tls,
     /// The raw HTTP/1.1 listener that can lie about lengths.
     Raw,
+    /// TLS with an expired certificate.
+    ExpiredTls,
+    /// The listener that never answers.
+    Silent,
 }
 
 /// One request as the origin saw it.
@@ -52,6 +56,8 @@ pub struct LogEntry {
     pub status: StatusCode,
     /// Body bytes written so far (final once `finished`).
     pub bytes_sent: u64,
+    /// Request body bytes read (uploads to `/upload/…`).
+    pub bytes_received: u64,
     /// Whether the body was written to its end (false when cut, dropped or still going).
     pub finished: bool,
     /// The HTTP version.
@@ -308,7 +314,7 @@ pub(crate) async fn handle(
     conn: ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let path_and_query = parts
         .uri
@@ -328,7 +334,29 @@ pub(crate) async fn handle(
         Protocol::Http1
     };
 
+    let mut received = 0;
     let mut response = match plan {
+        Plan::NotFound
+            if path.starts_with("/upload/")
+                && (parts.method == Method::PUT || parts.method == Method::POST) =>
+        {
+            let (len, digest, complete) = consume(body).await;
+            received = len;
+            if complete {
+                let mut r = text(StatusCode::OK, format!("received {len} bytes\n"));
+                let h = r.headers_mut();
+                h.insert("x-received-length", HeaderValue::from(len));
+                if let Ok(v) = HeaderValue::from_str(&digest) {
+                    h.insert("x-received-sha256", v);
+                }
+                r
+            } else {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body broke after {len} bytes\n"),
+                )
+            }
+        }
         Plan::NotFound => text(StatusCode::NOT_FOUND, format!("no resource at {path}\n")),
         Plan::Redirect(code, location) => {
             let mut r = text(code, format!("see {location}\n"));
@@ -429,6 +457,7 @@ pub(crate) async fn handle(
         if_range: header_str(header::IF_RANGE),
         status: response.status(),
         bytes_sent: 0,
+        bytes_received: received,
         finished: false,
         protocol,
         listener: conn.listener,
@@ -448,6 +477,29 @@ pub(crate) async fn handle(
         finished.store(true, Ordering::Release);
     }
     Ok(response)
+}
+
+/// Reads a request body to its end: its length, hex SHA-256, and whether it
+/// ended cleanly.
+async fn consume(mut body: hyper::body::Incoming) -> (u64, String, bool) {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    len += data.len() as u64;
+                }
+            }
+            Some(Err(_)) => return (len, String::new(), false),
+        }
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (len, hex, true)
 }
 
 fn add_filler_headers(h: &mut HeaderMap, total: usize) {

@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
 
 use crate::Error;
 
@@ -14,6 +18,11 @@ pub(crate) struct Certs {
     pub(crate) root_der: CertificateDer<'static>,
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) key: PrivatePkcs8KeyDer<'static>,
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo (its pin).
+    pub(crate) leaf_spki_sha256: [u8; 32],
+    /// A leaf for the same names, signed by the same root, that expired in 2021.
+    pub(crate) expired_chain: Vec<CertificateDer<'static>>,
+    pub(crate) expired_key: PrivatePkcs8KeyDer<'static>,
 }
 
 pub(crate) fn generate() -> Result<Certs, Error> {
@@ -30,22 +39,34 @@ pub(crate) fn generate() -> Result<Certs, Error> {
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let mut leaf = CertificateParams::new(vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ])?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    leaf.use_authority_key_identifier_extension = true;
+    let leaf_params = || -> Result<CertificateParams, rcgen::Error> {
+        let mut leaf = CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.use_authority_key_identifier_extension = true;
+        Ok(leaf)
+    };
     let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    let leaf_cert = leaf_params()?.signed_by(&leaf_key, &issuer)?;
+
+    let mut expired = leaf_params()?;
+    expired.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    expired.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired_key = KeyPair::generate()?;
+    let expired_cert = expired.signed_by(&expired_key, &issuer)?;
 
     Ok(Certs {
         root_pem: ca_cert.pem(),
         root_der: ca_cert.der().clone(),
         chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
         key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+        leaf_spki_sha256: Sha256::digest(leaf_key.subject_public_key_info()).into(),
+        expired_chain: vec![expired_cert.der().clone(), ca_cert.der().clone()],
+        expired_key: PrivatePkcs8KeyDer::from(expired_key.serialize_der()),
     })
 }
 
@@ -54,14 +75,14 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub(crate) fn server_config(certs: &Certs) -> Result<rustls::ServerConfig, Error> {
+pub(crate) fn server_config(
+    chain: &[CertificateDer<'static>],
+    key: &PrivatePkcs8KeyDer<'static>,
+) -> Result<rustls::ServerConfig, Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            certs.chain.clone(),
-            PrivateKeyDer::Pkcs8(certs.key.clone_key()),
-        )?;
+        .with_single_cert(chain.to_vec(), PrivateKeyDer::Pkcs8(key.clone_key()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

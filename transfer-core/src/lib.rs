@@ -109,7 +109,7 @@ pub use spec::{
 pub use store::{Batch, Partial, PayloadStore, Snapshot, StoreError, StoreErrorKind, TaskStore};
 pub use time::Timestamp;
 pub use transport::{
-    BodyPart, Protocol, ProtocolPreference, RedirectDecision, RedirectHook, RedirectPolicy,
-    RequestBody, RequestMetrics, RequestOptions, ResponseBody, SentProgress, Timeouts, Transport,
-    TransportRequest, TransportResponse,
+    BodyPart, ByteCount, Protocol, ProtocolPreference, RedirectDecision, RedirectHook,
+    RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody, SentProgress,
+    Timeouts, Transport, TransportRequest, TransportResponse,
 };

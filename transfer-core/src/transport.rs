@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -263,6 +264,29 @@ pub struct RequestMetrics {
     pub remote_addr: Option<SocketAddr>,
 }
 
+/// A counter of body bytes shared between a transport and its caller: the
+/// transport adds what arrives; the caller reads it at any time (for the
+/// metrics of a finished request, the bytes down).
+#[derive(Clone, Debug, Default)]
+pub struct ByteCount(Arc<AtomicU64>);
+
+impl ByteCount {
+    /// A counter at zero.
+    pub fn new() -> Self {
+        ByteCount::default()
+    }
+
+    /// Adds `n` bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A response from a [`Transport`]: head, streaming body, metrics.
 #[derive(Debug)]
 pub struct TransportResponse {
@@ -270,8 +294,10 @@ pub struct TransportResponse {
     pub response: http::Response<ResponseBody>,
     /// The URL that answered (after redirects).
     pub url: Uri,
-    /// Metrics of the request.
+    /// Metrics of the request, as of the response head.
     pub metrics: RequestMetrics,
+    /// Body bytes received so far (the bytes down); grows as the body is read.
+    pub received: ByteCount,
 }
 
 /// Sends HTTP requests. Implementations are shared by all of a session's tasks.

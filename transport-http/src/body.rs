@@ -1,0 +1,335 @@
+//! Bodies in both directions, streamed: uploads read from files a chunk at a
+//! time with sent-byte progress; downloads pass frames through as they come,
+//! with an idle timeout between them. Nothing here holds a whole body.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{Seek, SeekFrom};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use transfer_core::{
+    BodyPart, ByteCount, ErrorKind, RequestBody, SentProgress, TimeoutKind, TransferError,
+};
+
+use crate::error::from_hyper;
+use crate::pool::Returner;
+
+/// Bytes read from a file per frame.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// When the request body last moved and whether it is done: the first-byte
+/// timeout starts only once the whole body is sent, and while it is being
+/// sent the idle timeout applies between chunks.
+#[derive(Debug)]
+pub(crate) struct SendClock {
+    state: Mutex<ClockState>,
+    /// Why the body stopped, when it failed on our side (source file).
+    failure: Mutex<Option<TransferError>>,
+}
+
+#[derive(Debug)]
+struct ClockState {
+    last: Instant,
+    done: Option<Instant>,
+    sent: u64,
+}
+
+impl SendClock {
+    pub(crate) fn new(empty: bool) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(SendClock {
+            state: Mutex::new(ClockState {
+                last: now,
+                done: empty.then_some(now),
+                sent: 0,
+            }),
+            failure: Mutex::new(None),
+        })
+    }
+
+    fn moved(&self, n: u64, done: bool) -> u64 {
+        let mut s = lock(&self.state);
+        let now = Instant::now();
+        s.last = now;
+        s.sent += n;
+        if done {
+            s.done = Some(now);
+        }
+        s.sent
+    }
+
+    /// Bytes of the body handed to the connection.
+    pub(crate) fn sent(&self) -> u64 {
+        lock(&self.state).sent
+    }
+
+    /// When waiting for the head must end, and which timeout that is.
+    pub(crate) fn deadline(&self, first_byte: Duration, idle: Duration) -> (Instant, TimeoutKind) {
+        let s = lock(&self.state);
+        match s.done {
+            Some(done) => (done + first_byte, TimeoutKind::FirstByte),
+            None => (s.last + idle, TimeoutKind::Idle),
+        }
+    }
+
+    fn fail(&self, e: TransferError) -> TransferError {
+        *lock(&self.failure) = Some(e.clone());
+        e
+    }
+
+    /// The error the body itself hit, if any (it explains a failed send).
+    pub(crate) fn failure(&self) -> Option<TransferError> {
+        lock(&self.failure).clone()
+    }
+}
+
+enum Source {
+    Bytes(Bytes),
+    File {
+        file: tokio::fs::File,
+        left: u64,
+        path: std::path::PathBuf,
+    },
+}
+
+/// A request body streamed from its parts, reporting bytes sent.
+pub(crate) struct UploadBody {
+    parts: VecDeque<Source>,
+    remaining: u64,
+    buf: BytesMut,
+    clock: Arc<SendClock>,
+    on_sent: Option<SentProgress>,
+}
+
+impl UploadBody {
+    /// Opens every file part (so a missing source fails before anything is
+    /// sent) positioned at its offset.
+    pub(crate) fn open(
+        body: &RequestBody,
+        clock: Arc<SendClock>,
+        on_sent: Option<SentProgress>,
+    ) -> Result<Self, TransferError> {
+        let mut parts = VecDeque::with_capacity(body.parts.len());
+        for part in &body.parts {
+            match part {
+                BodyPart::Bytes(b) => parts.push_back(Source::Bytes(b.clone())),
+                BodyPart::File { path, offset, len } => {
+                    let source_error = |e: std::io::Error| {
+                        TransferError::new(
+                            ErrorKind::SourceChanged,
+                            format!("upload source {}: {e}", path.display()),
+                        )
+                    };
+                    let mut file = std::fs::File::open(path).map_err(source_error)?;
+                    let size = file.metadata().map_err(source_error)?.len();
+                    if offset.saturating_add(*len) > size {
+                        return Err(TransferError::new(
+                            ErrorKind::SourceChanged,
+                            format!(
+                                "upload source {} has {size} bytes, fewer than the {} asked",
+                                path.display(),
+                                offset.saturating_add(*len)
+                            ),
+                        ));
+                    }
+                    file.seek(SeekFrom::Start(*offset)).map_err(source_error)?;
+                    parts.push_back(Source::File {
+                        file: tokio::fs::File::from_std(file),
+                        left: *len,
+                        path: path.clone(),
+                    });
+                }
+            }
+        }
+        Ok(UploadBody {
+            parts,
+            remaining: body.len(),
+            buf: BytesMut::new(),
+            clock,
+            on_sent,
+        })
+    }
+
+    fn advance(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
+        let n = chunk.len() as u64;
+        self.remaining -= n;
+        let total = self.clock.moved(n, self.remaining == 0);
+        if let Some(cb) = &self.on_sent {
+            cb(total);
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}
+
+impl Body for UploadBody {
+    type Data = Bytes;
+    type Error = TransferError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(front) = this.parts.front_mut() else {
+                return Poll::Ready(None);
+            };
+            match front {
+                Source::Bytes(b) => {
+                    let chunk = std::mem::take(b);
+                    this.parts.pop_front();
+                    if !chunk.is_empty() {
+                        return this.advance(chunk);
+                    }
+                }
+                Source::File { left: 0, .. } => {
+                    this.parts.pop_front();
+                }
+                Source::File { file, left, path } => {
+                    let want = (*left).min(UPLOAD_CHUNK as u64) as usize;
+                    this.buf.resize(want, 0);
+                    let mut rb = ReadBuf::new(&mut this.buf[..want]);
+                    let read = ready!(Pin::new(file).poll_read(cx, &mut rb));
+                    let n = rb.filled().len();
+                    let failed = match read {
+                        Err(e) => Some(format!("reading upload source {}: {e}", path.display())),
+                        Ok(()) if n == 0 => Some(format!(
+                            "upload source {} ended {left} bytes early",
+                            path.display()
+                        )),
+                        Ok(()) => None,
+                    };
+                    if let Some(detail) = failed {
+                        let e = this
+                            .clock
+                            .fail(TransferError::new(ErrorKind::SourceChanged, detail));
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    *left -= n as u64;
+                    this.buf.truncate(n);
+                    let chunk = this.buf.split().freeze();
+                    return this.advance(chunk);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A response body passed through frame by frame, with an idle timeout
+/// between frames, errors classified, bytes counted, and the connection given
+/// back to the pool when the body ends cleanly.
+pub(crate) struct DownloadBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    last: Instant,
+    received: ByteCount,
+    returner: Option<Returner>,
+    done: bool,
+}
+
+impl DownloadBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        idle: Duration,
+        received: ByteCount,
+        returner: Option<Returner>,
+    ) -> Self {
+        let now = Instant::now();
+        let mut returner = returner;
+        if inner.is_end_stream() {
+            // No body to wait for (HEAD, 204, 304, `Content-Length: 0`).
+            if let Some(r) = returner.take() {
+                r.give_back();
+            }
+        }
+        DownloadBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            last: now,
+            received,
+            returner,
+            done: false,
+        }
+    }
+}
+
+impl Body for DownloadBody {
+    type Data = Bytes;
+    type Error = TransferError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received.add(data.len() as u64);
+                }
+                // The timer is moved lazily, when it fires: one clock read per
+                // frame instead of a timer-wheel update.
+                this.last = Instant::now();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                this.returner = None; // a broken connection is never reused
+                Poll::Ready(Some(Err(from_hyper(&e, "reading the response body"))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                if let Some(r) = this.returner.take() {
+                    r.give_back();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => loop {
+                ready!(this.timer.as_mut().poll(cx));
+                let deadline = this.last + this.idle;
+                if Instant::now() >= deadline {
+                    this.done = true;
+                    this.returner = None;
+                    return Poll::Ready(Some(Err(TransferError::new(
+                        ErrorKind::Timeout(TimeoutKind::Idle),
+                        format!("no body data for {:?}", this.idle),
+                    ))));
+                }
+                this.timer.as_mut().reset(deadline);
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

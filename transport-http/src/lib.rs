@@ -1,0 +1,441 @@
+//! # transport-http
+//!
+//! Ferry's [`Transport`] for HTTP/1.1 and HTTP/2: hyper 1 connections over
+//! rustls (the ring provider, named explicitly), ALPN `h2` / `http/1.1`, and
+//! optional HTTP/2 with prior knowledge on plain `http://`.
+//!
+//! - **Pool**: per origin, idle HTTP/1.1 connections and one shared HTTP/2
+//!   connection, at most [`HttpConfig::max_connections_per_host`] open; an
+//!   HTTP/1.1 connection is reusable the moment its body ends.
+//! - **Streaming**: response bodies pass through frame by frame; request
+//!   bodies are read from files a chunk at a time, with a sent-bytes callback.
+//!   Downloads ask for `Accept-Encoding: identity`, so ranges count bytes of
+//!   the file.
+//! - **Timeouts**: connect (with name resolution), TLS handshake, first byte
+//!   (counted from the end of the request body), idle between body chunks;
+//!   each a distinct [`TimeoutKind`].
+//! - **Redirects**: at most the policy's limit, only to http(s), never
+//!   https→http unless allowed, `Authorization`/`Cookie` dropped across
+//!   origins, and a [`RedirectHook`](transfer_core::RedirectHook) that may
+//!   veto or rewrite each hop.
+//! - **TLS**: platform and webpki roots, extra roots, SPKI-SHA256 pins per
+//!   host; a refused certificate is a permanent
+//!   [`ErrorKind::Tls`] naming the reason.
+//! - **Metrics** per request: the protocol negotiated, whether the
+//!   connection was reused, DNS / connect / TLS / first-byte times, bytes up,
+//!   and a live count of bytes down.
+//!
+//! ```no_run
+//! use http_body_util::BodyExt;
+//! use transfer_core::{RequestBody, Transport, TransportRequest};
+//! use transport_http::{HttpConfig, HttpTransport};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = HttpTransport::new(HttpConfig::default())?;
+//! let request = http::Request::get("https://example.com/big.iso")
+//!     .header("range", "bytes=1048576-")
+//!     .body(RequestBody::empty())?;
+//! let response = transport.send(TransportRequest::new(request)).await?;
+//! println!("{} over {}", response.response.status(), response.metrics.protocol);
+//! let mut body = response.response.into_body();
+//! while let Some(frame) = body.frame().await {
+//!     let frame = frame?; // a classified TransferError on failure
+//!     if let Some(chunk) = frame.data_ref() {
+//!         let _ = chunk.len(); // write it somewhere
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod body;
+mod config;
+mod error;
+mod pool;
+mod redirect;
+mod tls;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use transfer_core::{
+    ByteCount, ErrorKind, ProtocolPreference, RedirectDecision, RequestBody, RequestMetrics,
+    RequestOptions, SentProgress, TimeoutKind, Timeouts, TransferError, Transport,
+    TransportRequest, TransportResponse,
+};
+
+pub use config::{HttpConfig, Roots};
+pub use tls::spki_sha256;
+
+use body::{DownloadBody, SendClock, UploadBody};
+use error::from_hyper;
+use pool::{Checkout, Key, Pool, Sender};
+
+/// Why a transport could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// PEM data held no certificate or could not be read.
+    #[error("PEM: {0}")]
+    Pem(String),
+    /// A certificate was refused as a root or could not be parsed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// No root certificate is trusted at all.
+    #[error("no trusted root certificates (the platform store is empty and no roots were added)")]
+    NoRoots,
+}
+
+/// The HTTP/1.1 + HTTP/2 transport. Cheap to share: one per session (clone
+/// the `Arc` it is usually kept in); it owns the connection pool.
+pub struct HttpTransport {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("config", self.pool.config())
+            .finish_non_exhaustive()
+    }
+}
+
+type HeadFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
+
+/// The request as it stands at the current hop.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RequestBody,
+}
+
+/// One request's answer on one connection, before redirects are judged.
+struct Exchange {
+    response: Response<Incoming>,
+    checkout_facts: Arc<pool::ConnFacts>,
+    reused: bool,
+    first_byte: Duration,
+    sent: u64,
+    returner: Option<pool::Returner>,
+}
+
+impl HttpTransport {
+    /// A transport with `config`. Fails only if no root can be trusted or an
+    /// added root is not a certificate.
+    pub fn new(config: HttpConfig) -> Result<Self, ConfigError> {
+        let tls = tls::client_config(&config)?;
+        Ok(HttpTransport {
+            pool: Pool::new(config, tls),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HttpConfig {
+        self.pool.config()
+    }
+
+    /// Sends one request on one connection and waits for its head.
+    async fn exchange(
+        &self,
+        key: &Key,
+        out: &Outgoing,
+        options: &RequestOptions,
+        on_sent: Option<&SentProgress>,
+    ) -> Result<Exchange, TransferError> {
+        let Outgoing { method, body, .. } = out;
+        let idempotent = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        // A pooled connection the server closed as we picked it up fails at
+        // once; idempotent requests go again on another connection.
+        let mut attempts_left = 2;
+        loop {
+            let started = Instant::now();
+            let clock = SendClock::new(body.is_empty());
+            let upload = UploadBody::open(body, clock.clone(), on_sent.cloned())?;
+            let co = self.pool.checkout(key, &options.timeouts).await?;
+            let request = self.request_for(&co, key, out, upload)?;
+            let Checkout {
+                sender,
+                facts,
+                reused,
+                id,
+            } = co;
+            let (head, returner): (HeadFuture, _) = match sender {
+                Sender::H1(mut s) => {
+                    let head = Box::pin(s.send_request(request));
+                    (head, Some(self.pool.returner(key, id, s, facts.clone())))
+                }
+                Sender::H2(mut s) => (Box::pin(s.send_request(request)), None),
+            };
+            match await_head(head, &clock, &options.timeouts).await {
+                Ok(response) => {
+                    return Ok(Exchange {
+                        response,
+                        checkout_facts: facts,
+                        reused,
+                        first_byte: started.elapsed(),
+                        sent: clock.sent(),
+                        returner,
+                    });
+                }
+                Err(e) => {
+                    let e = match e {
+                        HeadError::Timeout(kind, after) => TransferError::new(
+                            ErrorKind::Timeout(kind),
+                            format!("no response head from {} within {after:?}", key.host),
+                        ),
+                        HeadError::Hyper(h) => clock
+                            .failure()
+                            .unwrap_or_else(|| from_hyper(&h, "sending the request")),
+                    };
+                    let stale = reused
+                        && idempotent
+                        && clock.sent() == 0
+                        && e.kind() == ErrorKind::ConnectionLost;
+                    if stale && attempts_left > 0 {
+                        attempts_left -= 1;
+                        tracing::debug!(error = %e, "pooled connection was stale; trying again");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The hyper request for this connection's protocol.
+    fn request_for(
+        &self,
+        co: &Checkout,
+        key: &Key,
+        out: &Outgoing,
+        upload: UploadBody,
+    ) -> Result<Request<UploadBody>, TransferError> {
+        let Outgoing {
+            method,
+            uri,
+            headers,
+            body,
+        } = out;
+        let h2 = matches!(co.sender, Sender::H2(_));
+        let target = if h2 {
+            uri.clone()
+        } else {
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            pq.parse().map_err(|e| {
+                TransferError::new(ErrorKind::InvalidRequest, format!("request target: {e}"))
+            })?
+        };
+        let mut request = Request::new(upload);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = target;
+        *request.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let h = request.headers_mut();
+        *h = headers.clone();
+        if h2 {
+            for name in [
+                header::CONNECTION,
+                header::HOST,
+                header::TRANSFER_ENCODING,
+                header::UPGRADE,
+                http::HeaderName::from_static("keep-alive"),
+                http::HeaderName::from_static("proxy-connection"),
+            ] {
+                h.remove(name);
+            }
+        } else if !h.contains_key(header::HOST) {
+            let default_port = if key.tls { 443 } else { 80 };
+            let host = if key.host.contains(':') {
+                format!("[{}]", key.host)
+            } else {
+                key.host.clone()
+            };
+            let value = if key.port == default_port {
+                host
+            } else {
+                format!("{host}:{}", key.port)
+            };
+            let value = HeaderValue::from_str(&value).map_err(|e| {
+                TransferError::new(ErrorKind::InvalidRequest, format!("Host header: {e}"))
+            })?;
+            h.insert(header::HOST, value);
+        }
+        if (*method == Method::GET || *method == Method::HEAD)
+            && !h.contains_key(header::ACCEPT_ENCODING)
+        {
+            // Ranges and lengths must count bytes of the file itself.
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        if !h.contains_key(header::USER_AGENT)
+            && let Ok(v) = HeaderValue::from_str(&self.pool.config().user_agent)
+        {
+            h.insert(header::USER_AGENT, v);
+        }
+        if !body.is_empty() {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        Ok(request)
+    }
+}
+
+enum HeadError {
+    Timeout(TimeoutKind, Duration),
+    Hyper(hyper::Error),
+}
+
+/// Waits for the response head: while the body is being sent the idle
+/// timeout applies between chunks; once it is sent, the first-byte timeout.
+async fn await_head(
+    mut head: HeadFuture,
+    clock: &SendClock,
+    timeouts: &Timeouts,
+) -> Result<Response<Incoming>, HeadError> {
+    loop {
+        let (deadline, _) = clock.deadline(timeouts.first_byte, timeouts.idle);
+        match tokio::time::timeout_at(deadline, &mut head).await {
+            Ok(result) => return result.map_err(HeadError::Hyper),
+            Err(_) => {
+                let (now_deadline, kind_now) = clock.deadline(timeouts.first_byte, timeouts.idle);
+                if now_deadline <= Instant::now() {
+                    let after = match kind_now {
+                        TimeoutKind::FirstByte => timeouts.first_byte,
+                        _ => timeouts.idle,
+                    };
+                    return Err(HeadError::Timeout(kind_now, after));
+                }
+            }
+        }
+    }
+}
+
+/// Reads what is left of a redirect's body (a few KiB at most) so its
+/// HTTP/1.1 connection can carry the next hop; gives up on large or slow ones.
+async fn drain(body: DownloadBody) {
+    const LIMIT: usize = 64 << 10;
+    let mut body = body;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn handles(&self, url: &Uri, preference: ProtocolPreference) -> bool {
+        matches!(url.scheme_str(), Some("http" | "https"))
+            && preference != ProtocolPreference::RequireHttp3
+    }
+
+    async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {
+        let TransportRequest {
+            request,
+            options,
+            on_sent,
+            redirect_hook,
+        } = request;
+        let (parts, body) = request.into_parts();
+        let mut out = Outgoing {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        };
+        let mut hops = 0u32;
+        loop {
+            let key = Key::of(&out.uri)?;
+            let ex = self
+                .exchange(&key, &out, &options, on_sent.as_ref())
+                .await?;
+            let uri = out.uri.clone();
+            let received = ByteCount::new();
+            let status = ex.response.status();
+            let location = ex.response.headers().get(header::LOCATION).cloned();
+            let (head, incoming) = ex.response.into_parts();
+            let download = DownloadBody::new(
+                incoming,
+                options.timeouts.idle,
+                received.clone(),
+                ex.returner,
+            );
+            if let Some(hop) = redirect::hop(status, &out.method, &uri, location.as_ref())? {
+                hops += 1;
+                redirect::check(&uri, &hop.to, &options.redirects, hops)?;
+                let mut to = hop.to;
+                if let Some(hook) = &redirect_hook {
+                    match hook.redirect(&uri, &to, status).await {
+                        RedirectDecision::Follow => {}
+                        RedirectDecision::FollowTo(other) => {
+                            redirect::check(&uri, &other, &options.redirects, hops)?;
+                            to = other;
+                        }
+                        RedirectDecision::Refuse => {
+                            return Err(TransferError::new(
+                                ErrorKind::RedirectRefused,
+                                format!("redirect from {uri} to {to} vetoed"),
+                            ));
+                        }
+                    }
+                }
+                drain(download).await;
+                redirect::strip_for(&uri, &to, &mut out.headers);
+                if hop.drop_body {
+                    out.body = RequestBody::empty();
+                    redirect::strip_body_headers(&mut out.headers);
+                }
+                tracing::debug!(%uri, %to, %status, "following redirect");
+                out.method = hop.method;
+                out.uri = to;
+                continue;
+            }
+            let facts = &ex.checkout_facts;
+            let fresh = !ex.reused;
+            let metrics = RequestMetrics {
+                protocol: facts.protocol,
+                reused_connection: ex.reused,
+                dns: facts.dns.filter(|_| fresh),
+                connect: Some(facts.connect).filter(|_| fresh),
+                tls: facts.tls.filter(|_| fresh),
+                first_byte: ex.first_byte,
+                bytes_sent: ex.sent,
+                redirects: hops,
+                remote_addr: facts.remote,
+            };
+            return Ok(TransportResponse {
+                response: Response::from_parts(head, download.boxed_unsync()),
+                url: uri,
+                metrics,
+                received,
+            });
+        }
+    }
+}

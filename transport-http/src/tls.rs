@@ -1,0 +1,176 @@
+//! TLS: which roots are trusted, key pinning, and why a handshake failed.
+//!
+//! Verification is rustls' webpki verifier, always on. Pinning wraps it: the
+//! chain must verify *and* a pinned key must appear in it. A refused handshake
+//! becomes a permanent [`ErrorKind::Tls`] naming the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use transfer_core::{ErrorKind, TlsFailure, TransferError};
+
+use crate::{ConfigError, HttpConfig, Roots};
+
+/// The SHA-256 of a certificate's DER-encoded SubjectPublicKeyInfo: the value
+/// [`HttpConfig::pin`] takes (the same as HPKP's and OkHttp's `sha256/` pins).
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], ConfigError> {
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| ConfigError::Certificate(format!("{e:?}")))?;
+    let spki = parsed.subject_public_key_info();
+    Ok(Sha256::digest(spki.as_ref()).into())
+}
+
+/// The one crypto provider of this crate: ring, named explicitly so a process
+/// never needs a default provider installed.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn client_config(config: &HttpConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    if matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki) {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "platform root store: skipped an entry");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "platform roots loaded");
+    }
+    if matches!(config.roots, Roots::Webpki | Roots::PlatformAndWebpki) {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for cert in &config.extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| ConfigError::Certificate(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::NoRoots);
+    }
+    let provider = provider();
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| ConfigError::Certificate(e.to_string()))?;
+    let verifier = Arc::new(PinningVerifier {
+        inner: webpki,
+        pins: config.pins.clone(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Certificate(e.to_string()))?
+        .dangerous() // only to install the pinning wrapper; it verifies first
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = if config.http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
+    Ok(tls)
+}
+
+/// Why a pinned host was refused (carried inside rustls' error).
+#[derive(Debug, thiserror::Error)]
+#[error("no key in the chain of {host} matches its pins")]
+struct PinMismatch {
+    host: String,
+}
+
+#[derive(Debug)]
+struct PinningVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    pins: HashMap<String, Vec<[u8; 32]>>,
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let host = server_name.to_str().to_ascii_lowercase();
+        if let Some(pins) = self.pins.get(&host) {
+            let pinned = std::iter::once(end_entity)
+                .chain(intermediates)
+                .filter_map(|c| spki_sha256(c).ok())
+                .any(|h| pins.contains(&h));
+            if !pinned {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(Arc::new(PinMismatch { host })),
+                )));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Classifies a failed TLS handshake. rustls' own refusals are permanent TLS
+/// errors with a reason; a connection that broke mid-handshake is transient.
+pub(crate) fn handshake_error(host: &str, e: std::io::Error) -> TransferError {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return TransferError::new(
+            ErrorKind::ConnectionLost,
+            format!("TLS handshake with {host}: {e}"),
+        );
+    };
+    let failure = match tls {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsFailure::Expired,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsFailure::NameMismatch
+            }
+            CertificateError::Revoked => TlsFailure::Revoked,
+            CertificateError::Other(o) if o.0.downcast_ref::<PinMismatch>().is_some() => {
+                TlsFailure::PinMismatch
+            }
+            _ => TlsFailure::BadCertificate,
+        },
+        _ => TlsFailure::Handshake,
+    };
+    TransferError::new(
+        ErrorKind::Tls(failure),
+        format!("TLS handshake with {host}: {tls}"),
+    )
+}
