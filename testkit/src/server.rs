@@ -357,8 +357,12 @@ pub(crate) async fn handle(
                 )
             }
         }
-        Plan::NotFound => text(StatusCode::NOT_FOUND, format!("no resource at {path}\n")),
+        Plan::NotFound => {
+            linger(body).await;
+            text(StatusCode::NOT_FOUND, format!("no resource at {path}\n"))
+        }
         Plan::Redirect(code, location) => {
+            linger(body).await;
             let mut r = text(code, format!("see {location}\n"));
             if let Ok(v) = HeaderValue::from_str(&location) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -366,6 +370,7 @@ pub(crate) async fn handle(
             r
         }
         Plan::Status(code, retry_after) => {
+            linger(body).await;
             let mut r = text(code, format!("scripted {code}\n"));
             if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -373,6 +378,7 @@ pub(crate) async fn handle(
             r
         }
         Plan::Serve { .. } if parts.method != Method::GET && parts.method != Method::HEAD => {
+            linger(body).await;
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} not allowed on {path}\n", parts.method),
@@ -477,6 +483,23 @@ pub(crate) async fn handle(
         finished.store(true, Ordering::Release);
     }
     Ok(response)
+}
+
+/// Reads and drops a request body the answer does not need (up to 64 MiB),
+/// as nginx's lingering close does: answering first and closing would reset
+/// the connection under a client still sending, losing the answer.
+async fn linger(body: hyper::body::Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    let mut body = body;
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > 64 << 20 {
+            break;
+        }
+    }
 }
 
 /// Reads a request body to its end: its length, hex SHA-256, and whether it
