@@ -189,6 +189,30 @@ impl Partial for FsPartial {
         self.offset
     }
 
+    async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        use std::os::unix::fs::FileExt;
+        // Written bytes must be visible to the second handle.
+        self.file
+            .flush()
+            .await
+            .map_err(|e| StoreError::io(format!("flushing {}", self.path.display()), e))?;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.offset.saturating_sub(at)).unwrap_or(usize::MAX));
+        let path = self.path.clone();
+        let mut chunk = vec![0u8; want];
+        let (n, chunk) = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&path)?;
+            let n = f.read_at(&mut chunk, at)?;
+            Ok::<_, std::io::Error>((n, chunk))
+        })
+        .await
+        .map_err(|e| StoreError::new(StoreErrorKind::Io, format!("reading back: {e}")))?
+        .map_err(|e| StoreError::io(format!("reading {}", self.path.display()), e))?;
+        buf[..n].copy_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
         self.file
             .write_all(&data)

@@ -222,6 +222,18 @@ pub trait Partial: Send {
     /// the partial's location to record.
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError>;
 
+    /// Reads back bytes of the partial starting at `at` (below
+    /// [`offset`](Self::offset)) into `buf`, returning how many were read
+    /// (0 at the end). Used to seed a checksum when a download resumes.
+    /// Stores that cannot read back answer [`StoreErrorKind::Unsupported`].
+    async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let _ = (at, buf);
+        Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "this payload store cannot read a partial back",
+        ))
+    }
+
     /// Moves the complete payload into its destination atomically.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 

@@ -1,0 +1,681 @@
+//! The scheduling loop: one task owns every record, applies events through
+//! `transfer_core::apply`, and carries out the effects in order (persist
+//! first, then start, abort, notify, timers). Deliveries to the delegate run
+//! in a second task, in order, so a slow delegate never stalls scheduling.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use transfer_core::{
+    Batch, Completion, ConditionSource, Conditions, Delegate, Demand, Destination, Direction,
+    Effect, Event, EventId, Load, Notification, Outcome, PayloadStore, Phase, Progress, SessionId,
+    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport, Verdict,
+    WaitReason, apply,
+};
+
+use crate::runner::Attempt;
+use crate::throttle::Bucket;
+use crate::{Clock, SessionConfig, SessionError, SessionEvent};
+
+pub(crate) enum Command {
+    Enqueue {
+        spec: Box<TaskSpec>,
+        start: bool,
+        reply: oneshot::Sender<Result<TaskId, SessionError>>,
+    },
+    User {
+        task: TaskId,
+        event: Event,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    Runner {
+        task: TaskId,
+        event: Event,
+        ack: Option<oneshot::Sender<()>>,
+    },
+    RunnerDone {
+        task: TaskId,
+        attempt: u32,
+    },
+    Timer {
+        task: TaskId,
+    },
+    Conditions(Conditions),
+    Tasks(oneshot::Sender<Vec<TaskRecord>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Running {
+    attempt: u32,
+    stop: watch::Sender<bool>,
+    throttle: watch::Sender<Throttle>,
+    host: String,
+}
+
+/// Queue order: priority (high first), earliest begin, enqueue order.
+type QueueKey = (Reverse<u32>, u64, u64, TaskId);
+
+fn queue_key(r: &TaskRecord) -> QueueKey {
+    let p = (r.spec.priority.get() * 1_000_000.0) as u32;
+    let begin = r.spec.earliest_begin.map_or(0, |t| t.as_millis());
+    (Reverse(p), begin, r.seq, r.id)
+}
+
+fn admissible(phase: &Phase) -> bool {
+    match phase {
+        Phase::Queued => true,
+        Phase::Waiting(r) => r.is_policy() && r.wake_at().is_none(),
+        _ => false,
+    }
+}
+
+pub(crate) enum Delivery {
+    Event(SessionEvent, Option<Box<TaskRecord>>),
+    Completion(Box<Completion>),
+    Idle,
+}
+
+pub(crate) struct Engine {
+    pub(crate) session: SessionId,
+    pub(crate) store: Arc<dyn TaskStore>,
+    pub(crate) payloads: Arc<dyn PayloadStore>,
+    pub(crate) transports: Vec<Arc<dyn Transport>>,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) clock: Clock,
+    pub(crate) tx: mpsc::UnboundedSender<Command>,
+    pub(crate) deliver: mpsc::UnboundedSender<Delivery>,
+    pub(crate) records: HashMap<TaskId, TaskRecord>,
+    pub(crate) queue: BTreeSet<QueueKey>,
+    running: HashMap<TaskId, Running>,
+    per_host: HashMap<String, u32>,
+    conditions: Conditions,
+    session_bucket: Arc<Bucket>,
+    next_id: u64,
+    next_seq: u64,
+    jitter: transfer_core::SplitMix64,
+    was_idle: bool,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        session: SessionId,
+        store: Arc<dyn TaskStore>,
+        payloads: Arc<dyn PayloadStore>,
+        transports: Vec<Arc<dyn Transport>>,
+        config: Arc<SessionConfig>,
+        clock: Clock,
+        conditions: &dyn ConditionSource,
+        tx: mpsc::UnboundedSender<Command>,
+        deliver: mpsc::UnboundedSender<Delivery>,
+    ) -> Engine {
+        let now = clock.now().as_millis();
+        Engine {
+            session,
+            store,
+            payloads,
+            transports,
+            session_bucket: Arc::new(Bucket::new(config.policy.rate_limit)),
+            config,
+            clock,
+            tx,
+            deliver,
+            records: HashMap::new(),
+            queue: BTreeSet::new(),
+            running: HashMap::new(),
+            per_host: HashMap::new(),
+            conditions: conditions.current(),
+            next_id: now << 12,
+            next_seq: 0,
+            jitter: transfer_core::SplitMix64::new(now),
+            was_idle: false,
+        }
+    }
+
+    /// Takes the records found at attach: interrupted attempts go back to
+    /// the queue with their resume data; timers are set again.
+    pub(crate) fn attach(&mut self, records: Vec<TaskRecord>) {
+        for mut r in records {
+            self.next_id = self.next_id.max(r.id.as_u64() + 1);
+            self.next_seq = self.next_seq.max(r.seq + 1);
+            if let Phase::Running { .. } = r.state.phase {
+                // The process died mid-attempt: what is durable is in the
+                // resume data; the next attempt starts from there.
+                r.state.phase = Phase::Queued;
+            }
+            if let Phase::Waiting(reason) = &r.state.phase
+                && let Some(t) = reason.wake_at()
+            {
+                self.set_timer(r.id, t);
+            }
+            if let Some(d) = r.state.deadline()
+                && !r.state.is_terminal()
+            {
+                self.set_timer(r.id, d);
+            }
+            if admissible(&r.state.phase) {
+                self.queue.insert(queue_key(&r));
+            }
+            self.records.insert(r.id, r);
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        conditions: Arc<dyn ConditionSource>,
+    ) {
+        let tx = self.tx.clone();
+        let seen = self.conditions;
+        let watcher = tokio::spawn(async move {
+            let mut seen = seen;
+            loop {
+                seen = conditions.changed(seen).await;
+                if tx.send(Command::Conditions(seen)).is_err() {
+                    return;
+                }
+            }
+        });
+        self.pump().await;
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Shutdown(done) => {
+                    self.shutdown(&mut rx).await;
+                    watcher.abort();
+                    let _ = done.send(());
+                    return;
+                }
+                other => self.handle(other).await,
+            }
+            self.pump().await;
+        }
+        watcher.abort();
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Enqueue { spec, start, reply } => {
+                let r = self.enqueue(*spec, start).await;
+                let _ = reply.send(r);
+            }
+            Command::User { task, event, reply } => {
+                let r = if self.records.contains_key(&task) {
+                    self.event(task, event).await;
+                    Ok(())
+                } else {
+                    Err(SessionError::UnknownTask(task))
+                };
+                let _ = reply.send(r);
+            }
+            Command::Runner { task, event, ack } => {
+                self.event(task, event).await;
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            Command::RunnerDone { task, attempt } => {
+                if self
+                    .running
+                    .get(&task)
+                    .is_some_and(|r| r.attempt == attempt)
+                {
+                    self.release(task);
+                }
+            }
+            Command::Timer { task } => self.event(task, Event::Timer).await,
+            Command::Conditions(c) => {
+                self.conditions = c;
+                let now = self.clock.now();
+                let bw = self.config.policy.session_bandwidth(&c, now);
+                self.session_bucket.set_rate(match bw {
+                    transfer_core::Bandwidth::Unlimited => None,
+                    transfer_core::Bandwidth::Paused => Some(0),
+                    transfer_core::Bandwidth::Limited(n) => Some(n),
+                });
+                // Running tasks are judged again; waiting ones by the pump.
+                let running: Vec<TaskId> = self.running.keys().copied().collect();
+                for id in running {
+                    let verdict = self.verdict(id, true);
+                    if let Some(v) = verdict {
+                        self.event(id, Event::Admission(v)).await;
+                    }
+                }
+            }
+            Command::Tasks(reply) => {
+                let mut all: Vec<TaskRecord> = self.records.values().cloned().collect();
+                all.sort_by_key(|r| (r.seq, r.id));
+                let _ = reply.send(all);
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn release(&mut self, task: TaskId) {
+        if let Some(r) = self.running.remove(&task)
+            && let Some(n) = self.per_host.get_mut(&r.host)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    async fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
+        if let Some(key) = &spec.key {
+            let existing = self
+                .records
+                .values()
+                .find(|r| r.spec.key.as_ref() == Some(key) && !r.state.is_terminal())
+                .map(|r| r.id);
+            if let Some(id) = existing {
+                if start
+                    && self
+                        .records
+                        .get(&id)
+                        .is_some_and(|r| r.state.phase == Phase::Suspended)
+                {
+                    self.event(id, Event::Resume).await;
+                }
+                return Ok(id);
+            }
+        }
+        let mut remove = Vec::new();
+        if let Some(key) = &spec.key {
+            let old: Vec<TaskId> = self
+                .records
+                .values()
+                .filter(|r| r.spec.key.as_ref() == Some(key))
+                .map(|r| r.id)
+                .collect();
+            for id in old {
+                self.records.remove(&id);
+                remove.push(id);
+            }
+        }
+        let id = TaskId::from_u64(self.next_id);
+        self.next_id += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let seed = transfer_core::RandomSource::next_u64(&mut self.jitter);
+        let mut record = TaskRecord {
+            id,
+            seq,
+            created_at: self.clock.now(),
+            spec,
+            state: TaskState::new(self.config.retry, seed),
+        };
+        if start {
+            let (state, _) = apply(&record.state, Event::Resume, self.clock.now())
+                .map_err(|e| SessionError::Internal(e.to_string()))?;
+            record.state = state;
+        }
+        let batch = Batch {
+            save: vec![record.clone()],
+            remove,
+            ..Batch::default()
+        };
+        self.store
+            .commit(&self.session, batch)
+            .await
+            .map_err(SessionError::Store)?;
+        if admissible(&record.state.phase) {
+            self.queue.insert(queue_key(&record));
+        }
+        if let Some(d) = record.state.deadline() {
+            self.set_timer(id, d);
+        }
+        self.records.insert(id, record);
+        self.was_idle = false;
+        Ok(id)
+    }
+
+    /// Admission's verdict for a task, given the others running.
+    fn verdict(&self, id: TaskId, is_running: bool) -> Option<Verdict> {
+        let r = self.records.get(&id)?;
+        let host = r.spec.url().origin();
+        let mut load = Load {
+            running: self.running.len() as u32,
+            running_on_host: self.per_host.get(&host).copied().unwrap_or(0),
+        };
+        if is_running {
+            load.running = load.running.saturating_sub(1);
+            load.running_on_host = load.running_on_host.saturating_sub(1);
+        }
+        Some(self.config.policy.admit(
+            &Demand::from(&r.spec),
+            &self.conditions,
+            load,
+            self.clock.now(),
+        ))
+    }
+
+    /// Offers free slots to queued tasks in order.
+    async fn pump(&mut self) {
+        let max = self.config.policy.max_concurrent as usize;
+        let mut skip_hosts: Vec<String> = Vec::new();
+        let candidates: Vec<QueueKey> = self.queue.iter().copied().collect();
+        for key in candidates {
+            if self.running.len() >= max {
+                break;
+            }
+            let id = key.3;
+            let Some(r) = self.records.get(&id) else {
+                self.queue.remove(&key);
+                continue;
+            };
+            let host = r.spec.url().origin();
+            if skip_hosts.contains(&host) {
+                continue;
+            }
+            let Some(verdict) = self.verdict(id, false) else {
+                continue;
+            };
+            if let Verdict::Wait(reason) = &verdict {
+                if *reason == WaitReason::HostLimit {
+                    skip_hosts.push(host);
+                }
+                if matches!(&r.state.phase, Phase::Waiting(w) if w == reason) {
+                    continue; // already waiting for that
+                }
+            }
+            self.event(id, Event::Admission(verdict)).await;
+        }
+        self.check_idle();
+    }
+
+    fn check_idle(&mut self) {
+        let busy = !self.running.is_empty()
+            || self.records.values().any(|r| {
+                matches!(r.state.phase, Phase::Queued | Phase::Running { .. })
+                    || matches!(&r.state.phase, Phase::Waiting(w) if !w.is_policy() || w.wake_at().is_some())
+            });
+        if !busy && !self.was_idle {
+            self.was_idle = true;
+            let _ = self.deliver.send(Delivery::Idle);
+        } else if busy {
+            self.was_idle = false;
+        }
+    }
+
+    fn set_timer(&self, task: TaskId, at: transfer_core::Timestamp) {
+        let tx = self.tx.clone();
+        let wait = self.clock.until(at);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(Command::Timer { task });
+        });
+    }
+
+    /// Applies one event and carries out its effects.
+    async fn event(&mut self, id: TaskId, event: Event) {
+        let now = self.clock.now();
+        let Some(record) = self.records.get(&id) else {
+            return;
+        };
+        let old_key = queue_key(record);
+        let (state, effects) = match apply(&record.state, event, now) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "event ignored");
+                return;
+            }
+        };
+        let Some(record) = self.records.get_mut(&id) else {
+            return;
+        };
+        record.state = state;
+        let record = record.clone();
+        self.queue.remove(&old_key);
+        if admissible(&record.state.phase) {
+            self.queue.insert(queue_key(&record));
+        }
+        if !matches!(record.state.phase, Phase::Running { .. }) && self.running.contains_key(&id) {
+            // The attempt is stopping (abort, failure, completion): the
+            // slot is free for scheduling now.
+            if let Some(r) = self.running.get(&id) {
+                let _ = r.stop.send(true);
+            }
+            self.release(id);
+        }
+
+        let persist = effects.contains(&Effect::Persist);
+        let outcome = effects.iter().find_map(|e| match e {
+            Effect::Complete(o) => Some(o.clone()),
+            _ => None,
+        });
+        let completion = outcome.map(|outcome| {
+            let event = EventId::from_u64(self.next_id);
+            self.next_id += 1;
+            Completion {
+                event,
+                task: id,
+                label: record.spec.label.clone(),
+                at: now,
+                outcome,
+                response: None,
+            }
+        });
+        if persist || completion.is_some() {
+            let batch = Batch {
+                save: vec![record.clone()],
+                complete: completion.clone().into_iter().collect(),
+                ..Batch::default()
+            };
+            if let Err(e) = self.store.commit(&self.session, batch).await {
+                tracing::error!(task = %id, error = %e, "could not persist the task");
+            }
+        }
+        for effect in effects {
+            match effect {
+                Effect::Persist | Effect::Complete(_) => {}
+                Effect::Start {
+                    attempt,
+                    offset: _,
+                    throttle,
+                } => self.start(&record, attempt, throttle),
+                Effect::Throttle(t) => {
+                    if let Some(r) = self.running.get(&id) {
+                        let _ = r.throttle.send(t);
+                    }
+                }
+                Effect::Abort { .. } => {
+                    if let Some(r) = self.running.get(&id) {
+                        let _ = r.stop.send(true);
+                    }
+                }
+                Effect::DiscardPartial => {
+                    let payloads = self.payloads.clone();
+                    let session = self.session.clone();
+                    let partial = record.state.resume.partial.clone();
+                    if let TaskKind::Download { destination } = &record.spec.kind {
+                        let destination: Destination = destination.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = payloads
+                                .discard(&session, id, &destination, partial.as_ref())
+                                .await
+                            {
+                                tracing::warn!(task = %id, error = %e, "could not discard the partial");
+                            }
+                        });
+                    }
+                }
+                Effect::Notify(n) => {
+                    let event = match n {
+                        Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
+                        Notification::Progress { received, total } => SessionEvent::Progress {
+                            task: id,
+                            progress: Progress {
+                                direction: Direction::Download,
+                                delta: 0,
+                                total: received,
+                                expected: total.or(record.spec.expected_size),
+                            },
+                        },
+                        Notification::Restarted(reason) => {
+                            SessionEvent::Restarted { task: id, reason }
+                        }
+                    };
+                    let _ = self
+                        .deliver
+                        .send(Delivery::Event(event, Some(Box::new(record.clone()))));
+                }
+                Effect::SetTimer(t) => self.set_timer(id, t),
+            }
+        }
+        if let Some(c) = completion {
+            let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
+        }
+    }
+
+    fn start(&mut self, record: &TaskRecord, attempt: u32, throttle: Throttle) {
+        let transport = self
+            .transports
+            .iter()
+            .find(|t| {
+                t.handles(
+                    record.spec.url().as_uri(),
+                    transfer_core::ProtocolPreference::Auto,
+                )
+            })
+            .cloned();
+        let Some(transport) = transport else {
+            let tx = self.tx.clone();
+            let id = record.id;
+            let error = transfer_core::TransferError::new(
+                transfer_core::ErrorKind::InvalidRequest,
+                format!("no transport handles {}", record.spec.url()),
+            );
+            let _ = tx.send(Command::Runner {
+                task: id,
+                event: Event::AttemptFailed { attempt, error },
+                ack: None,
+            });
+            return;
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (throttle_tx, throttle_rx) = watch::channel(throttle);
+        let host = record.spec.url().origin();
+        *self.per_host.entry(host.clone()).or_default() += 1;
+        self.running.insert(
+            record.id,
+            Running {
+                attempt,
+                stop: stop_tx,
+                throttle: throttle_tx,
+                host,
+            },
+        );
+        let a = Attempt {
+            session: self.session.clone(),
+            task: record.id,
+            attempt,
+            spec: record.spec.clone(),
+            resume: record.state.resume.clone(),
+            transport,
+            payloads: self.payloads.clone(),
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            engine: self.tx.clone(),
+            stop: stop_rx,
+            throttle: throttle_rx,
+            session_bucket: self.session_bucket.clone(),
+        };
+        tokio::spawn(a.run());
+    }
+
+    /// Stops every runner at a checkpoint and records it before returning.
+    async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) {
+        for r in self.running.values() {
+            let _ = r.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.running.is_empty() {
+            let cmd = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(c)) => c,
+                _ => break,
+            };
+            match cmd {
+                // Checkpoints are recorded while the phase is still Running.
+                Command::Runner {
+                    task,
+                    event: event @ (Event::Checkpoint { .. } | Event::Progress { .. }),
+                    ack,
+                } => {
+                    self.event(task, event).await;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+                Command::RunnerDone { task, .. } => self.release(task),
+                Command::Enqueue { reply, .. } => {
+                    let _ = reply.send(Err(SessionError::Closed));
+                }
+                Command::User { reply, .. } => {
+                    let _ = reply.send(Err(SessionError::Closed));
+                }
+                Command::Tasks(reply) => {
+                    let _ = reply.send(self.records.values().cloned().collect());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Delivers events in order: progress and waits to the delegate and the
+/// event stream; completions after they are durable, acknowledged once the
+/// delegate returns.
+pub(crate) async fn deliver(
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    delegate: Arc<dyn Delegate>,
+    store: Arc<dyn TaskStore>,
+    session: SessionId,
+    events: broadcast::Sender<SessionEvent>,
+    gone: watch::Sender<bool>,
+) {
+    while let Some(d) = rx.recv().await {
+        match d {
+            Delivery::Event(event, record) => {
+                if let Some(record) = &record {
+                    match &event {
+                        SessionEvent::Progress { progress, .. } => {
+                            delegate.progress(record, *progress).await;
+                        }
+                        SessionEvent::Waiting { reason, .. } => {
+                            delegate.waiting(record, reason).await;
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = events.send(event);
+            }
+            Delivery::Completion(c) => {
+                delegate.completed(&c).await;
+                if let Err(e) = store.acknowledge(&session, vec![c.event]).await {
+                    tracing::error!(error = %e, "could not acknowledge a completion");
+                }
+                let _ = events.send(SessionEvent::Completed(c));
+            }
+            Delivery::Idle => {
+                delegate.session_idle().await;
+                let _ = events.send(SessionEvent::Idle);
+            }
+        }
+    }
+    // The engine has stopped: release the store before saying so.
+    drop(store);
+    drop(delegate);
+    let _ = gone.send(true);
+}
+
+/// Completions found in the outbox at attach, delivered again.
+pub(crate) fn redeliver(outbox: Vec<Completion>, deliver: &mpsc::UnboundedSender<Delivery>) {
+    for c in outbox {
+        let _ = deliver.send(Delivery::Completion(Box::new(c)));
+    }
+}
+
+/// Whether an outcome means success.
+pub(crate) fn succeeded(o: &Outcome) -> bool {
+    matches!(o, Outcome::Completed { .. })
+}

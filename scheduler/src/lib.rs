@@ -1,0 +1,603 @@
+//! # scheduler
+//!
+//! Ferry's session runtime. A [`Session`] has a stable identifier, one task
+//! store, one payload store, transports, a condition source and a delegate.
+//! Building it **attaches** to what the store holds: attempts interrupted by a
+//! crash are queued again with their resume data, and completions never
+//! acknowledged are delivered again.
+//!
+//! One scheduling loop owns every task. It applies events with
+//! [`transfer_core::apply`] and carries out the effects: persist, start a
+//! runner, abort at the next chunk, notify, set a timer, record a completion.
+//! A runner asks from the durable offset (`Range` + `If-Range`), judges the
+//! answer (206 or 200, `Content-Range`, validator), streams through the
+//! throttle into the payload store, and checkpoints — data made durable,
+//! then the offset recorded — every second or 32 MiB. At the end it checks
+//! the length and the SHA-256 (expected, or RFC 9530 `Repr-Digest` /
+//! `Content-Digest`), commits atomically, and the completion is recorded in
+//! the outbox before the delegate hears of it.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use scheduler::{Session, SessionConfig};
+//! use store_fs::{FsPayloadStore, FsTaskStore};
+//! use transport_http::{HttpConfig, HttpTransport};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let session = Session::builder("com.example.sync")?
+//!     .store(Arc::new(FsTaskStore::open("state")?))
+//!     .payloads(Arc::new(FsPayloadStore::new("downloads")?))
+//!     .transport(Arc::new(HttpTransport::new(HttpConfig::default())?))
+//!     .config(SessionConfig::default())
+//!     .build()
+//!     .await?;
+//! let task = session
+//!     .download("https://example.com/big.iso")?
+//!     .to("big.iso")
+//!     .enqueue()
+//!     .await?;
+//! let outcome = task.wait().await?;
+//! println!("{outcome:?}");
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod engine;
+mod runner;
+mod throttle;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use transfer_core::{
+    Completion, ConditionSource, Conditions, Delegate, Destination, Event, NoDelegate, Outcome,
+    PayloadStore, Phase, Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy,
+    SessionId, SpecError, StoreError, TaskId, TaskRecord, TaskSpec, TaskSpecBuilder, TaskStore,
+    Timeouts, Timestamp, Transport, WaitReason,
+};
+
+use engine::{Command, Engine};
+
+/// A session's settings. Every default is here.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Admission policy: networks, power, limits, bandwidth.
+    pub policy: Policy,
+    /// Retries, backoff and the resource deadline (default 7 days).
+    pub retry: RetryPolicy,
+    /// Per-request time limits; `idle` is the session's idle timeout (60 s).
+    pub timeouts: Timeouts,
+    /// Redirect rules.
+    pub redirects: RedirectPolicy,
+    /// Checkpoint at least this often while data flows (default 1 s).
+    pub checkpoint_interval: Duration,
+    /// …and at least every this many bytes (default 32 MiB).
+    pub checkpoint_bytes: u64,
+    /// Progress reports at most this often (default 250 ms).
+    pub progress_interval: Duration,
+    /// Accept weak ETags as validators for resuming (default false).
+    pub allow_weak_etags: bool,
+    /// Largest body any task may download (default none).
+    pub max_body: Option<u64>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            policy: Policy::default(),
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            redirects: RedirectPolicy::default(),
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: 32 << 20,
+            progress_interval: Duration::from_millis(250),
+            allow_weak_etags: false,
+            max_body: None,
+        }
+    }
+}
+
+/// Why a session call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The task specification was refused (bad URL, bad checksum, …).
+    #[error("invalid task: {0}")]
+    Spec(#[from] SpecError),
+    /// The task store failed.
+    #[error("task store: {0}")]
+    Store(#[source] StoreError),
+    /// A builder was missing a part.
+    #[error("the session needs {0}")]
+    Missing(&'static str),
+    /// No such task in this session.
+    #[error("no task {0} in this session")]
+    UnknownTask(TaskId),
+    /// The session has shut down.
+    #[error("the session has shut down")]
+    Closed,
+    /// A bug: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What happens in a session, in order, for [`Session::events`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// Bytes moved.
+    Progress {
+        /// The task.
+        task: TaskId,
+        /// How far it is.
+        progress: Progress,
+    },
+    /// A task waits, for a reason.
+    Waiting {
+        /// The task.
+        task: TaskId,
+        /// Why.
+        reason: WaitReason,
+    },
+    /// A task discarded its partial and starts from zero.
+    Restarted {
+        /// The task.
+        task: TaskId,
+        /// Why.
+        reason: RestartReason,
+    },
+    /// A task ended (recorded in the outbox before this is sent).
+    Completed(Box<Completion>),
+    /// Nothing runs or waits to run, and every event has been delivered.
+    Idle,
+}
+
+/// Wall-clock time for the state machine, read from tokio's clock so tests
+/// on a paused clock move it.
+#[derive(Clone, Debug)]
+pub(crate) struct Clock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            base: Timestamp::from_system_time(SystemTime::now()),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.base.saturating_add(self.start.elapsed())
+    }
+
+    pub(crate) fn until(&self, t: Timestamp) -> Duration {
+        t.saturating_since(self.now())
+    }
+}
+
+/// Conditions that never change: Ethernet on mains power.
+#[derive(Debug, Default)]
+struct Steady;
+
+#[async_trait::async_trait]
+impl ConditionSource for Steady {
+    fn current(&self) -> Conditions {
+        Conditions::default()
+    }
+
+    async fn changed(&self, _seen: Conditions) -> Conditions {
+        futures::future::pending().await
+    }
+}
+
+/// Builds a [`Session`]; see [`Session::builder`].
+pub struct SessionBuilder {
+    id: SessionId,
+    store: Option<Arc<dyn TaskStore>>,
+    payloads: Option<Arc<dyn PayloadStore>>,
+    transports: Vec<Arc<dyn Transport>>,
+    conditions: Arc<dyn ConditionSource>,
+    delegate: Arc<dyn Delegate>,
+    config: SessionConfig,
+}
+
+impl SessionBuilder {
+    /// Where task records and the completion outbox live.
+    pub fn store(mut self, store: Arc<dyn TaskStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Where partial and finished payloads go.
+    pub fn payloads(mut self, payloads: Arc<dyn PayloadStore>) -> Self {
+        self.payloads = Some(payloads);
+        self
+    }
+
+    /// Adds a transport; the first that handles a URL carries it.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// Where network and power conditions come from (default: Ethernet on
+    /// mains, never changing).
+    pub fn conditions(mut self, conditions: Arc<dyn ConditionSource>) -> Self {
+        self.conditions = conditions;
+        self
+    }
+
+    /// Who hears about progress and completions (default: nobody).
+    pub fn delegate(mut self, delegate: Arc<dyn Delegate>) -> Self {
+        self.delegate = delegate;
+        self
+    }
+
+    /// The session's settings.
+    pub fn config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Attaches to the session's state and starts its scheduling loop.
+    pub async fn build(self) -> Result<Session, SessionError> {
+        let store = self.store.ok_or(SessionError::Missing("a task store"))?;
+        let payloads = self
+            .payloads
+            .ok_or(SessionError::Missing("a payload store"))?;
+        if self.transports.is_empty() {
+            return Err(SessionError::Missing("a transport"));
+        }
+        let snapshot = store.load(&self.id).await.map_err(SessionError::Store)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let (gone_tx, gone) = watch::channel(false);
+        let config = Arc::new(self.config);
+        let mut engine = Engine::new(
+            self.id.clone(),
+            store.clone(),
+            payloads,
+            self.transports,
+            config,
+            Clock::new(),
+            &*self.conditions,
+            tx.clone(),
+            deliver_tx.clone(),
+        );
+        engine.attach(snapshot.records);
+        engine::redeliver(snapshot.outbox, &deliver_tx);
+        tokio::spawn(engine::deliver(
+            deliver_rx,
+            self.delegate,
+            store,
+            self.id.clone(),
+            events.clone(),
+            gone_tx,
+        ));
+        tokio::spawn(engine.run(rx, self.conditions));
+        Ok(Session {
+            inner: Arc::new(Inner {
+                id: self.id,
+                tx,
+                events,
+                gone,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    id: SessionId,
+    tx: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<SessionEvent>,
+    gone: watch::Receiver<bool>,
+}
+
+/// A running session. Clone it freely; it stops when
+/// [`shutdown`](Self::shutdown) is called or the process ends.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Starts building the session `id` (e.g. `"com.example.sync"`).
+    pub fn builder(id: &str) -> Result<SessionBuilder, SessionError> {
+        Ok(SessionBuilder {
+            id: SessionId::new(id)?,
+            store: None,
+            payloads: None,
+            transports: Vec::new(),
+            conditions: Arc::new(Steady),
+            delegate: Arc::new(NoDelegate),
+            config: SessionConfig::default(),
+        })
+    }
+
+    /// The session's identifier.
+    pub fn id(&self) -> &SessionId {
+        &self.inner.id
+    }
+
+    /// Starts describing a download of `url`; finish with
+    /// [`DownloadBuilder::to`] and [`DownloadBuilder::enqueue`].
+    pub fn download(&self, url: &str) -> Result<DownloadBuilder, SessionError> {
+        transfer_core::Url::parse(url)?;
+        Ok(DownloadBuilder {
+            session: self.clone(),
+            url: url.to_owned(),
+            to: None,
+            adjust: Vec::new(),
+            start: true,
+        })
+    }
+
+    /// Enqueues a task from a full specification.
+    pub async fn enqueue(&self, spec: TaskSpec, start: bool) -> Result<TaskHandle, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Enqueue {
+            spec: Box::new(spec),
+            start,
+            reply,
+        })?;
+        let id = rx.await.map_err(|_| SessionError::Closed)??;
+        Ok(TaskHandle {
+            id,
+            session: self.clone(),
+        })
+    }
+
+    /// A handle for a task known to this session.
+    pub fn task(&self, id: TaskId) -> TaskHandle {
+        TaskHandle {
+            id,
+            session: self.clone(),
+        }
+    }
+
+    /// Every task of the session, in enqueue order.
+    pub async fn tasks(&self) -> Result<Vec<TaskRecord>, SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Tasks(reply))?;
+        rx.await.map_err(|_| SessionError::Closed)
+    }
+
+    /// The session's events from now on (progress, waits, restarts,
+    /// completions, idle). A subscriber that falls more than 4,096 events
+    /// behind skips the oldest.
+    pub fn events(&self) -> impl Stream<Item = SessionEvent> + Send + 'static {
+        let rx = self.inner.events.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "event subscriber fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// Stops every running attempt at a checkpoint, records it, and stops
+    /// the session. Tasks continue from there when the session is built again.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(done)).is_ok() {
+            let _ = rx.await;
+        }
+        // Wait for the delivery task too: then the store is released and a
+        // new session can open it.
+        let mut gone = self.inner.gone.clone();
+        let _ = gone.wait_for(|g| *g).await;
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), SessionError> {
+        self.inner.tx.send(cmd).map_err(|_| SessionError::Closed)
+    }
+
+    async fn user(&self, task: TaskId, event: Event) -> Result<(), SessionError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::User { task, event, reply })?;
+        rx.await.map_err(|_| SessionError::Closed)?
+    }
+}
+
+type Adjust = Box<dyn FnOnce(TaskSpecBuilder) -> TaskSpecBuilder + Send>;
+
+/// Describes a download; see [`Session::download`].
+pub struct DownloadBuilder {
+    session: Session,
+    url: String,
+    to: Option<PathBuf>,
+    adjust: Vec<Adjust>,
+    start: bool,
+}
+
+impl DownloadBuilder {
+    /// The destination path, as the payload store resolves it (store-fs:
+    /// relative to its root, never outside it).
+    pub fn to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.to = Some(path.into());
+        self
+    }
+
+    /// The expected SHA-256 of the whole payload (64 hex digits).
+    pub fn sha256(self, hex: impl Into<String>) -> Self {
+        let hex = hex.into();
+        self.with(move |b| b.expected_sha256(hex))
+    }
+
+    /// The task's own rate limit in bytes per second.
+    pub fn max_rate(self, bytes_per_sec: u64) -> Self {
+        self.with(move |b| b.max_rate(bytes_per_sec))
+    }
+
+    /// An idempotency key: enqueueing again with the same key returns the
+    /// unfinished task instead of adding one.
+    pub fn key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.with(move |b| b.key(key))
+    }
+
+    /// Free text shown in listings.
+    pub fn label(self, label: impl Into<String>) -> Self {
+        let label = label.into();
+        self.with(move |b| b.label(label))
+    }
+
+    /// Priority from 0.0 to 1.0 (default 0.5).
+    pub fn priority(self, p: f32) -> Self {
+        self.with(move |b| b.priority(p))
+    }
+
+    /// A request header.
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        self.with(move |b| b.header(name, value))
+    }
+
+    /// The expected size; a larger body fails the task.
+    pub fn expected_size(self, bytes: u64) -> Self {
+        self.with(move |b| b.expected_size(bytes))
+    }
+
+    /// Enqueue without starting ([`TaskHandle::resume`] starts it).
+    pub fn suspended(mut self) -> Self {
+        self.start = false;
+        self
+    }
+
+    fn with(mut self, f: impl FnOnce(TaskSpecBuilder) -> TaskSpecBuilder + Send + 'static) -> Self {
+        self.adjust.push(Box::new(f));
+        self
+    }
+
+    /// Validates the task, records it durably, and starts it (unless
+    /// [`suspended`](Self::suspended)).
+    pub async fn enqueue(self) -> Result<TaskHandle, SessionError> {
+        let to = self
+            .to
+            .ok_or(SessionError::Missing("a destination (`to`)"))?;
+        let mut b = TaskSpec::download(&self.url, Destination::Path(to));
+        for f in self.adjust {
+            b = f(b);
+        }
+        let spec = b.build()?;
+        self.session.enqueue(spec, self.start).await
+    }
+}
+
+/// A task of a session.
+#[derive(Clone, Debug)]
+pub struct TaskHandle {
+    id: TaskId,
+    session: Session,
+}
+
+impl TaskHandle {
+    /// The task's identifier.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Starts or continues the task.
+    pub async fn resume(&self) -> Result<(), SessionError> {
+        self.session.user(self.id, Event::Resume).await
+    }
+
+    /// Stops the task (at a checkpoint) until resumed.
+    pub async fn suspend(&self) -> Result<(), SessionError> {
+        self.session.user(self.id, Event::Suspend).await
+    }
+
+    /// Cancels the task and deletes its partial.
+    pub async fn cancel(&self) -> Result<(), SessionError> {
+        self.session
+            .user(
+                self.id,
+                Event::Cancel {
+                    keep_resume_data: false,
+                },
+            )
+            .await
+    }
+
+    /// Cancels the task, keeps its partial, and returns its resume data.
+    pub async fn cancel_producing_resume_data(&self) -> Result<Option<ResumeData>, SessionError> {
+        self.session
+            .user(
+                self.id,
+                Event::Cancel {
+                    keep_resume_data: true,
+                },
+            )
+            .await?;
+        Ok(self.snapshot().await?.map(|r| r.state.resume))
+    }
+
+    /// The task's record as it is now.
+    pub async fn snapshot(&self) -> Result<Option<TaskRecord>, SessionError> {
+        Ok(self
+            .session
+            .tasks()
+            .await?
+            .into_iter()
+            .find(|r| r.id == self.id))
+    }
+
+    /// Waits until the task ends and returns how.
+    pub async fn wait(&self) -> Result<Outcome, SessionError> {
+        use futures::StreamExt;
+        let mut events = Box::pin(self.session.events());
+        if let Some(outcome) = self.ended().await? {
+            return Ok(outcome);
+        }
+        while let Some(e) = events.next().await {
+            if let SessionEvent::Completed(c) = e
+                && c.task == self.id
+            {
+                return Ok(c.outcome.clone());
+            }
+        }
+        Err(SessionError::Closed)
+    }
+
+    async fn ended(&self) -> Result<Option<Outcome>, SessionError> {
+        let Some(r) = self.snapshot().await? else {
+            return Err(SessionError::UnknownTask(self.id));
+        };
+        Ok(match r.state.phase {
+            Phase::Completed => Some(Outcome::Completed {
+                bytes: r.state.bytes_received,
+            }),
+            Phase::Failed(error) => Some(Outcome::Failed {
+                error,
+                resume: Some(r.state.resume),
+            }),
+            Phase::Cancelled => Some(Outcome::Cancelled { resume: None }),
+            _ => None,
+        })
+    }
+}
+
+/// Whether an outcome is a success.
+pub fn succeeded(outcome: &Outcome) -> bool {
+    engine::succeeded(outcome)
+}

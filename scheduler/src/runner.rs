@@ -1,0 +1,443 @@
+//! One attempt of one download: ask from the durable offset, judge the
+//! answer, stream through the throttle and a SHA-256 into the partial,
+//! checkpoint (data durable, then offset recorded), verify, commit.
+//!
+//! The runner reports to the engine with runner events; it never touches
+//! the task record itself.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use transfer_core::{
+    Continuation, Destination, ErrorKind, Event, Partial, RequestBody, ResumeData, SessionId,
+    StoreError, StoreErrorKind, TaskId, TaskKind, TaskSpec, Throttle, TransferError, Transport,
+    TransportRequest, judge_response,
+};
+
+use crate::engine::Command;
+use crate::throttle::Bucket;
+use crate::{Clock, SessionConfig};
+
+/// What a runner needs, cloned from the engine at start.
+pub(crate) struct Attempt {
+    pub(crate) session: SessionId,
+    pub(crate) task: TaskId,
+    pub(crate) attempt: u32,
+    pub(crate) spec: TaskSpec,
+    pub(crate) resume: ResumeData,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) payloads: Arc<dyn transfer_core::PayloadStore>,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) clock: Clock,
+    pub(crate) engine: mpsc::UnboundedSender<Command>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) throttle: watch::Receiver<Throttle>,
+    pub(crate) session_bucket: Arc<Bucket>,
+}
+
+fn storage_error(e: StoreError) -> TransferError {
+    let kind = match e.kind() {
+        StoreErrorKind::Full => ErrorKind::StorageFull,
+        _ => ErrorKind::Storage,
+    };
+    TransferError::new(kind, e.to_string())
+}
+
+impl Attempt {
+    fn send(&self, event: Event) {
+        let _ = self.engine.send(Command::Runner {
+            task: self.task,
+            event,
+            ack: None,
+        });
+    }
+
+    /// Sends an event and waits until the engine has made its effects
+    /// durable (a restart must be recorded before new bytes are written).
+    async fn send_durably(&self, event: Event) -> Result<(), TransferError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.engine.send(Command::Runner {
+            task: self.task,
+            event,
+            ack: Some(tx),
+        });
+        rx.await
+            .map_err(|_| TransferError::new(ErrorKind::Storage, "session stopped"))
+    }
+
+    /// Runs the attempt to its end and reports how it ended.
+    pub(crate) async fn run(mut self) {
+        let outcome = self.download().await;
+        let _ = self.engine.send(Command::RunnerDone {
+            task: self.task,
+            attempt: self.attempt,
+        });
+        match outcome {
+            Ok(Some(bytes)) => self.send(Event::Finished {
+                attempt: self.attempt,
+                bytes,
+            }),
+            Ok(None) => {} // stopped on request, after a checkpoint
+            Err(error) => {
+                tracing::debug!(task = %self.task, attempt = self.attempt, %error, "attempt failed");
+                self.send(Event::AttemptFailed {
+                    attempt: self.attempt,
+                    error,
+                });
+            }
+        }
+    }
+
+    async fn open(&self, resume: &ResumeData) -> Result<Box<dyn Partial>, TransferError> {
+        let TaskKind::Download { destination } = &self.spec.kind else {
+            return Err(TransferError::new(
+                ErrorKind::InvalidRequest,
+                "uploads are not run by this runner",
+            ));
+        };
+        self.payloads
+            .open(&self.session, self.task, destination, resume)
+            .await
+            .map_err(storage_error)
+    }
+
+    fn destination(&self) -> Option<&Destination> {
+        match &self.spec.kind {
+            TaskKind::Download { destination } => Some(destination),
+            TaskKind::Upload { .. } => None,
+        }
+    }
+
+    /// `Ok(Some(bytes))` when committed, `Ok(None)` when stopped.
+    async fn download(&mut self) -> Result<Option<u64>, TransferError> {
+        let mut resume = self.resume.clone();
+        let mut partial = self.open(&resume).await?;
+        let mut offset = partial.offset();
+        let mut restarted_once = false;
+        loop {
+            let response = self.request(&resume, offset).await?;
+            let status = response.response.status();
+            let headers = response.response.headers().clone();
+            let now = self.clock.now();
+            let judged = judge_response(
+                &resume,
+                offset,
+                status,
+                &headers,
+                self.config.allow_weak_etags,
+                now,
+            )?;
+            let (total, validator) = match judged {
+                Continuation::Append {
+                    total, validator, ..
+                } => (total, validator),
+                Continuation::RestartWithBody {
+                    reason,
+                    total,
+                    validator,
+                } => {
+                    self.restart(&mut partial, &mut resume, reason).await?;
+                    (total, validator)
+                }
+                Continuation::Rerequest { reason } => {
+                    if restarted_once {
+                        return Err(TransferError::new(
+                            ErrorKind::Protocol,
+                            "the server refused the range twice",
+                        ));
+                    }
+                    restarted_once = true;
+                    self.restart(&mut partial, &mut resume, reason).await?;
+                    offset = 0;
+                    continue;
+                }
+                Continuation::AlreadyComplete { total } => {
+                    return self
+                        .finish(partial, total, &headers, status)
+                        .await
+                        .map(Some);
+                }
+            };
+            self.send(Event::Responded {
+                attempt: self.attempt,
+                validator: validator.clone(),
+                total,
+            });
+            resume.validator = validator;
+            resume.total_length = total;
+            if let Some(limit) = self.spec.expected_size.or(self.config.max_body)
+                && total.is_some_and(|t| t > limit)
+            {
+                return Err(TransferError::new(
+                    ErrorKind::SizeLimitExceeded,
+                    format!(
+                        "the body is {} bytes, over the limit of {limit}",
+                        total.unwrap_or(0)
+                    ),
+                ));
+            }
+            let body = response.response.into_body();
+            match self.stream(&mut partial, body, total).await? {
+                Streamed::Stopped => return Ok(None),
+                Streamed::Ended => {}
+            }
+            let written = partial.offset();
+            if let Some(t) = total
+                && written != t
+            {
+                return Err(TransferError::new(
+                    ErrorKind::ConnectionLost,
+                    format!("the body ended at {written} of {t} bytes"),
+                ));
+            }
+            return self
+                .finish(partial, written, &headers, status)
+                .await
+                .map(Some);
+        }
+    }
+
+    async fn request(
+        &self,
+        resume: &ResumeData,
+        offset: u64,
+    ) -> Result<transfer_core::TransportResponse, TransferError> {
+        let spec = &self.spec;
+        let mut b = Request::builder()
+            .method(spec.request.method.clone())
+            .uri(spec.url().as_uri().clone());
+        for (k, v) in &spec.request.headers {
+            b = b.header(k, v);
+        }
+        if offset > 0 {
+            b = b.header(header::RANGE, format!("bytes={offset}-"));
+            if let Some(v) = resume.validator.as_ref().and_then(|v| v.if_range()) {
+                b = b.header(header::IF_RANGE, v);
+            }
+        }
+        let request = b
+            .body(RequestBody::empty())
+            .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
+        let mut request = TransportRequest::new(request);
+        request.options.timeouts = self.config.timeouts;
+        request.options.redirects = self.config.redirects;
+        let response = self.transport.send(request).await?;
+        tracing::debug!(
+            task = %self.task,
+            attempt = self.attempt,
+            offset,
+            status = %response.response.status(),
+            protocol = %response.metrics.protocol,
+            reused = response.metrics.reused_connection,
+            "response"
+        );
+        Ok(response)
+    }
+
+    async fn restart(
+        &self,
+        partial: &mut Box<dyn Partial>,
+        resume: &mut ResumeData,
+        reason: transfer_core::RestartReason,
+    ) -> Result<(), TransferError> {
+        self.send_durably(Event::Restarted {
+            attempt: self.attempt,
+            reason,
+        })
+        .await?;
+        resume.durable_offset = 0;
+        resume.validator = None;
+        resume.total_length = None;
+        let fresh = ResumeData {
+            partial: resume.partial.clone(),
+            ..ResumeData::default()
+        };
+        // Reopening at durable offset 0 cuts the old representation away.
+        *partial = self.open(&fresh).await?;
+        Ok(())
+    }
+
+    async fn stream(
+        &mut self,
+        partial: &mut Box<dyn Partial>,
+        mut body: transfer_core::ResponseBody,
+        total: Option<u64>,
+    ) -> Result<Streamed, TransferError> {
+        let limit = self.spec.expected_size.or(self.config.max_body);
+        let task_bucket = Bucket::new(self.throttle.borrow().task);
+        let mut last_checkpoint = Instant::now();
+        let mut since_checkpoint = 0u64;
+        let mut last_progress = Instant::now();
+        loop {
+            if *self.stop.borrow() {
+                self.checkpoint(partial).await?;
+                return Ok(Streamed::Stopped);
+            }
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = self.stop.changed() => continue,
+            };
+            let Some(frame) = frame else {
+                return Ok(Streamed::Ended);
+            };
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers
+            };
+            let n = data.len() as u64;
+            if let Some(limit) = limit
+                && partial.offset() + n > limit
+            {
+                return Err(TransferError::new(
+                    ErrorKind::SizeLimitExceeded,
+                    format!("the body grew past the limit of {limit} bytes"),
+                ));
+            }
+            if total.is_some_and(|t| partial.offset() + n > t) {
+                return Err(TransferError::new(
+                    ErrorKind::Protocol,
+                    "the server sent more bytes than it declared",
+                ));
+            }
+            if self.throttle.has_changed().unwrap_or(false) {
+                let t = *self.throttle.borrow_and_update();
+                task_bucket.set_rate(t.task);
+                self.session_bucket.set_rate(t.session);
+            }
+            task_bucket.take(n).await;
+            self.session_bucket.take(n).await;
+            partial.write(data).await.map_err(storage_error)?;
+            since_checkpoint += n;
+            if last_progress.elapsed() >= self.config.progress_interval {
+                last_progress = Instant::now();
+                self.send(Event::Progress {
+                    attempt: self.attempt,
+                    received: partial.offset(),
+                });
+            }
+            if since_checkpoint >= self.config.checkpoint_bytes
+                || last_checkpoint.elapsed() >= self.config.checkpoint_interval
+            {
+                self.checkpoint(partial).await?;
+                since_checkpoint = 0;
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+
+    /// Data durable first, then the offset recorded.
+    async fn checkpoint(&self, partial: &mut Box<dyn Partial>) -> Result<(), TransferError> {
+        let (durable, location) = partial.sync().await.map_err(storage_error)?;
+        self.send(Event::Progress {
+            attempt: self.attempt,
+            received: partial.offset(),
+        });
+        self.send(Event::Checkpoint {
+            attempt: self.attempt,
+            durable,
+            partial: Some(location),
+        });
+        Ok(())
+    }
+
+    /// Verifies length and checksum over the whole partial, then commits it.
+    async fn finish(
+        &self,
+        mut partial: Box<dyn Partial>,
+        bytes: u64,
+        headers: &HeaderMap,
+        status: StatusCode,
+    ) -> Result<u64, TransferError> {
+        partial.sync().await.map_err(storage_error)?;
+        let expected = self
+            .spec
+            .expected_sha256
+            .as_ref()
+            .map(|d| (d.to_hex(), "the expected SHA-256"))
+            .or_else(|| digest_header(headers, "repr-digest").map(|d| (d, "Repr-Digest")))
+            .or_else(|| {
+                (status == StatusCode::OK)
+                    .then(|| digest_header(headers, "content-digest"))
+                    .flatten()
+                    .map(|d| (d, "Content-Digest"))
+            });
+        if let Some((want, source)) = expected {
+            let got = hash_partial(&mut partial, bytes).await?;
+            if got != want {
+                let _ = partial.discard().await;
+                if let Some(d) = self.destination() {
+                    tracing::debug!(task = %self.task, ?d, "checksum mismatch; partial discarded");
+                }
+                return Err(TransferError::new(
+                    ErrorKind::ChecksumMismatch,
+                    format!("SHA-256 is {got}, {source} says {want}"),
+                ));
+            }
+        }
+        partial.commit().await.map_err(storage_error)?;
+        Ok(bytes)
+    }
+}
+
+enum Streamed {
+    Ended,
+    Stopped,
+}
+
+/// The payload's SHA-256, read back from the partial: one pass over durable
+/// bytes at the end, whatever attempts wrote them.
+async fn hash_partial(partial: &mut Box<dyn Partial>, len: u64) -> Result<String, TransferError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = partial.read_at(at, &mut buf).await.map_err(storage_error)?;
+        if n == 0 {
+            return Err(TransferError::new(
+                ErrorKind::Storage,
+                format!("the partial ended at {at} of {len} bytes"),
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+        tokio::task::yield_now().await;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The `sha-256` member of an RFC 9530 digest field, as hex.
+fn digest_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?;
+    value.split(',').find_map(|member| {
+        let (key, v) = member.trim().split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("sha-256") {
+            return None;
+        }
+        let b64 = v.trim().strip_prefix(':')?.strip_suffix(':')?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        (raw.len() == 32).then(|| hex::encode(raw))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_fields_parse_per_rfc_9530() {
+        let mut h = HeaderMap::new();
+        let digest = Sha256::digest(b"hello");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+        h.insert(
+            "repr-digest",
+            format!("sha-512=:AAAA:, sha-256=:{b64}:").parse().unwrap(),
+        );
+        assert_eq!(digest_header(&h, "repr-digest"), Some(hex::encode(digest)));
+        h.insert("content-digest", "sha-256=:short:".parse().unwrap());
+        assert_eq!(digest_header(&h, "content-digest"), None);
+    }
+}

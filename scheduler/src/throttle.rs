@@ -1,0 +1,98 @@
+//! Token buckets: a task's own rate and the session's shared one. Rates can
+//! change while a transfer runs; `None` means unlimited and costs nothing.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A token bucket holding at most a quarter second of tokens, so a burst
+/// after a pause stays short.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    rate: Option<u64>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(rate: Option<u64>) -> Bucket {
+        Bucket {
+            state: Mutex::new(State {
+                rate,
+                tokens: 0.0,
+                last: Instant::now(),
+            }),
+        }
+    }
+
+    pub(crate) fn set_rate(&self, rate: Option<u64>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.rate != rate {
+            s.rate = rate;
+            s.tokens = 0.0;
+            s.last = Instant::now();
+        }
+    }
+
+    /// Takes `n` tokens, sleeping until they are there. A zero rate pauses
+    /// until the rate changes (checked every 100 ms).
+    pub(crate) async fn take(&self, n: u64) {
+        loop {
+            let (wait, paused) = {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(rate) = s.rate else { return };
+                if rate == 0 {
+                    (Duration::from_millis(100), true)
+                } else {
+                    let now = Instant::now();
+                    let burst = (rate as f64 / 4.0).max(n as f64);
+                    s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * rate as f64)
+                        .min(burst);
+                    s.last = now;
+                    s.tokens -= n as f64;
+                    if s.tokens >= 0.0 {
+                        return;
+                    }
+                    // In debt: sleep until it is paid, then go on.
+                    (Duration::from_secs_f64(-s.tokens / rate as f64), false)
+                }
+            };
+            tokio::time::sleep(wait).await;
+            if !paused {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_paces_bytes() {
+        let b = Bucket::new(Some(1000));
+        let start = Instant::now();
+        for _ in 0..10 {
+            b.take(500).await;
+        }
+        let took = start.elapsed();
+        // 5000 bytes at 1000 B/s, less the quarter-second burst.
+        assert!(took >= Duration::from_millis(4700), "{took:?}");
+        assert!(took <= Duration::from_millis(5100), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_never_waits() {
+        let b = Bucket::new(None);
+        let start = Instant::now();
+        b.take(1 << 30).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
