@@ -483,22 +483,7 @@ impl Engine {
                         let _ = r.stop.send(true);
                     }
                 }
-                Effect::DiscardPartial => {
-                    let payloads = self.payloads.clone();
-                    let session = self.session.clone();
-                    let partial = record.state.resume.partial.clone();
-                    if let TaskKind::Download { destination } = &record.spec.kind {
-                        let destination: Destination = destination.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = payloads
-                                .discard(&session, id, &destination, partial.as_ref())
-                                .await
-                            {
-                                tracing::warn!(task = %id, error = %e, "could not discard the partial");
-                            }
-                        });
-                    }
-                }
+                Effect::DiscardPartial => self.discard_partial(&record),
                 Effect::Notify(n) => {
                     let event = match n {
                         Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
@@ -523,7 +508,31 @@ impl Engine {
             }
         }
         if let Some(c) = completion {
+            if let Outcome::Failed { .. } = &c.outcome
+                && record.state.resume.durable_offset == 0
+            {
+                // Nothing worth resuming: do not leave an empty partial behind.
+                self.discard_partial(&record);
+            }
             let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
+        }
+    }
+
+    fn discard_partial(&self, record: &TaskRecord) {
+        let payloads = self.payloads.clone();
+        let session = self.session.clone();
+        let partial = record.state.resume.partial.clone();
+        let id = record.id;
+        if let TaskKind::Download { destination } = &record.spec.kind {
+            let destination: Destination = destination.clone();
+            tokio::spawn(async move {
+                if let Err(e) = payloads
+                    .discard(&session, id, &destination, partial.as_ref())
+                    .await
+                {
+                    tracing::warn!(task = %id, error = %e, "could not discard the partial");
+                }
+            });
         }
     }
 

@@ -214,10 +214,12 @@ impl Partial for FsPartial {
     }
 
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        self.file
-            .write_all(&data)
-            .await
-            .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))?;
+        let io = |e| StoreError::io(format!("writing {}", self.path.display()), e);
+        self.file.write_all(&data).await.map_err(io)?;
+        // tokio hands the write to a blocking thread and returns; waiting for
+        // it here means a partial dropped after `write` has no write still in
+        // flight that could land after the next `open` cut the file.
+        self.file.flush().await.map_err(io)?;
         self.offset += data.len() as u64;
         Ok(())
     }
