@@ -182,9 +182,19 @@ impl Attempt {
                 ));
             }
             let body = response.response.into_body();
-            match self.stream(&mut partial, body, total).await? {
-                Streamed::Stopped => return Ok(None),
-                Streamed::Ended => {}
+            match self.stream(&mut partial, body, total).await {
+                Ok(Streamed::Stopped) => return Ok(None),
+                Ok(Streamed::Ended) => {}
+                Err(e) => {
+                    // What arrived before the failure is good: keep it, so
+                    // the next attempt asks only for the rest.
+                    if partial.offset() > offset
+                        && let Err(c) = self.checkpoint(&mut partial).await
+                    {
+                        tracing::debug!(task = %self.task, error = %c, "no checkpoint after a failure");
+                    }
+                    return Err(e);
+                }
             }
             let written = partial.offset();
             if let Some(t) = total

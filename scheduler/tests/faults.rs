@@ -1,0 +1,528 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The download fault matrix through a whole session, over HTTP/1.1 (plain)
+//! and HTTP/2 (TLS): each fault from the testkit origin, and what the task
+//! must do about it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use scheduler::{Session, SessionConfig, SessionEvent, TaskHandle};
+use store_fs::{FsPayloadStore, FsTaskStore};
+use testkit::{Fault, Origin, Resource, Script, body};
+use transfer_core::{
+    Destination, ErrorKind, Outcome, Partial, PartialLocation, PayloadStore, ResumeData,
+    RetryPolicy, SessionId, StoreError, StoreErrorKind, TaskId, TimeoutKind, Timeouts, TlsFailure,
+    WaitReason,
+};
+use transport_http::{HttpConfig, HttpTransport, Roots};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    H1,
+    H2,
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    state: PathBuf,
+    origin: Origin,
+    proto: Proto,
+}
+
+impl Fixture {
+    async fn new(proto: Proto) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        Fixture {
+            state: dir.path().join("state"),
+            out,
+            origin: Origin::start().await.unwrap(),
+            proto,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        match self.proto {
+            Proto::H1 => self.origin.http_url(path),
+            Proto::H2 => self.origin.https_url(path),
+        }
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            checkpoint_interval: Duration::from_millis(50),
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                retry_limit: 3,
+                ..RetryPolicy::default()
+            },
+            timeouts: Timeouts {
+                idle: Duration::from_millis(500),
+                ..Timeouts::default()
+            },
+            ..SessionConfig::default()
+        }
+    }
+
+    async fn session_with(
+        &self,
+        trust: bool,
+        payloads: Arc<dyn PayloadStore>,
+        config: SessionConfig,
+    ) -> Session {
+        let mut http = HttpConfig::default().roots(Roots::Webpki);
+        if trust {
+            http = http.add_root(self.origin.root_cert_der());
+        }
+        Session::builder("test.faults")
+            .unwrap()
+            .store(Arc::new(FsTaskStore::open(&self.state).unwrap()))
+            .payloads(payloads)
+            .transport(Arc::new(HttpTransport::new(http).unwrap()))
+            .config(config)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    async fn session(&self) -> Session {
+        let payloads = Arc::new(FsPayloadStore::new(&self.out).unwrap());
+        self.session_with(true, payloads, Self::config()).await
+    }
+
+    async fn get(&self, session: &Session, url: &str, name: &str) -> TaskHandle {
+        session
+            .download(url)
+            .unwrap()
+            .to(name)
+            .enqueue()
+            .await
+            .unwrap()
+    }
+
+    fn file(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.out.join(name)).ok()
+    }
+
+    fn ranges(&self, path: &str) -> Vec<u64> {
+        self.origin
+            .log()
+            .iter()
+            .filter(|e| e.path == path)
+            .map(|e| {
+                e.range.as_deref().map_or(0, |r| {
+                    r.trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap()
+                })
+            })
+            .collect()
+    }
+}
+
+async fn wait(task: &TaskHandle) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(60), task.wait())
+        .await
+        .expect("the task ends")
+        .unwrap()
+}
+
+fn failed_with(outcome: &Outcome) -> ErrorKind {
+    match outcome {
+        Outcome::Failed { error, .. } => error.kind(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn http1() {
+                super::$name(super::Proto::H1).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn http2() {
+                super::$name(super::Proto::H2).await;
+            }
+        }
+    };
+}
+
+both!(cut_mid_body_resumes_with_a_range);
+async fn cut_mid_body_resumes_with_a_range(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 6u64 << 20;
+    f.origin.resource("/cut", Resource::seeded(1, len));
+    f.origin.script(
+        "/cut",
+        Script::new()
+            .nth(1, Fault::CutAfter(4 << 20))
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/cut"), "cut").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("cut").unwrap(), body::bytes(1, 0, 0..len));
+    let ranges = f.ranges("/cut");
+    assert_eq!(ranges.len(), 2);
+    assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
+}
+
+both!(a_stall_past_the_idle_timeout_is_retried);
+async fn a_stall_past_the_idle_timeout_is_retried(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 2u64 << 20;
+    f.origin.resource("/stall", Resource::seeded(2, len));
+    f.origin.script(
+        "/stall",
+        Script::new().nth(
+            1,
+            Fault::Stall {
+                after: 1 << 20,
+                duration: Duration::from_secs(30),
+            },
+        ),
+    );
+    let s = f.session().await;
+    let mut events = Box::pin(s.events());
+    let t = f.get(&s, &f.url("/stall"), "stall").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("stall").unwrap(), body::bytes(2, 0, 0..len));
+    assert_eq!(
+        f.ranges("/stall").len(),
+        2,
+        "one stalled request, one retry"
+    );
+    let mut saw_idle = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        if let SessionEvent::Waiting {
+            reason: WaitReason::BackingOff { error, .. },
+            ..
+        } = e
+        {
+            saw_idle |= error.kind() == ErrorKind::Timeout(TimeoutKind::Idle);
+        }
+    }
+    assert!(saw_idle, "the task backed off after an idle timeout");
+}
+
+both!(retry_after_is_honoured);
+async fn retry_after_is_honoured(p: Proto) {
+    let f = Fixture::new(p).await;
+    f.origin.resource("/busy", Resource::seeded(3, 1000));
+    f.origin
+        .script("/busy", Script::new().statuses(&[(503, Some("2"))]));
+    let s = f.session().await;
+    let started = Instant::now();
+    let t = f.get(&s, &f.url("/busy"), "busy").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: 1000 });
+    // The policy's own backoff is 50–200 ms; only Retry-After explains 2 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(f.ranges("/busy").len(), 2);
+}
+
+both!(repeated_500s_fail_after_the_retry_limit_keeping_resume_data);
+async fn repeated_500s_fail_after_the_retry_limit_keeping_resume_data(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/err", Resource::seeded(4, len));
+    f.origin.script(
+        "/err",
+        Script::new()
+            .nth(1, Fault::CutAfter(2 << 20))
+            .nth(1, Fault::RateLimit(16 << 20))
+            .from(
+                2,
+                Fault::Status {
+                    code: http::StatusCode::INTERNAL_SERVER_ERROR,
+                    retry_after: None,
+                },
+            ),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/err"), "err").await;
+    let outcome = wait(&t).await;
+    let Outcome::Failed { error, resume } = outcome else {
+        panic!("expected Failed, got {outcome:?}");
+    };
+    assert_eq!(error.kind(), ErrorKind::Status(500));
+    let resume = resume.expect("resume data kept");
+    assert!(resume.durable_offset > 0, "the durable bytes are kept");
+    // The cut (which made progress, so the count starts again), then the
+    // three retries the policy allows, all answered 500.
+    assert_eq!(f.ranges("/err").len(), 1 + 3);
+    assert!(f.file("err").is_none());
+}
+
+both!(a_changed_etag_restarts_from_zero);
+async fn a_changed_etag_restarts_from_zero(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/chg", Resource::seeded(5, len));
+    f.origin.script(
+        "/chg",
+        Script::new()
+            .nth(1, Fault::CutAfter(3 << 20))
+            .nth(2, Fault::ChangeRepresentation)
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/chg"), "chg").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(
+        f.file("chg").unwrap(),
+        body::bytes(5, 1, 0..len),
+        "no splice"
+    );
+}
+
+both!(an_ignored_range_restarts_from_zero);
+async fn an_ignored_range_restarts_from_zero(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/ign", Resource::seeded(6, len));
+    f.origin.script(
+        "/ign",
+        Script::new()
+            .nth(1, Fault::CutAfter(3 << 20))
+            .nth(2, Fault::IgnoreRange)
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let mut events = Box::pin(s.events());
+    let t = f.get(&s, &f.url("/ign"), "ign").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("ign").unwrap(), body::bytes(6, 0, 0..len));
+    let ranges = f.ranges("/ign");
+    assert_eq!(ranges.len(), 2, "the 200 body is used from its first byte");
+    assert!(ranges[1] > 0);
+    let mut restarted = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        restarted |= matches!(e, SessionEvent::Restarted { .. });
+    }
+    assert!(restarted, "the restart was announced");
+}
+
+both!(redirects_are_followed_and_refused_by_policy);
+async fn redirects_are_followed_and_refused_by_policy(p: Proto) {
+    let f = Fixture::new(p).await;
+    f.origin.resource("/r/end", Resource::seeded(7, 50_000));
+    f.origin.redirect("/r/a", 301, "/r/b");
+    f.origin.redirect("/r/b", 307, "/r/end");
+    f.origin.redirect("/r/loop1", 302, "/r/loop2");
+    f.origin.redirect("/r/loop2", 302, "/r/loop1");
+    f.origin
+        .redirect("/r/down", 302, &f.origin.http_url("/r/end"));
+    let s = f.session().await;
+    let ok = f.get(&s, &f.url("/r/a"), "redirected").await;
+    assert_eq!(wait(&ok).await, Outcome::Completed { bytes: 50_000 });
+    assert_eq!(f.file("redirected").unwrap(), body::bytes(7, 0, 0..50_000));
+    let looped = f.get(&s, &f.url("/r/loop1"), "loop").await;
+    assert_eq!(
+        failed_with(&wait(&looped).await),
+        ErrorKind::TooManyRedirects
+    );
+    if p == Proto::H2 {
+        let down = f.get(&s, &f.url("/r/down"), "down").await;
+        assert_eq!(failed_with(&wait(&down).await), ErrorKind::RedirectRefused);
+    }
+    assert!(f.file("loop").is_none() && f.file("down").is_none());
+}
+
+both!(a_too_large_body_fails);
+async fn a_too_large_body_fails(p: Proto) {
+    let f = Fixture::new(p).await;
+    f.origin.resource("/big", Resource::seeded(8, 2 << 20));
+    let s = f.session().await;
+    let t = s
+        .download(&f.url("/big"))
+        .unwrap()
+        .to("big")
+        .expected_size(1 << 20)
+        .enqueue()
+        .await
+        .unwrap();
+    assert_eq!(failed_with(&wait(&t).await), ErrorKind::SizeLimitExceeded);
+    assert!(f.file("big").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_fails_at_once() {
+    let f = Fixture::new(Proto::H2).await;
+    let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+    let s = f.session_with(false, payloads, Fixture::config()).await;
+    let t = f.get(&s, &f.url("/gen/1000"), "tls").await;
+    assert_eq!(
+        failed_with(&wait(&t).await),
+        ErrorKind::Tls(TlsFailure::UnknownIssuer)
+    );
+    assert!(f.origin.log().is_empty(), "no request reached the origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_body_is_retried_never_taken_as_whole() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 300_000u64;
+    f.origin.resource("/short", Resource::seeded(9, len));
+    f.origin.script(
+        "/short",
+        Script::new().nth(
+            1,
+            Fault::LieLength {
+                declared_extra: 10_000,
+            },
+        ),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.origin.raw_url("/short"), "short").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("short").unwrap(), body::bytes(9, 0, 0..len));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_destinations_stay_inside_the_payload_root() {
+    let f = Fixture::new(Proto::H1).await;
+    f.origin.resource("/x", Resource::seeded(10, 1000));
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/x"), "../escape").await;
+    assert_eq!(failed_with(&wait(&t).await), ErrorKind::Storage);
+    assert!(!f.out.parent().unwrap().join("escape").exists());
+}
+
+/// A payload store with a byte quota that can be raised while running: a
+/// full disk that gets space back. (A wrapper, not a real full disk: filling
+/// the test machine's disk would hurt everything else on it.)
+struct Quota {
+    inner: FsPayloadStore,
+    left: Arc<AtomicU64>,
+}
+
+struct QuotaPartial {
+    inner: Box<dyn Partial>,
+    left: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl PayloadStore for Quota {
+    async fn open(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+        resume: &ResumeData,
+    ) -> Result<Box<dyn Partial>, StoreError> {
+        let inner = self.inner.open(session, task, destination, resume).await?;
+        Ok(Box::new(QuotaPartial {
+            inner,
+            left: self.left.clone(),
+        }))
+    }
+
+    async fn discard(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+        partial: Option<&PartialLocation>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .discard(session, task, destination, partial)
+            .await
+    }
+}
+
+#[async_trait]
+impl Partial for QuotaPartial {
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+
+    async fn write(&mut self, data: bytes::Bytes) -> Result<(), StoreError> {
+        let n = data.len() as u64;
+        let ok = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(n))
+            .is_ok();
+        if !ok {
+            return Err(StoreError::new(
+                StoreErrorKind::Full,
+                "quota exhausted (test)",
+            ));
+        }
+        self.inner.write(data).await
+    }
+
+    async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.inner.sync().await
+    }
+
+    async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        self.inner.read_at(at, buf).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.commit().await
+    }
+
+    async fn discard(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.discard().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_the_task_resumes_when_space_returns() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/full", Resource::seeded(11, len));
+    f.origin
+        .script("/full", Script::new().always(Fault::RateLimit(32 << 20)));
+    let left = Arc::new(AtomicU64::new(1 << 20));
+    let payloads = Arc::new(Quota {
+        inner: FsPayloadStore::new(&f.out).unwrap(),
+        left: left.clone(),
+    });
+    let mut config = Fixture::config();
+    config.retry.retry_limit = 100;
+    config.retry.base_delay = Duration::from_millis(200);
+    config.retry.max_delay = Duration::from_millis(200);
+    let s = f.session_with(true, payloads, config).await;
+    let mut events = Box::pin(s.events());
+    let t = f.get(&s, &f.url("/full"), "full").await;
+    // Wait for the task to say why it stopped.
+    let error = loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event")
+            .expect("events go on");
+        if let SessionEvent::Waiting {
+            reason: WaitReason::BackingOff { error, .. },
+            ..
+        } = e
+        {
+            break error;
+        }
+    };
+    assert_eq!(error.kind(), ErrorKind::StorageFull, "{error}");
+    left.store(u64::MAX, Ordering::SeqCst); // space returns
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("full").unwrap(), body::bytes(11, 0, 0..len));
+    let ranges = f.ranges("/full");
+    assert!(
+        ranges.iter().skip(1).any(|&r| r > 0),
+        "it went on from the durable bytes: {ranges:?}"
+    );
+}
