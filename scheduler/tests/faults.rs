@@ -3,145 +3,23 @@
 //! and HTTP/2 (TLS): each fault from the testkit origin, and what the task
 //! must do about it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use scheduler::{Session, SessionConfig, SessionEvent, TaskHandle};
-use store_fs::{FsPayloadStore, FsTaskStore};
-use testkit::{Fault, Origin, Resource, Script, body};
+use scheduler::SessionEvent;
+use store_fs::FsPayloadStore;
+use testkit::{Fault, Resource, Script, body};
 use transfer_core::{
-    Destination, ErrorKind, Outcome, Partial, PartialLocation, PayloadStore, ResumeData,
-    RetryPolicy, SessionId, StoreError, StoreErrorKind, TaskId, TimeoutKind, Timeouts, TlsFailure,
-    WaitReason,
+    Destination, ErrorKind, Outcome, Partial, PartialLocation, PayloadStore, ResumeData, SessionId,
+    StoreError, StoreErrorKind, TaskId, TimeoutKind, TlsFailure, WaitReason,
 };
-use transport_http::{HttpConfig, HttpTransport, Roots};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Proto {
-    H1,
-    H2,
-}
+mod common;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    out: PathBuf,
-    state: PathBuf,
-    origin: Origin,
-    proto: Proto,
-}
-
-impl Fixture {
-    async fn new(proto: Proto) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        Fixture {
-            state: dir.path().join("state"),
-            out,
-            origin: Origin::start().await.unwrap(),
-            proto,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        match self.proto {
-            Proto::H1 => self.origin.http_url(path),
-            Proto::H2 => self.origin.https_url(path),
-        }
-    }
-
-    fn config() -> SessionConfig {
-        SessionConfig {
-            checkpoint_interval: Duration::from_millis(50),
-            retry: RetryPolicy {
-                base_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(200),
-                retry_limit: 3,
-                ..RetryPolicy::default()
-            },
-            timeouts: Timeouts {
-                idle: Duration::from_millis(500),
-                ..Timeouts::default()
-            },
-            ..SessionConfig::default()
-        }
-    }
-
-    async fn session_with(
-        &self,
-        trust: bool,
-        payloads: Arc<dyn PayloadStore>,
-        config: SessionConfig,
-    ) -> Session {
-        let mut http = HttpConfig::default().roots(Roots::Webpki);
-        if trust {
-            http = http.add_root(self.origin.root_cert_der());
-        }
-        Session::builder("test.faults")
-            .unwrap()
-            .store(Arc::new(FsTaskStore::open(&self.state).unwrap()))
-            .payloads(payloads)
-            .transport(Arc::new(HttpTransport::new(http).unwrap()))
-            .config(config)
-            .build()
-            .await
-            .unwrap()
-    }
-
-    async fn session(&self) -> Session {
-        let payloads = Arc::new(FsPayloadStore::new(&self.out).unwrap());
-        self.session_with(true, payloads, Self::config()).await
-    }
-
-    async fn get(&self, session: &Session, url: &str, name: &str) -> TaskHandle {
-        session
-            .download(url)
-            .unwrap()
-            .to(name)
-            .enqueue()
-            .await
-            .unwrap()
-    }
-
-    fn file(&self, name: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.out.join(name)).ok()
-    }
-
-    fn ranges(&self, path: &str) -> Vec<u64> {
-        self.origin
-            .log()
-            .iter()
-            .filter(|e| e.path == path)
-            .map(|e| {
-                e.range.as_deref().map_or(0, |r| {
-                    r.trim_start_matches("bytes=")
-                        .trim_end_matches('-')
-                        .parse()
-                        .unwrap()
-                })
-            })
-            .collect()
-    }
-}
-
-async fn wait(task: &TaskHandle) -> Outcome {
-    tokio::time::timeout(Duration::from_secs(60), task.wait())
-        .await
-        .expect("the task ends")
-        .unwrap()
-}
-
-fn failed_with(outcome: &Outcome) -> ErrorKind {
-    match outcome {
-        Outcome::Failed { error, .. } => error.kind(),
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
+use common::{Fixture, Proto, failed_with, wait};
 
 macro_rules! both {
     ($name:ident) => {

@@ -1,0 +1,136 @@
+//! The fixture the session tests share: an origin, a state directory and
+//! an output directory, and a session over store-fs and transport-http.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scheduler::{Session, SessionConfig, TaskHandle};
+use store_fs::{FsPayloadStore, FsTaskStore};
+use testkit::Origin;
+use transfer_core::{ErrorKind, Outcome, PayloadStore, RetryPolicy, Timeouts};
+use transport_http::{HttpConfig, HttpTransport, Roots};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub out: PathBuf,
+    pub state: PathBuf,
+    pub origin: Origin,
+    pub proto: Proto,
+}
+
+impl Fixture {
+    pub async fn new(proto: Proto) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        Fixture {
+            state: dir.path().join("state"),
+            out,
+            origin: Origin::start().await.unwrap(),
+            proto,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        match self.proto {
+            Proto::H1 => self.origin.http_url(path),
+            Proto::H2 => self.origin.https_url(path),
+        }
+    }
+
+    pub fn config() -> SessionConfig {
+        SessionConfig {
+            checkpoint_interval: Duration::from_millis(50),
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                retry_limit: 3,
+                ..RetryPolicy::default()
+            },
+            timeouts: Timeouts {
+                idle: Duration::from_millis(500),
+                ..Timeouts::default()
+            },
+            ..SessionConfig::default()
+        }
+    }
+
+    pub async fn session_with(
+        &self,
+        trust: bool,
+        payloads: Arc<dyn PayloadStore>,
+        config: SessionConfig,
+    ) -> Session {
+        let mut http = HttpConfig::default().roots(Roots::Webpki);
+        if trust {
+            http = http.add_root(self.origin.root_cert_der());
+        }
+        Session::builder("test.faults")
+            .unwrap()
+            .store(Arc::new(FsTaskStore::open(&self.state).unwrap()))
+            .payloads(payloads)
+            .transport(Arc::new(HttpTransport::new(http).unwrap()))
+            .config(config)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    pub async fn session(&self) -> Session {
+        let payloads = Arc::new(FsPayloadStore::new(&self.out).unwrap());
+        self.session_with(true, payloads, Self::config()).await
+    }
+
+    pub async fn get(&self, session: &Session, url: &str, name: &str) -> TaskHandle {
+        session
+            .download(url)
+            .unwrap()
+            .to(name)
+            .enqueue()
+            .await
+            .unwrap()
+    }
+
+    pub fn file(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.out.join(name)).ok()
+    }
+
+    pub fn ranges(&self, path: &str) -> Vec<u64> {
+        self.origin
+            .log()
+            .iter()
+            .filter(|e| e.path == path)
+            .map(|e| {
+                e.range.as_deref().map_or(0, |r| {
+                    r.trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap()
+                })
+            })
+            .collect()
+    }
+}
+
+pub async fn wait(task: &TaskHandle) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(60), task.wait())
+        .await
+        .expect("the task ends")
+        .unwrap()
+}
+
+pub fn failed_with(outcome: &Outcome) -> ErrorKind {
+    match outcome {
+        Outcome::Failed { error, .. } => error.kind(),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
