@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use transfer_core::{
     Batch, Completion, ConditionSource, Conditions, Delegate, Demand, Destination, Direction,
     Effect, Event, EventId, Load, Notification, Outcome, PayloadStore, Phase, Progress, SessionId,
-    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport, Verdict,
-    WaitReason, apply,
+    StoreError, TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport,
+    Verdict, WaitReason, apply,
 };
 
 use crate::runner::Attempt;
@@ -96,6 +96,29 @@ pub(crate) struct Engine {
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
     was_idle: bool,
+    pending: Pending,
+}
+
+/// Most commands handled before one commit.
+const MAX_BATCH: usize = 1024;
+
+type Reply = Box<dyn FnOnce(Result<(), SessionError>) + Send>;
+
+/// Changes waiting for the next commit, and what waits for it.
+#[derive(Default)]
+struct Pending {
+    dirty: BTreeSet<TaskId>,
+    removed: Vec<TaskId>,
+    completions: Vec<Completion>,
+    effects: Vec<(TaskId, Effect)>,
+    after: Vec<Reply>,
+}
+
+fn clone_error(e: &SessionError) -> SessionError {
+    match e {
+        SessionError::Store(s) => SessionError::Store(StoreError::new(s.kind(), s.to_string())),
+        other => SessionError::Internal(other.to_string()),
+    }
 }
 
 impl Engine {
@@ -131,6 +154,7 @@ impl Engine {
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
             was_idle: false,
+            pending: Pending::default(),
         }
     }
 
@@ -178,41 +202,60 @@ impl Engine {
                 }
             }
         });
-        self.pump().await;
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Command::Shutdown(done) => {
+        self.pump();
+        self.flush().await;
+        while let Some(first) = rx.recv().await {
+            // Everything that is waiting is handled, then made durable in
+            // one commit, then acted on: many events, one sync.
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(cmd) = next.take() {
+                if let Command::Shutdown(done) = cmd {
+                    self.flush().await;
                     self.shutdown(&mut rx).await;
                     watcher.abort();
                     let _ = done.send(());
                     return;
                 }
-                other => self.handle(other).await,
+                self.handle(cmd);
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
-            self.pump().await;
+            self.pump();
+            self.flush().await;
+            self.check_idle();
         }
         watcher.abort();
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Enqueue { spec, start, reply } => {
-                let r = self.enqueue(*spec, start).await;
-                let _ = reply.send(r);
-            }
+            Command::Enqueue { spec, start, reply } => match self.enqueue(*spec, start) {
+                Ok(id) => self.pending.after.push(Box::new(move |r| {
+                    let _ = reply.send(r.map(|()| id));
+                })),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::User { task, event, reply } => {
-                let r = if self.records.contains_key(&task) {
-                    self.event(task, event).await;
-                    Ok(())
+                if self.records.contains_key(&task) {
+                    self.event(task, event);
+                    self.pending.after.push(Box::new(move |r| {
+                        let _ = reply.send(r);
+                    }));
                 } else {
-                    Err(SessionError::UnknownTask(task))
-                };
-                let _ = reply.send(r);
+                    let _ = reply.send(Err(SessionError::UnknownTask(task)));
+                }
             }
             Command::Runner { task, event, ack } => {
-                self.event(task, event).await;
+                self.event(task, event);
                 if let Some(ack) = ack {
-                    let _ = ack.send(());
+                    self.pending.after.push(Box::new(move |_| {
+                        let _ = ack.send(());
+                    }));
                 }
             }
             Command::RunnerDone { task, attempt } => {
@@ -224,7 +267,7 @@ impl Engine {
                     self.release(task);
                 }
             }
-            Command::Timer { task } => self.event(task, Event::Timer).await,
+            Command::Timer { task } => self.event(task, Event::Timer),
             Command::Conditions(c) => {
                 self.conditions = c;
                 let now = self.clock.now();
@@ -237,9 +280,8 @@ impl Engine {
                 // Running tasks are judged again; waiting ones by the pump.
                 let running: Vec<TaskId> = self.running.keys().copied().collect();
                 for id in running {
-                    let verdict = self.verdict(id, true);
-                    if let Some(v) = verdict {
-                        self.event(id, Event::Admission(v)).await;
+                    if let Some(v) = self.verdict(id, true) {
+                        self.event(id, Event::Admission(v));
                     }
                 }
             }
@@ -252,6 +294,42 @@ impl Engine {
         }
     }
 
+    /// Makes the pending changes durable in one commit, then carries out
+    /// what had to wait for that: starts, notifications, completions,
+    /// replies.
+    async fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let mut result: Result<(), SessionError> = Ok(());
+        if !pending.dirty.is_empty() || !pending.removed.is_empty() {
+            let batch = Batch {
+                save: pending
+                    .dirty
+                    .iter()
+                    .filter_map(|id| self.records.get(id).cloned())
+                    .collect(),
+                remove: pending.removed,
+                complete: pending.completions.clone(),
+                ..Batch::default()
+            };
+            if let Err(e) = self.store.commit(&self.session, batch).await {
+                tracing::error!(error = %e, "could not persist task records");
+                result = Err(SessionError::Store(StoreError::new(
+                    e.kind(),
+                    e.to_string(),
+                )));
+            }
+        }
+        for (id, effect) in pending.effects {
+            self.effect(id, effect);
+        }
+        for c in pending.completions {
+            let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
+        }
+        for reply in pending.after {
+            reply(result.as_ref().map(|_| ()).map_err(clone_error));
+        }
+    }
+
     fn release(&mut self, task: TaskId) {
         if let Some(r) = self.running.remove(&task)
             && let Some(n) = self.per_host.get_mut(&r.host)
@@ -260,7 +338,7 @@ impl Engine {
         }
     }
 
-    async fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
+    fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
         if let Some(key) = &spec.key {
             let existing = self
                 .records
@@ -274,13 +352,11 @@ impl Engine {
                         .get(&id)
                         .is_some_and(|r| r.state.phase == Phase::Suspended)
                 {
-                    self.event(id, Event::Resume).await;
+                    self.event(id, Event::Resume);
                 }
                 return Ok(id);
             }
-        }
-        let mut remove = Vec::new();
-        if let Some(key) = &spec.key {
+            // A finished task with the same key is replaced.
             let old: Vec<TaskId> = self
                 .records
                 .values()
@@ -288,8 +364,11 @@ impl Engine {
                 .map(|r| r.id)
                 .collect();
             for id in old {
-                self.records.remove(&id);
-                remove.push(id);
+                if let Some(r) = self.records.remove(&id) {
+                    self.queue.remove(&queue_key(&r));
+                }
+                self.pending.dirty.remove(&id);
+                self.pending.removed.push(id);
             }
         }
         let id = TaskId::from_u64(self.next_id);
@@ -309,15 +388,6 @@ impl Engine {
                 .map_err(|e| SessionError::Internal(e.to_string()))?;
             record.state = state;
         }
-        let batch = Batch {
-            save: vec![record.clone()],
-            remove,
-            ..Batch::default()
-        };
-        self.store
-            .commit(&self.session, batch)
-            .await
-            .map_err(SessionError::Store)?;
         if admissible(&record.state.phase) {
             self.queue.insert(queue_key(&record));
         }
@@ -325,6 +395,7 @@ impl Engine {
             self.set_timer(id, d);
         }
         self.records.insert(id, record);
+        self.pending.dirty.insert(id);
         self.was_idle = false;
         Ok(id)
     }
@@ -350,7 +421,7 @@ impl Engine {
     }
 
     /// Offers free slots to queued tasks in order.
-    async fn pump(&mut self) {
+    fn pump(&mut self) {
         let max = self.config.policy.max_concurrent as usize;
         let mut skip_hosts: Vec<String> = Vec::new();
         let candidates: Vec<QueueKey> = self.queue.iter().copied().collect();
@@ -378,9 +449,8 @@ impl Engine {
                     continue; // already waiting for that
                 }
             }
-            self.event(id, Event::Admission(verdict)).await;
+            self.event(id, Event::Admission(verdict));
         }
-        self.check_idle();
     }
 
     fn check_idle(&mut self) {
@@ -406,8 +476,9 @@ impl Engine {
         });
     }
 
-    /// Applies one event and carries out its effects.
-    async fn event(&mut self, id: TaskId, event: Event) {
+    /// Applies one event; its record is saved and its effects carried out
+    /// at the next [`flush`](Self::flush).
+    fn event(&mut self, id: TaskId, event: Event) {
         let now = self.clock.now();
         let Some(record) = self.records.get(&id) else {
             return;
@@ -424,12 +495,15 @@ impl Engine {
             return;
         };
         record.state = state;
-        let record = record.clone();
+        let phase = record.state.phase.clone();
+        let label = record.spec.label.clone();
+        let failed_with_nothing = record.state.resume.durable_offset == 0;
         self.queue.remove(&old_key);
-        if admissible(&record.state.phase) {
-            self.queue.insert(queue_key(&record));
+        if admissible(&phase) {
+            let key = queue_key(record);
+            self.queue.insert(key);
         }
-        if !matches!(record.state.phase, Phase::Running { .. }) && self.running.contains_key(&id) {
+        if !matches!(phase, Phase::Running { .. }) && self.running.contains_key(&id) {
             // The attempt is stopping (abort, failure, completion): the
             // slot is free for scheduling now.
             if let Some(r) = self.running.get(&id) {
@@ -437,84 +511,79 @@ impl Engine {
             }
             self.release(id);
         }
-
-        let persist = effects.contains(&Effect::Persist);
-        let outcome = effects.iter().find_map(|e| match e {
-            Effect::Complete(o) => Some(o.clone()),
-            _ => None,
-        });
-        let completion = outcome.map(|outcome| {
-            let event = EventId::from_u64(self.next_id);
-            self.next_id += 1;
-            Completion {
-                event,
-                task: id,
-                label: record.spec.label.clone(),
-                at: now,
-                outcome,
-                response: None,
-            }
-        });
-        if persist || completion.is_some() {
-            let batch = Batch {
-                save: vec![record.clone()],
-                complete: completion.clone().into_iter().collect(),
-                ..Batch::default()
-            };
-            if let Err(e) = self.store.commit(&self.session, batch).await {
-                tracing::error!(task = %id, error = %e, "could not persist the task");
-            }
-        }
         for effect in effects {
             match effect {
-                Effect::Persist | Effect::Complete(_) => {}
-                Effect::Start {
-                    attempt,
-                    offset: _,
-                    throttle,
-                } => self.start(&record, attempt, throttle),
-                Effect::Throttle(t) => {
-                    if let Some(r) = self.running.get(&id) {
-                        let _ = r.throttle.send(t);
+                Effect::Persist => {
+                    self.pending.dirty.insert(id);
+                }
+                Effect::Complete(outcome) => {
+                    if matches!(outcome, Outcome::Failed { .. }) && failed_with_nothing {
+                        // Nothing worth resuming: no empty partial left behind.
+                        self.pending.effects.push((id, Effect::DiscardPartial));
                     }
+                    let event = EventId::from_u64(self.next_id);
+                    self.next_id += 1;
+                    self.pending.dirty.insert(id);
+                    self.pending.completions.push(Completion {
+                        event,
+                        task: id,
+                        label: label.clone(),
+                        at: now,
+                        outcome,
+                        response: None,
+                    });
                 }
-                Effect::Abort { .. } => {
-                    if let Some(r) = self.running.get(&id) {
-                        let _ = r.stop.send(true);
-                    }
-                }
-                Effect::DiscardPartial => self.discard_partial(&record),
-                Effect::Notify(n) => {
-                    let event = match n {
-                        Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
-                        Notification::Progress { received, total } => SessionEvent::Progress {
-                            task: id,
-                            progress: Progress {
-                                direction: Direction::Download,
-                                delta: 0,
-                                total: received,
-                                expected: total.or(record.spec.expected_size),
-                            },
-                        },
-                        Notification::Restarted(reason) => {
-                            SessionEvent::Restarted { task: id, reason }
-                        }
-                    };
-                    let _ = self
-                        .deliver
-                        .send(Delivery::Event(event, Some(Box::new(record.clone()))));
-                }
-                Effect::SetTimer(t) => self.set_timer(id, t),
+                other => self.pending.effects.push((id, other)),
             }
         }
-        if let Some(c) = completion {
-            if let Outcome::Failed { .. } = &c.outcome
-                && record.state.resume.durable_offset == 0
-            {
-                // Nothing worth resuming: do not leave an empty partial behind.
-                self.discard_partial(&record);
+    }
+
+    /// Carries out one effect after the record is durable.
+    fn effect(&mut self, id: TaskId, effect: Effect) {
+        let Some(record) = self.records.get(&id).cloned() else {
+            return;
+        };
+        match effect {
+            Effect::Persist | Effect::Complete(_) => {}
+            Effect::Start {
+                attempt, throttle, ..
+            } => {
+                // Only if the task is still in that attempt (a later event in
+                // the same batch may have moved it on).
+                if record.state.phase == (Phase::Running { attempt }) {
+                    self.start(&record, attempt, throttle);
+                }
             }
-            let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
+            Effect::Throttle(t) => {
+                if let Some(r) = self.running.get(&id) {
+                    let _ = r.throttle.send(t);
+                }
+            }
+            Effect::Abort { .. } => {
+                if let Some(r) = self.running.get(&id) {
+                    let _ = r.stop.send(true);
+                }
+            }
+            Effect::DiscardPartial => self.discard_partial(&record),
+            Effect::Notify(n) => {
+                let event = match n {
+                    Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
+                    Notification::Progress { received, total } => SessionEvent::Progress {
+                        task: id,
+                        progress: Progress {
+                            direction: Direction::Download,
+                            delta: 0,
+                            total: received,
+                            expected: total.or(record.spec.expected_size),
+                        },
+                    },
+                    Notification::Restarted(reason) => SessionEvent::Restarted { task: id, reason },
+                };
+                let _ = self
+                    .deliver
+                    .send(Delivery::Event(event, Some(Box::new(record))));
+            }
+            Effect::SetTimer(t) => self.set_timer(id, t),
         }
     }
 
@@ -610,7 +679,8 @@ impl Engine {
                     event: event @ (Event::Checkpoint { .. } | Event::Progress { .. }),
                     ack,
                 } => {
-                    self.event(task, event).await;
+                    self.event(task, event);
+                    self.flush().await;
                     if let Some(ack) = ack {
                         let _ = ack.send(());
                     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use scheduler::{Session, SessionConfig, TaskHandle};
 use store_fs::{FsPayloadStore, FsTaskStore};
 use testkit::Origin;
-use transfer_core::{ErrorKind, Outcome, PayloadStore, RetryPolicy, Timeouts};
+use transfer_core::{
+    Delegate, ErrorKind, NoDelegate, Outcome, PayloadStore, RetryPolicy, Timeouts,
+};
 use transport_http::{HttpConfig, HttpTransport, Roots};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,6 +72,17 @@ impl Fixture {
         payloads: Arc<dyn PayloadStore>,
         config: SessionConfig,
     ) -> Session {
+        self.session_full(trust, payloads, config, Arc::new(NoDelegate))
+            .await
+    }
+
+    pub async fn session_full(
+        &self,
+        trust: bool,
+        payloads: Arc<dyn PayloadStore>,
+        config: SessionConfig,
+        delegate: Arc<dyn Delegate>,
+    ) -> Session {
         let mut http = HttpConfig::default().roots(Roots::Webpki);
         if trust {
             http = http.add_root(self.origin.root_cert_der());
@@ -80,6 +93,7 @@ impl Fixture {
             .payloads(payloads)
             .transport(Arc::new(HttpTransport::new(http).unwrap()))
             .config(config)
+            .delegate(delegate)
             .build()
             .await
             .unwrap()
