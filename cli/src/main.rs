@@ -2,13 +2,22 @@
 //!
 //! ```text
 //! ferry get URL... [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--cacert PEM]
+//! ferry add URL... [-o DIR] [--sha256 HEX] [--limit-rate RATE]
+//! ferry run [--until-idle] [--cacert PEM]
 //! ferry ls [--json]
+//! ferry pause|resume|cancel ID
 //! ```
+//!
+//! One process runs a state directory's session at a time (`get` or `run`);
+//! it listens on `control.sock` there, and the other commands talk to it.
+//! With no runner, `add`, `ls`, `pause`, `resume` and `cancel` change the
+//! state directly.
 //!
 //! State lives in `$FERRY_HOME`, else the platform data directory
 //! (`~/.local/share/ferry` on Linux). Running `ferry get` again with the same
 //! URL and output directory continues that download where it stopped.
 
+mod control;
 mod names;
 
 use std::collections::HashMap;
@@ -22,9 +31,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use scheduler::{Session, SessionConfig, SessionEvent, TaskHandle};
+use scheduler::{Offline, Session, SessionConfig, SessionEvent, TaskHandle};
 use store_fs::{FsPayloadStore, FsTaskStore};
-use transfer_core::{Outcome, Phase, SessionId, TaskId, TaskStore};
+use transfer_core::{Destination, Event, Outcome, Phase, TaskId, TaskKind, TaskRecord, TaskSpec};
 use transport_http::{HttpConfig, HttpTransport};
 
 /// The session every `ferry` command uses.
@@ -45,11 +54,37 @@ struct Cli {
 enum Command {
     /// Download URLs into a directory and wait until every one ends.
     Get(GetArgs),
+    /// Add downloads without waiting (a running `ferry` starts them at once).
+    Add(AddArgs),
+    /// Run the session: every queued download, until stopped.
+    Run {
+        /// Stop once nothing is running, queued or waiting to retry.
+        #[arg(long)]
+        until_idle: bool,
+        /// More trusted root certificates (PEM), beside the platform's.
+        #[arg(long)]
+        cacert: Vec<PathBuf>,
+    },
     /// List the tasks of the session.
     Ls {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Suspend a task (it keeps its partial).
+    Pause {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
+    },
+    /// Resume a suspended task.
+    Resume {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
+    },
+    /// Cancel a task and delete its partial.
+    Cancel {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
     },
 }
 
@@ -62,7 +97,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => get(args).await,
+            Command::Add(args) => add(args).await,
+            Command::Run { until_idle, cacert } => run(until_idle, &cacert).await,
             Command::Ls { json } => ls(json).await,
+            Command::Pause { id } => user(&id, "pause").await,
+            Command::Resume { id } => user(&id, "resume").await,
+            Command::Cancel { id } => user(&id, "cancel").await,
         }
     });
     match result {
@@ -86,22 +126,54 @@ fn home() -> anyhow::Result<PathBuf> {
     Ok(base.join("ferry"))
 }
 
-fn open_store() -> anyhow::Result<FsTaskStore> {
-    let home = home()?;
-    FsTaskStore::open(&home).map_err(|e| {
-        if e.kind() == transfer_core::StoreErrorKind::Unavailable {
-            anyhow::anyhow!(
-                "another ferry process is using {} ({e}); wait for it to finish",
-                home.display()
-            )
-        } else {
-            anyhow::anyhow!("opening the state in {}: {e}", home.display())
+/// How a command reaches the session.
+enum Access {
+    /// Another process runs it: talk to it.
+    Runner(tokio::net::UnixStream),
+    /// Nobody runs it: the store is ours.
+    Store(FsTaskStore),
+}
+
+/// The running ferry's socket if one answers, else the store. A store held
+/// for a moment by a command that is not a runner (`ls`, `add`) is tried
+/// again for a few seconds; a runner shows up on its socket meanwhile.
+async fn access(home: &Path) -> anyhow::Result<Access> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = control::connect(home).await {
+            return Ok(Access::Runner(s));
         }
-    })
+        match FsTaskStore::open(home) {
+            Ok(store) => return Ok(Access::Store(store)),
+            Err(e)
+                if e.kind() == transfer_core::StoreErrorKind::Unavailable
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if e.kind() == transfer_core::StoreErrorKind::Unavailable => {
+                bail!(
+                    "another ferry process is using {} and does not answer on its control socket ({e})",
+                    home.display()
+                )
+            }
+            Err(e) => bail!("opening the state in {}: {e}", home.display()),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
 struct GetArgs {
+    #[command(flatten)]
+    add: AddArgs,
+    /// More trusted root certificates (PEM), beside the platform's.
+    #[arg(long)]
+    cacert: Vec<PathBuf>,
+}
+
+/// What to download and where: shared by `get`, `add` and the control socket.
+#[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AddArgs {
     /// The URLs (http or https).
     #[arg(required = true)]
     urls: Vec<String>,
@@ -114,12 +186,90 @@ struct GetArgs {
     /// Rate limit per download in bytes per second (suffixes k, M, G: 1024-based).
     #[arg(long)]
     limit_rate: Option<String>,
-    /// More trusted root certificates (PEM), beside the platform's.
-    #[arg(long)]
-    cacert: Vec<PathBuf>,
     /// Replace existing files instead of choosing a numbered name.
     #[arg(long)]
     overwrite: bool,
+}
+
+impl AddArgs {
+    /// Checks the arguments and makes the output directory absolute.
+    fn resolved(mut self) -> anyhow::Result<AddArgs> {
+        if self.sha256.is_some() && self.urls.len() != 1 {
+            bail!("--sha256 applies to one URL; give one URL per command");
+        }
+        if let Some(r) = &self.limit_rate {
+            parse_rate(r)?;
+        }
+        std::fs::create_dir_all(&self.output)
+            .with_context(|| format!("creating {}", self.output.display()))?;
+        self.output = std::fs::canonicalize(&self.output)
+            .with_context(|| format!("resolving {}", self.output.display()))?;
+        Ok(self)
+    }
+}
+
+/// Where tasks go: the running session, or the state on disk.
+pub(crate) enum Target<'a> {
+    Live(&'a Session),
+    Offline(&'a Offline),
+}
+
+impl Target<'_> {
+    async fn tasks(&self) -> anyhow::Result<Vec<TaskRecord>> {
+        Ok(match self {
+            Target::Live(s) => s.tasks().await?,
+            Target::Offline(o) => o.tasks().await?,
+        })
+    }
+
+    async fn enqueue(&self, spec: TaskSpec) -> anyhow::Result<TaskId> {
+        Ok(match self {
+            Target::Live(s) => s.enqueue(spec, true).await?.id(),
+            Target::Offline(o) => o.enqueue(spec).await?,
+        })
+    }
+}
+
+/// Enqueues one download per URL: a safe name in the output directory, and
+/// a key (URL and directory) so the same command again finds the same task.
+pub(crate) async fn add_tasks(
+    target: Target<'_>,
+    args: &AddArgs,
+) -> anyhow::Result<Vec<(TaskId, String)>> {
+    let rate = args.limit_rate.as_deref().map(parse_rate).transpose()?;
+    let records = target.tasks().await?;
+    let mut taken: Vec<PathBuf> = Vec::new();
+    let mut added = Vec::new();
+    for url in &args.urls {
+        let key = format!("get {} {url}", args.output.display());
+        let existing = records
+            .iter()
+            .find(|r| r.spec.key.as_deref() == Some(&key) && !r.state.is_terminal());
+        let dest = match existing.and_then(|r| match &r.spec.kind {
+            TaskKind::Download {
+                destination: Destination::Path(p),
+            } => Some(p.clone()),
+            _ => None,
+        }) {
+            Some(p) => p,
+            None => names::unique(&args.output, &names::file_name(url), args.overwrite, &taken),
+        };
+        taken.push(dest.clone());
+        let name = display_name(&dest);
+        let mut b = TaskSpec::download(url, Destination::Path(dest))
+            .key(key)
+            .label(name.clone());
+        if let Some(hex) = &args.sha256 {
+            b = b.expected_sha256(hex.clone());
+        }
+        if let Some(r) = rate {
+            b = b.max_rate(r);
+        }
+        let spec = b.build().with_context(|| url.clone())?;
+        let id = target.enqueue(spec).await.with_context(|| url.clone())?;
+        added.push((id, name));
+    }
+    Ok(added)
 }
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
@@ -140,26 +290,18 @@ fn parse_rate(s: &str) -> anyhow::Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    if args.sha256.is_some() && args.urls.len() != 1 {
-        bail!("--sha256 applies to one URL; give one URL per command");
-    }
-    let rate = args.limit_rate.as_deref().map(parse_rate).transpose()?;
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
-    let output = std::fs::canonicalize(&args.output)
-        .with_context(|| format!("resolving {}", args.output.display()))?;
-
+/// Opens the session as the runner of this state directory.
+async fn runner(store: FsTaskStore, cacert: &[PathBuf]) -> anyhow::Result<(Session, PathBuf)> {
     let mut http = HttpConfig::default();
-    for pem in &args.cacert {
+    for pem in cacert {
         let data = std::fs::read(pem).with_context(|| format!("reading {}", pem.display()))?;
         http = http
             .add_roots_pem(&data)
             .with_context(|| format!("--cacert {}", pem.display()))?;
     }
     let transport = HttpTransport::new(http).context("TLS setup")?;
-    let store = open_store()?;
-    // Destinations are absolute paths the command chose (sanitized names
+    let home = home()?;
+    // Destinations are absolute paths this command chose (sanitized names
     // inside the output directory), so the payload root is `/`.
     let payloads = FsPayloadStore::new("/").context("payload store")?;
     let session = Session::builder(SESSION)?
@@ -169,54 +311,34 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         .config(SessionConfig::default())
         .build()
         .await?;
+    Ok((session, home))
+}
 
-    let mut tasks: Vec<(TaskHandle, String)> = Vec::new();
-    let mut taken: Vec<PathBuf> = Vec::new();
-    for url in &args.urls {
-        let key = format!("get {} {url}", output.display());
-        let existing = session
-            .tasks()
-            .await?
-            .into_iter()
-            .find(|r| r.spec.key.as_deref() == Some(&key) && !r.state.is_terminal());
-        let dest = match existing.as_ref().and_then(|r| match &r.spec.kind {
-            transfer_core::TaskKind::Download {
-                destination: transfer_core::Destination::Path(p),
-            } => Some(p.clone()),
-            _ => None,
-        }) {
-            Some(p) => p,
-            None => {
-                let name = names::file_name(url);
-                names::unique(&output, &name, args.overwrite, &taken)
-            }
-        };
-        taken.push(dest.clone());
-        let mut b = session
-            .download(url)
-            .with_context(|| url.clone())?
-            .to(&dest)
-            .key(key)
-            .label(display_name(&dest));
-        if let Some(hex) = &args.sha256 {
-            b = b.sha256(hex.clone());
-        }
-        if let Some(r) = rate {
-            b = b.max_rate(r);
-        }
-        let handle = b.enqueue().await.with_context(|| url.clone())?;
-        tasks.push((handle, display_name(&dest)));
-    }
+async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let add = args.add.resolved()?;
+    let home = home()?;
+    let store = match access(&home).await? {
+        Access::Runner(stream) => return get_through_runner(stream, &home, &add).await,
+        Access::Store(store) => store,
+    };
+    let (session, home) = runner(store, &args.cacert).await?;
+    let server = control::serve(&home, session.clone())?;
+    let added = add_tasks(Target::Live(&session), &add).await?;
+    let tasks: Vec<(TaskHandle, String)> = added
+        .into_iter()
+        .map(|(id, name)| (session.task(id), name))
+        .collect();
 
-    let interrupted = watch_signals(session.clone());
+    let mut interrupted = watch_signals(session.clone());
     let shown = show_progress(&session, &tasks);
     let mut failures = 0;
-    let mut interrupted = interrupted;
     for (handle, name) in &tasks {
         let outcome = tokio::select! {
             o = handle.wait() => o?,
             _ = interrupted.wait_for(|i| *i) => {
                 shown.abandon();
+                server.abort();
+                let _ = std::fs::remove_file(control::socket_path(&home));
                 return Ok(ExitCode::from(130));
             }
         };
@@ -225,12 +347,173 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     shown.finish();
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(&home));
     session.shutdown().await;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `ferry get` while another process runs the session: hand it the tasks
+/// and follow them until they end.
+#[allow(clippy::print_stderr)]
+async fn get_through_runner(
+    stream: tokio::net::UnixStream,
+    home: &Path,
+    add: &AddArgs,
+) -> anyhow::Result<ExitCode> {
+    let reply = control::call(stream, &serde_json::json!({"op": "add", "args": add})).await?;
+    let tasks = reply["tasks"].as_array().cloned().unwrap_or_default();
+    let names: HashMap<String, String> = tasks
+        .iter()
+        .filter_map(|t| Some((t["id"].as_str()?.to_owned(), t["name"].as_str()?.to_owned())))
+        .collect();
+    eprintln!(
+        "ferry: handed {} download(s) to the running ferry",
+        names.len()
+    );
+    let stream = control::connect(home)
+        .await
+        .context("the running ferry went away")?;
+    let ids: Vec<&String> = names.keys().collect();
+    let mut lines =
+        control::request(stream, &serde_json::json!({"op": "follow", "ids": ids})).await?;
+    let mut failures = 0;
+    let mut ended = 0;
+    while let Some(line) = lines.next_line().await? {
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let name = v["id"]
+            .as_str()
+            .and_then(|id| names.get(id))
+            .cloned()
+            .unwrap_or_default();
+        match v["event"].as_str() {
+            Some("progress") => eprintln!("{name}: {} bytes", v["bytes"]),
+            Some("waiting") => eprintln!("{name}: waiting: {}", v["reason"].as_str().unwrap_or("")),
+            Some("done") => {
+                ended += 1;
+                if v["ok"].as_bool() != Some(true) {
+                    failures += 1;
+                    eprintln!("ferry: {name}: {}", v["error"].as_str().unwrap_or("failed"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if ended < names.len() {
+        bail!(
+            "the running ferry stopped before the downloads ended; run `ferry get` again to continue"
+        );
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[allow(clippy::print_stdout)]
+async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
+    let args = args.resolved()?;
+    let home = home()?;
+    let added: Vec<(String, String)> = match access(&home).await? {
+        Access::Runner(stream) => {
+            let reply =
+                control::call(stream, &serde_json::json!({"op": "add", "args": args})).await?;
+            reply["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    Some((t["id"].as_str()?.to_owned(), t["name"].as_str()?.to_owned()))
+                })
+                .collect()
+        }
+        Access::Store(store) => {
+            let offline = offline(store)?;
+            add_tasks(Target::Offline(&offline), &args)
+                .await?
+                .into_iter()
+                .map(|(id, name)| (id.to_string(), name))
+                .collect()
+        }
+    };
+    for (id, name) in added {
+        println!("{id}  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(until_idle: bool, cacert: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let home = home()?;
+    let store = match access(&home).await? {
+        Access::Runner(_) => bail!(
+            "another ferry process is running the session in {}; use `ferry add` to give it work",
+            home.display()
+        ),
+        Access::Store(store) => store,
+    };
+    let (session, home) = runner(store, cacert).await?;
+    let mut idle = Box::pin(session.events());
+    let server = control::serve(&home, session.clone())?;
+    let mut interrupted = watch_signals(session.clone());
+    let code = loop {
+        tokio::select! {
+            e = idle.next() => match e {
+                Some(SessionEvent::Idle) if until_idle => break ExitCode::SUCCESS,
+                Some(_) => {}
+                None => break ExitCode::SUCCESS,
+            },
+            _ = interrupted.wait_for(|i| *i) => break ExitCode::from(130),
+        }
+    };
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(&home));
+    session.shutdown().await;
+    Ok(code)
+}
+
+/// The state on disk, for commands run while no `ferry` runs the session.
+fn offline(store: FsTaskStore) -> anyhow::Result<Offline> {
+    let payloads = FsPayloadStore::new("/").context("payload store")?;
+    Ok(Offline::new(
+        SESSION,
+        Arc::new(store),
+        Arc::new(payloads),
+        SessionConfig::default(),
+    )?)
+}
+
+#[allow(clippy::print_stdout)]
+async fn user(id: &str, op: &str) -> anyhow::Result<ExitCode> {
+    let task = control::parse_id(id)?;
+    let home = home()?;
+    match access(&home).await? {
+        Access::Runner(stream) => {
+            let req = serde_json::json!({"op": op, "id": task.to_string()});
+            control::call(stream, &req).await?;
+        }
+        Access::Store(store) => {
+            let event = match op {
+                "pause" => Event::Suspend,
+                "resume" => Event::Resume,
+                _ => Event::Cancel {
+                    keep_resume_data: false,
+                },
+            };
+            offline(store)?.user(task, event).await?;
+        }
+    }
+    let done = match op {
+        "pause" => "paused",
+        "resume" => "resumed",
+        _ => "cancelled",
+    };
+    println!("{task}: {done}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn display_name(p: &Path) -> String {
@@ -385,42 +668,55 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
     }
 }
 
+/// One row of `ferry ls`, as JSON.
+pub(crate) fn ls_row(r: &TaskRecord) -> serde_json::Value {
+    let detail = match &r.state.phase {
+        Phase::Waiting(reason) => format!("waiting: {reason}"),
+        Phase::Failed(e) => format!("failed: {e}"),
+        p => p.name().to_owned(),
+    };
+    let dest = match &r.spec.kind {
+        TaskKind::Download {
+            destination: Destination::Path(p),
+        } => p.display().to_string(),
+        _ => String::new(),
+    };
+    serde_json::json!({
+        "id": r.id.to_string(),
+        "state": r.state.phase.name(),
+        "detail": detail,
+        "bytes": r.state.bytes_received,
+        "durable": r.state.resume.durable_offset,
+        "total": r.state.resume.total_length,
+        "url": r.spec.url().to_string(),
+        "destination": dest,
+    })
+}
+
 #[allow(clippy::print_stdout)]
 async fn ls(json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store()?;
-    let snap = store.load(&SessionId::new(SESSION)?).await?;
-    let mut records = snap.records;
-    records.sort_by_key(|r| (r.seq, r.id));
-    for r in &records {
-        let state = match &r.state.phase {
-            Phase::Waiting(reason) => format!("waiting: {reason}"),
-            Phase::Failed(e) => format!("failed: {e}"),
-            p => p.name().to_owned(),
-        };
-        let dest = match &r.spec.kind {
-            transfer_core::TaskKind::Download {
-                destination: transfer_core::Destination::Path(p),
-            } => p.display().to_string(),
-            _ => String::new(),
-        };
-        let total = r.state.resume.total_length;
+    let home = home()?;
+    let rows: Vec<serde_json::Value> = match access(&home).await? {
+        Access::Runner(stream) => {
+            let reply = control::call(stream, &serde_json::json!({"op": "ls"})).await?;
+            reply["tasks"].as_array().cloned().unwrap_or_default()
+        }
+        Access::Store(store) => offline(store)?.tasks().await?.iter().map(ls_row).collect(),
+    };
+    for row in rows {
         if json {
-            let line = serde_json::json!({
-                "id": r.id.to_string(),
-                "state": r.state.phase.name(),
-                "detail": state,
-                "bytes": r.state.bytes_received,
-                "durable": r.state.resume.durable_offset,
-                "total": total,
-                "url": r.spec.url().to_string(),
-                "destination": dest,
-            });
-            println!("{line}");
+            println!("{row}");
         } else {
-            let total = total.map_or_else(|| "?".to_owned(), |t| t.to_string());
+            let total = row["total"]
+                .as_u64()
+                .map_or_else(|| "?".to_owned(), |t| t.to_string());
             println!(
                 "{}  {:<40}  {}/{}  {}",
-                r.id, state, r.state.bytes_received, total, dest
+                row["id"].as_str().unwrap_or(""),
+                row["detail"].as_str().unwrap_or(""),
+                row["bytes"],
+                total,
+                row["destination"].as_str().unwrap_or("")
             );
         }
     }

@@ -204,6 +204,7 @@ impl Engine {
         });
         self.pump();
         self.flush().await;
+        self.check_idle();
         while let Some(first) = rx.recv().await {
             // Everything that is waiting is handled, then made durable in
             // one commit, then acted on: many events, one sync.

@@ -44,8 +44,11 @@
 #![warn(missing_docs)]
 
 mod engine;
+mod offline;
 mod runner;
 mod throttle;
+
+pub use offline::Offline;
 
 use std::path::PathBuf;
 use std::sync::Arc;

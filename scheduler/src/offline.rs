@@ -1,0 +1,157 @@
+//! Changing a session's state while nothing runs it: add tasks, suspend,
+//! resume or cancel them, list them. The same state machine decides; the
+//! changes are committed to the store, and the next [`Session`](crate::Session)
+//! built on it carries on from there.
+
+use std::sync::Arc;
+
+use transfer_core::{
+    Batch, Completion, Destination, Effect, Event, EventId, PayloadStore, SessionId, TaskId,
+    TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Timestamp, apply,
+};
+
+use crate::{SessionConfig, SessionError};
+
+/// A session's state, changed without running it. Only one process may hold
+/// a store at a time: use this when no [`Session`](crate::Session) is running
+/// on the same store.
+pub struct Offline {
+    session: SessionId,
+    store: Arc<dyn TaskStore>,
+    payloads: Arc<dyn PayloadStore>,
+    config: SessionConfig,
+}
+
+impl std::fmt::Debug for Offline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offline")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+}
+
+impl Offline {
+    /// The session `id` in `store`, with `payloads` for discarding partials.
+    pub fn new(
+        id: &str,
+        store: Arc<dyn TaskStore>,
+        payloads: Arc<dyn PayloadStore>,
+        config: SessionConfig,
+    ) -> Result<Offline, SessionError> {
+        Ok(Offline {
+            session: SessionId::new(id)?,
+            store,
+            payloads,
+            config,
+        })
+    }
+
+    /// Every task, in enqueue order.
+    pub async fn tasks(&self) -> Result<Vec<TaskRecord>, SessionError> {
+        let snap = self
+            .store
+            .load(&self.session)
+            .await
+            .map_err(SessionError::Store)?;
+        let mut records = snap.records;
+        records.sort_by_key(|r| (r.seq, r.id));
+        Ok(records)
+    }
+
+    /// Records a task, queued to run when a session next runs (or returns
+    /// the unfinished task with the same key).
+    pub async fn enqueue(&self, spec: TaskSpec) -> Result<TaskId, SessionError> {
+        let records = self.tasks().await?;
+        let mut remove = Vec::new();
+        if let Some(key) = &spec.key {
+            for r in records.iter().filter(|r| r.spec.key.as_ref() == Some(key)) {
+                if !r.state.is_terminal() {
+                    return Ok(r.id);
+                }
+                remove.push(r.id);
+            }
+        }
+        let t = now();
+        let next = records.iter().map(|r| r.id.as_u64() + 1).max().unwrap_or(0);
+        let id = TaskId::from_u64(next.max(t.as_millis() << 12));
+        let seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+        let state = TaskState::new(self.config.retry, id.as_u64());
+        let (state, _) =
+            apply(&state, Event::Resume, t).map_err(|e| SessionError::Internal(e.to_string()))?;
+        let record = TaskRecord {
+            id,
+            seq,
+            created_at: t,
+            spec,
+            state,
+        };
+        let batch = Batch {
+            save: vec![record],
+            remove,
+            ..Batch::default()
+        };
+        self.store
+            .commit(&self.session, batch)
+            .await
+            .map_err(SessionError::Store)?;
+        Ok(id)
+    }
+
+    /// Applies a user event (resume, suspend, cancel) and commits its
+    /// effects: the record, a completion in the outbox, a discarded partial.
+    pub async fn user(&self, task: TaskId, event: Event) -> Result<(), SessionError> {
+        let records = self.tasks().await?;
+        let record = records
+            .into_iter()
+            .find(|r| r.id == task)
+            .ok_or(SessionError::UnknownTask(task))?;
+        let t = now();
+        let (state, effects) =
+            apply(&record.state, event, t).map_err(|e| SessionError::Internal(e.to_string()))?;
+        let mut record = record;
+        record.state = state;
+        let mut batch = Batch {
+            save: vec![record.clone()],
+            ..Batch::default()
+        };
+        let mut discard = false;
+        for e in effects {
+            match e {
+                Effect::Complete(outcome) => batch.complete.push(Completion {
+                    event: EventId::from_u64(t.as_millis() << 12 | (task.as_u64() & 0xfff)),
+                    task,
+                    label: record.spec.label.clone(),
+                    at: t,
+                    outcome,
+                    response: None,
+                }),
+                Effect::DiscardPartial => discard = true,
+                _ => {}
+            }
+        }
+        self.store
+            .commit(&self.session, batch)
+            .await
+            .map_err(SessionError::Store)?;
+        if discard && let TaskKind::Download { destination } = &record.spec.kind {
+            let destination: &Destination = destination;
+            if let Err(e) = self
+                .payloads
+                .discard(
+                    &self.session,
+                    task,
+                    destination,
+                    record.state.resume.partial.as_ref(),
+                )
+                .await
+            {
+                tracing::warn!(%task, error = %e, "could not discard the partial");
+            }
+        }
+        Ok(())
+    }
+}
