@@ -222,10 +222,15 @@ impl Target<'_> {
         })
     }
 
-    async fn enqueue(&self, spec: TaskSpec) -> anyhow::Result<TaskId> {
+    async fn enqueue(&self, specs: Vec<TaskSpec>) -> anyhow::Result<Vec<TaskId>> {
         Ok(match self {
-            Target::Live(s) => s.enqueue(spec, true).await?.id(),
-            Target::Offline(o) => o.enqueue(spec).await?,
+            Target::Live(s) => s
+                .enqueue_many(specs, true)
+                .await?
+                .iter()
+                .map(TaskHandle::id)
+                .collect(),
+            Target::Offline(o) => o.enqueue_many(specs).await?,
         })
     }
 }
@@ -239,7 +244,8 @@ pub(crate) async fn add_tasks(
     let rate = args.limit_rate.as_deref().map(parse_rate).transpose()?;
     let records = target.tasks().await?;
     let mut taken: Vec<PathBuf> = Vec::new();
-    let mut added = Vec::new();
+    let mut specs = Vec::new();
+    let mut labels = Vec::new();
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
         let existing = records
@@ -265,11 +271,11 @@ pub(crate) async fn add_tasks(
         if let Some(r) = rate {
             b = b.max_rate(r);
         }
-        let spec = b.build().with_context(|| url.clone())?;
-        let id = target.enqueue(spec).await.with_context(|| url.clone())?;
-        added.push((id, name));
+        specs.push(b.build().with_context(|| url.clone())?);
+        labels.push(name);
     }
-    Ok(added)
+    let ids = target.enqueue(specs).await?;
+    Ok(ids.into_iter().zip(labels).collect())
 }
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).

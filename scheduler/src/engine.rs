@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use transfer_core::{
-    Batch, Completion, ConditionSource, Conditions, Delegate, Demand, Destination, Direction,
-    Effect, Event, EventId, Load, Notification, Outcome, PayloadStore, Phase, Progress, SessionId,
-    StoreError, TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport,
-    Verdict, WaitReason, apply,
+    Batch, Completion, ConditionSource, Conditions, Delegate, Demand, Direction, Effect, Event,
+    EventId, Load, Notification, Outcome, PayloadStore, Phase, Progress, SessionId, StoreError,
+    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport, Verdict,
+    WaitReason, apply,
 };
 
 use crate::runner::Attempt;
@@ -102,7 +102,7 @@ pub(crate) struct Engine {
 /// Most commands handled before one commit.
 const MAX_BATCH: usize = 1024;
 
-type Reply = Box<dyn FnOnce(Result<(), SessionError>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), SessionError>) + Send + Sync>;
 
 /// Changes waiting for the next commit, and what waits for it.
 #[derive(Default)]
@@ -321,6 +321,14 @@ impl Engine {
             }
         }
         for (id, effect) in pending.effects {
+            if effect == Effect::DiscardPartial {
+                // Before any later start: a new attempt must not open the
+                // partial that this discard would then delete under it.
+                if let Some(record) = self.records.get(&id).cloned() {
+                    self.discard_partial(&record).await;
+                }
+                continue;
+            }
             self.effect(id, effect);
         }
         for c in pending.completions {
@@ -565,7 +573,7 @@ impl Engine {
                     let _ = r.stop.send(true);
                 }
             }
-            Effect::DiscardPartial => self.discard_partial(&record),
+            Effect::DiscardPartial => {} // done in `flush`, in order
             Effect::Notify(n) => {
                 let event = match n {
                     Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
@@ -588,21 +596,15 @@ impl Engine {
         }
     }
 
-    fn discard_partial(&self, record: &TaskRecord) {
-        let payloads = self.payloads.clone();
-        let session = self.session.clone();
-        let partial = record.state.resume.partial.clone();
-        let id = record.id;
-        if let TaskKind::Download { destination } = &record.spec.kind {
-            let destination: Destination = destination.clone();
-            tokio::spawn(async move {
-                if let Err(e) = payloads
-                    .discard(&session, id, &destination, partial.as_ref())
-                    .await
-                {
-                    tracing::warn!(task = %id, error = %e, "could not discard the partial");
-                }
-            });
+    async fn discard_partial(&self, record: &TaskRecord) {
+        let partial = record.state.resume.partial.as_ref();
+        if let TaskKind::Download { destination } = &record.spec.kind
+            && let Err(e) = self
+                .payloads
+                .discard(&self.session, record.id, destination, partial)
+                .await
+        {
+            tracing::warn!(task = %record.id, error = %e, "could not discard the partial");
         }
     }
 

@@ -365,6 +365,31 @@ impl Session {
         })
     }
 
+    /// Enqueues many tasks at once: they are recorded in as few commits as
+    /// the store allows (one per batch of up to 1,024), not one each.
+    pub async fn enqueue_many(
+        &self,
+        specs: Vec<TaskSpec>,
+        start: bool,
+    ) -> Result<Vec<TaskHandle>, SessionError> {
+        let mut replies = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Enqueue {
+                spec: Box::new(spec),
+                start,
+                reply,
+            })?;
+            replies.push(rx);
+        }
+        let mut handles = Vec::with_capacity(replies.len());
+        for rx in replies {
+            let id = rx.await.map_err(|_| SessionError::Closed)??;
+            handles.push(self.task(id));
+        }
+        Ok(handles)
+    }
+
     /// A handle for a task known to this session.
     pub fn task(&self, id: TaskId) -> TaskHandle {
         TaskHandle {

@@ -65,40 +65,66 @@ impl Offline {
     /// Records a task, queued to run when a session next runs (or returns
     /// the unfinished task with the same key).
     pub async fn enqueue(&self, spec: TaskSpec) -> Result<TaskId, SessionError> {
-        let records = self.tasks().await?;
-        let mut remove = Vec::new();
-        if let Some(key) = &spec.key {
-            for r in records.iter().filter(|r| r.spec.key.as_ref() == Some(key)) {
-                if !r.state.is_terminal() {
-                    return Ok(r.id);
-                }
-                remove.push(r.id);
-            }
-        }
+        let ids = self.enqueue_many(vec![spec]).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| SessionError::Internal("no task recorded".into()))
+    }
+
+    /// Records many tasks in one commit (each returns the unfinished task
+    /// with its key, if there is one).
+    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskId>, SessionError> {
+        let mut records = self.tasks().await?;
         let t = now();
-        let next = records.iter().map(|r| r.id.as_u64() + 1).max().unwrap_or(0);
-        let id = TaskId::from_u64(next.max(t.as_millis() << 12));
-        let seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-        let state = TaskState::new(self.config.retry, id.as_u64());
-        let (state, _) =
-            apply(&state, Event::Resume, t).map_err(|e| SessionError::Internal(e.to_string()))?;
-        let record = TaskRecord {
-            id,
-            seq,
-            created_at: t,
-            spec,
-            state,
-        };
-        let batch = Batch {
-            save: vec![record],
-            remove,
-            ..Batch::default()
-        };
+        let mut next = records
+            .iter()
+            .map(|r| r.id.as_u64() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(t.as_millis() << 12);
+        let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+        let mut batch = Batch::default();
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(key) = &spec.key {
+                if let Some(r) = records
+                    .iter()
+                    .find(|r| r.spec.key.as_ref() == Some(key) && !r.state.is_terminal())
+                {
+                    ids.push(r.id);
+                    continue;
+                }
+                // A finished task with the same key is replaced.
+                let old: Vec<TaskId> = records
+                    .iter()
+                    .filter(|r| r.spec.key.as_ref() == Some(key))
+                    .map(|r| r.id)
+                    .collect();
+                records.retain(|r| !old.contains(&r.id));
+                batch.remove.extend(old);
+            }
+            let id = TaskId::from_u64(next);
+            next += 1;
+            let state = TaskState::new(self.config.retry, id.as_u64());
+            let (state, _) = apply(&state, Event::Resume, t)
+                .map_err(|e| SessionError::Internal(e.to_string()))?;
+            let record = TaskRecord {
+                id,
+                seq,
+                created_at: t,
+                spec,
+                state,
+            };
+            seq += 1;
+            records.push(record.clone());
+            batch.save.push(record);
+            ids.push(id);
+        }
         self.store
             .commit(&self.session, batch)
             .await
             .map_err(SessionError::Store)?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Applies a user event (resume, suspend, cancel) and commits its

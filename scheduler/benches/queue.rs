@@ -1,0 +1,98 @@
+//! A session holding 100,000 queued tasks: how long enqueueing them durably
+//! takes, how long a new session takes to attach to them, and the resident
+//! memory per queued task. One run each (they take seconds, not
+//! microseconds); the state directory is on disk (`FERRY_BENCH_DIR`, else
+//! the current directory).
+//!
+//! `cargo bench -p scheduler --bench queue`
+
+// Bench code: a failed unwrap is a failed run; results go to stdout.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use scheduler::{Session, SessionConfig};
+use store_fs::{FsPayloadStore, FsTaskStore};
+use transfer_core::{Destination, TaskSpec};
+use transport_http::{HttpConfig, HttpTransport, Roots};
+
+const N: usize = 100_000;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn session(dir: &std::path::Path) -> Session {
+    // Suspended tasks: the session holds them without starting any.
+    Session::builder("bench.queue")
+        .unwrap()
+        .store(Arc::new(FsTaskStore::open(dir.join("state")).unwrap()))
+        .payloads(Arc::new(FsPayloadStore::new(dir.join("out")).unwrap()))
+        .transport(Arc::new(
+            HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
+        ))
+        .config(SessionConfig::default())
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probes benches this way
+    }
+    let base = std::env::var("FERRY_BENCH_DIR").unwrap_or_else(|_| ".".into());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let specs: Vec<TaskSpec> = (0..N)
+        .map(|i| {
+            TaskSpec::download(
+                &format!("https://example.com/photos/2026/IMG_{i:06}.jpg"),
+                Destination::Path(format!("IMG_{i:06}.jpg").into()),
+            )
+            .label(format!("IMG_{i:06}.jpg"))
+            .build()
+            .unwrap()
+        })
+        .collect();
+
+    let s = session(dir.path()).await;
+    let before = rss_kib();
+    let t = Instant::now();
+    let handles = s.enqueue_many(specs, false).await.unwrap();
+    let enqueue = t.elapsed();
+    let held = rss_kib().saturating_sub(before);
+    assert_eq!(handles.len(), N);
+    drop(handles);
+    s.shutdown().await;
+    drop(s);
+
+    let t = Instant::now();
+    let s = session(dir.path()).await;
+    let tasks = s.tasks().await.unwrap();
+    let attach = t.elapsed();
+    assert_eq!(tasks.len(), N);
+    println!(
+        "enqueue {N} tasks durably: {:.2} s ({:.0} tasks/s)",
+        enqueue.as_secs_f64(),
+        N as f64 / enqueue.as_secs_f64()
+    );
+    println!(
+        "attach to a session of {N} tasks: {:.2} s",
+        attach.as_secs_f64()
+    );
+    println!(
+        "resident memory held by {N} queued tasks: {} MiB ({} bytes per task)",
+        held / 1024,
+        held * 1024 / N as u64
+    );
+}
