@@ -352,17 +352,10 @@ impl Session {
 
     /// Enqueues a task from a full specification.
     pub async fn enqueue(&self, spec: TaskSpec, start: bool) -> Result<TaskHandle, SessionError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Enqueue {
-            spec: Box::new(spec),
-            start,
-            reply,
-        })?;
-        let id = rx.await.map_err(|_| SessionError::Closed)??;
-        Ok(TaskHandle {
-            id,
-            session: self.clone(),
-        })
+        self.enqueue_many(vec![spec], start)
+            .await?
+            .pop()
+            .ok_or(SessionError::Closed)
     }
 
     /// Enqueues many tasks at once: they are recorded in as few commits as
