@@ -98,3 +98,64 @@ async fn sigkilled_downloads_resume_and_land_intact() {
         "later runs resumed with a Range"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_checkpoints_and_the_next_run_continues_from_there() {
+    let origin = Origin::start().await.unwrap();
+    let len = 64u64 << 20;
+    origin.resource("/t.bin", Resource::seeded(4, len));
+    origin.script("/t.bin", Script::new().always(Fault::RateLimit(16 << 20)));
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out) = (dir.path().join("home"), dir.path().join("out"));
+    let url = origin.http_url("/t.bin");
+
+    let mut child = ferry_get(&home, &out, &url);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "a clean stop says it was interrupted"
+    );
+
+    let ls = Command::new(FERRY)
+        .args(["ls", "--json"])
+        .env("FERRY_HOME", &home)
+        .output()
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_str(
+        String::from_utf8(ls.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let durable = row["durable"].as_u64().unwrap();
+    let sent = origin.log()[0].bytes_sent;
+    assert!(durable > 0, "the stop recorded a checkpoint");
+    assert!(
+        durable + (4 << 20) >= sent,
+        "the checkpoint at the stop is close to what had arrived: {durable} of {sent}"
+    );
+
+    let mut child = ferry_get(&home, &out, &url);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read(out.join("t.bin")).unwrap() == body::bytes(4, 0, 0..len));
+    let log = origin.log();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        log[1].range.as_deref(),
+        Some(format!("bytes={durable}-").as_str())
+    );
+}
