@@ -3,8 +3,10 @@
 //! directory (owner-only, like the directory). Other `ferry` commands talk
 //! to it with one JSON request per connection and read JSON lines back.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -66,14 +68,20 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<tokio::task
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
     let session = Arc::new(session);
+    let rates = Rates::default();
+    let watcher = {
+        let (session, rates) = (session.clone(), rates.clone());
+        tokio::spawn(async move { rates.watch(&session).await })
+    };
     Ok(tokio::spawn(async move {
+        let _watcher = AbortOnDrop(watcher);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let session = session.clone();
+            let (session, rates) = (session.clone(), rates.clone());
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, &session).await {
+                if let Err(e) = answer(stream, &session, &rates).await {
                     tracing::debug!(error = %e, "control connection failed");
                 }
             });
@@ -81,7 +89,56 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<tokio::task
     }))
 }
 
-async fn answer(stream: UnixStream, session: &Session) -> anyhow::Result<()> {
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Each running task's recent rate, from its progress reports (bytes per
+/// second, smoothed over about two seconds).
+#[derive(Clone, Default)]
+struct Rates(Arc<std::sync::Mutex<HashMap<TaskId, Sample>>>);
+
+/// When a task last reported, how far it was, and its smoothed rate.
+type Sample = (Instant, u64, f64);
+
+impl Rates {
+    async fn watch(&self, session: &Session) {
+        let mut events = Box::pin(session.events());
+        while let Some(e) = events.next().await {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match e {
+                SessionEvent::Progress { task, progress } => {
+                    let now = Instant::now();
+                    let entry = map.entry(task).or_insert((now, progress.total, 0.0));
+                    let dt = now.duration_since(entry.0).as_secs_f64();
+                    if dt >= 0.2 {
+                        let inst = progress.total.saturating_sub(entry.1) as f64 / dt;
+                        let w = (dt / 2.0).min(1.0);
+                        *entry = (now, progress.total, entry.2 * (1.0 - w) + inst * w);
+                    }
+                }
+                SessionEvent::Completed(c) => {
+                    map.remove(&c.task);
+                }
+                SessionEvent::Waiting { task, .. } => {
+                    map.remove(&task);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn of(&self, task: TaskId) -> Option<u64> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&task).map(|e| e.2 as u64)
+    }
+}
+
+async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
@@ -105,7 +162,18 @@ async fn answer(stream: UnixStream, session: &Session) -> anyhow::Result<()> {
                 write.write_all(&send(json!({ "tasks": tasks }))).await?;
             }
             Some("ls") => {
-                let rows: Vec<Value> = session.tasks().await?.iter().map(ls_row).collect();
+                let rows: Vec<Value> = session
+                    .tasks()
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let mut row = ls_row(r);
+                        if let Some(rate) = rates.of(r.id) {
+                            row["rate"] = json!(rate);
+                        }
+                        row
+                    })
+                    .collect();
                 write.write_all(&send(json!({ "tasks": rows }))).await?;
             }
             Some(op @ ("pause" | "resume" | "cancel")) => {

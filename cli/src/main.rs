@@ -716,12 +716,15 @@ async fn ls(json: bool) -> anyhow::Result<ExitCode> {
             let total = row["total"]
                 .as_u64()
                 .map_or_else(|| "?".to_owned(), |t| t.to_string());
+            let rate = row["rate"].as_u64().map_or_else(String::new, |r| {
+                format!("{}/s", transfer_core::format_rate(r))
+            });
             println!(
-                "{}  {:<40}  {}/{}  {}",
+                "{}  {:<40}  {:>21}  {:>10}  {}",
                 row["id"].as_str().unwrap_or(""),
                 row["detail"].as_str().unwrap_or(""),
-                row["bytes"],
-                total,
+                format!("{}/{total}", row["bytes"]),
+                rate,
                 row["destination"].as_str().unwrap_or("")
             );
         }
