@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transfer_core::{
-    Continuation, Destination, ErrorKind, Event, Partial, RequestBody, ResumeData, SessionId,
-    StoreError, StoreErrorKind, TaskId, TaskKind, TaskSpec, Throttle, TransferError, Transport,
+    Continuation, ErrorKind, Event, Partial, RequestBody, ResumeData, SessionId, StoreError,
+    StoreErrorKind, TaskId, TaskKind, TaskSpec, Throttle, TransferError, Transport,
     TransportRequest, judge_response,
 };
 
@@ -106,13 +106,6 @@ impl Attempt {
             .map_err(storage_error)
     }
 
-    fn destination(&self) -> Option<&Destination> {
-        match &self.spec.kind {
-            TaskKind::Download { destination } => Some(destination),
-            TaskKind::Upload { .. } => None,
-        }
-    }
-
     /// `Ok(Some(bytes))` when committed, `Ok(None)` when stopped.
     async fn download(&mut self) -> Result<Option<u64>, TransferError> {
         let mut resume = self.resume.clone();
@@ -157,10 +150,8 @@ impl Attempt {
                     continue;
                 }
                 Continuation::AlreadyComplete { total } => {
-                    return self
-                        .finish(partial, total, &headers, status)
-                        .await
-                        .map(Some);
+                    let expected = self.expected_digest(&headers, status);
+                    return self.finish(partial, total, expected, None).await.map(Some);
                 }
             };
             self.send(Event::Responded {
@@ -181,8 +172,21 @@ impl Attempt {
                     ),
                 ));
             }
+            let expected = self.expected_digest(&headers, status);
+            let mut hasher = match &expected {
+                Some(_) => {
+                    let mut h = Sha256::new();
+                    let prefix = partial.offset();
+                    hash_prefix(&mut partial, prefix, &mut h).await?;
+                    Some(h)
+                }
+                None => None,
+            };
             let body = response.response.into_body();
-            match self.stream(&mut partial, body, total).await {
+            match self
+                .stream(&mut partial, body, total, hasher.as_mut())
+                .await
+            {
                 Ok(Streamed::Stopped) => return Ok(None),
                 Ok(Streamed::Ended) => {}
                 Err(e) => {
@@ -206,7 +210,7 @@ impl Attempt {
                 ));
             }
             return self
-                .finish(partial, written, &headers, status)
+                .finish(partial, written, expected, hasher)
                 .await
                 .map(Some);
         }
@@ -277,6 +281,7 @@ impl Attempt {
         partial: &mut Box<dyn Partial>,
         mut body: transfer_core::ResponseBody,
         total: Option<u64>,
+        mut hasher: Option<&mut Sha256>,
     ) -> Result<Streamed, TransferError> {
         let limit = self.spec.expected_size.or(self.config.max_body);
         let task_bucket = Bucket::new(self.throttle.borrow().task);
@@ -320,6 +325,9 @@ impl Attempt {
             }
             task_bucket.take(n).await;
             self.session_bucket.take(n).await;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&data);
+            }
             partial.write(data).await.map_err(storage_error)?;
             since_checkpoint += n;
             if last_progress.elapsed() >= self.config.progress_interval {
@@ -354,17 +362,15 @@ impl Attempt {
         Ok(())
     }
 
-    /// Verifies length and checksum over the whole partial, then commits it.
-    async fn finish(
+    /// The SHA-256 the payload must have, and who says so: the task's
+    /// expected checksum, else RFC 9530 `Repr-Digest`, else `Content-Digest`
+    /// on a full (200) response.
+    fn expected_digest(
         &self,
-        mut partial: Box<dyn Partial>,
-        bytes: u64,
         headers: &HeaderMap,
         status: StatusCode,
-    ) -> Result<u64, TransferError> {
-        partial.sync().await.map_err(storage_error)?;
-        let expected = self
-            .spec
+    ) -> Option<(String, &'static str)> {
+        self.spec
             .expected_sha256
             .as_ref()
             .map(|d| (d.to_hex(), "the expected SHA-256"))
@@ -374,14 +380,31 @@ impl Attempt {
                     .then(|| digest_header(headers, "content-digest"))
                     .flatten()
                     .map(|d| (d, "Content-Digest"))
-            });
+            })
+    }
+
+    /// Verifies the checksum (streamed, or read back when no body came),
+    /// then commits the partial.
+    async fn finish(
+        &self,
+        mut partial: Box<dyn Partial>,
+        bytes: u64,
+        expected: Option<(String, &'static str)>,
+        hashed: Option<Sha256>,
+    ) -> Result<u64, TransferError> {
+        partial.sync().await.map_err(storage_error)?;
         if let Some((want, source)) = expected {
-            let got = hash_partial(&mut partial, bytes).await?;
+            let got = match hashed {
+                Some(h) => hex::encode(h.finalize()),
+                None => {
+                    let mut h = Sha256::new();
+                    hash_prefix(&mut partial, bytes, &mut h).await?;
+                    hex::encode(h.finalize())
+                }
+            };
             if got != want {
                 let _ = partial.discard().await;
-                if let Some(d) = self.destination() {
-                    tracing::debug!(task = %self.task, ?d, "checksum mismatch; partial discarded");
-                }
+                tracing::debug!(task = %self.task, "checksum mismatch; partial discarded");
                 return Err(TransferError::new(
                     ErrorKind::ChecksumMismatch,
                     format!("SHA-256 is {got}, {source} says {want}"),
@@ -398,14 +421,23 @@ enum Streamed {
     Stopped,
 }
 
-/// The payload's SHA-256, read back from the partial: one pass over durable
-/// bytes at the end, whatever attempts wrote them.
-async fn hash_partial(partial: &mut Box<dyn Partial>, len: u64) -> Result<String, TransferError> {
-    let mut hasher = Sha256::new();
+/// Feeds the partial's first `len` bytes to `hasher`: the bytes earlier
+/// attempts (or processes) wrote, so the checksum covers the whole payload.
+async fn hash_prefix(
+    partial: &mut Box<dyn Partial>,
+    len: u64,
+    hasher: &mut Sha256,
+) -> Result<(), TransferError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < len {
-        let n = partial.read_at(at, &mut buf).await.map_err(storage_error)?;
+        let want = buf
+            .len()
+            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+        let n = partial
+            .read_at(at, &mut buf[..want])
+            .await
+            .map_err(storage_error)?;
         if n == 0 {
             return Err(TransferError::new(
                 ErrorKind::Storage,
@@ -414,9 +446,8 @@ async fn hash_partial(partial: &mut Box<dyn Partial>, len: u64) -> Result<String
         }
         hasher.update(&buf[..n]);
         at += n as u64;
-        tokio::task::yield_now().await;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(())
 }
 
 /// The `sha-256` member of an RFC 9530 digest field, as hex.

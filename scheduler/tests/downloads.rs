@@ -93,3 +93,29 @@ async fn a_new_session_attaches_and_continues_with_a_range() {
         Some(format!("bytes={durable}-").as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checksum_covers_bytes_from_every_attempt() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 6u64 << 20;
+    f.origin.resource("/resumed", Resource::seeded(6, len));
+    f.origin.script(
+        "/resumed",
+        Script::new()
+            .nth(1, Fault::CutAfter(4 << 20))
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let task = s
+        .download(&f.url("/resumed"))
+        .unwrap()
+        .to("resumed.bin")
+        .sha256(hex(&body::sha256(6, 0, len)))
+        .enqueue()
+        .await
+        .unwrap();
+    assert_eq!(wait(&task).await, Outcome::Completed { bytes: len });
+    let log = f.origin.log();
+    assert_eq!(log.len(), 2, "resumed once, and the checksum held");
+    assert!(log[1].range.is_some());
+}
