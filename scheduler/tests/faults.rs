@@ -404,3 +404,79 @@ async fn a_full_disk_is_a_clear_error_and_the_task_resumes_when_space_returns() 
         "it went on from the durable bytes: {ranges:?}"
     );
 }
+
+both!(a_partial_that_is_already_whole_gets_416_and_is_committed);
+async fn a_partial_that_is_already_whole_gets_416_and_is_committed(p: Proto) {
+    use store_fs::FsTaskStore;
+    use transfer_core::{TaskStore, Validator};
+    let f = Fixture::new(p).await;
+    let len = 1u64 << 20;
+    f.origin.resource("/whole", Resource::seeded(12, len));
+    let session_id = SessionId::new("test.faults").unwrap();
+
+    // A task whose partial holds every byte, as after a kill between the
+    // last checkpoint and the commit.
+    let s = f.session().await;
+    let task = s
+        .download(&f.url("/whole"))
+        .unwrap()
+        .to("whole.bin")
+        .suspended()
+        .enqueue()
+        .await
+        .unwrap();
+    s.shutdown().await;
+    drop(s);
+    let payloads = FsPayloadStore::new(&f.out).unwrap();
+    let dest = Destination::Path("whole.bin".into());
+    let mut partial = payloads
+        .open(&session_id, task.id(), &dest, &ResumeData::default())
+        .await
+        .unwrap();
+    partial
+        .write(bytes::Bytes::from(body::bytes(12, 0, 0..len)))
+        .await
+        .unwrap();
+    let (durable, location) = partial.sync().await.unwrap();
+    drop(partial);
+    let store = FsTaskStore::open(&f.state).unwrap();
+    let mut record = store.load(&session_id).await.unwrap().records.remove(0);
+    record.state.resume = ResumeData {
+        validator: Some(Validator::StrongETag(f.origin.etag("/whole").unwrap())),
+        total_length: Some(len),
+        durable_offset: durable,
+        partial: Some(location),
+        attempts: Vec::new(),
+    };
+    record.state.bytes_received = durable;
+    store.save(&session_id, vec![record]).await.unwrap();
+    drop(store);
+
+    let s = f.session().await;
+    let task = s.task(task.id());
+    task.resume().await.unwrap();
+    assert_eq!(wait(&task).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("whole.bin").unwrap(), body::bytes(12, 0, 0..len));
+    let log = f.origin.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].status, http::StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(log[0].range.as_deref(), Some(format!("bytes={len}-").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_body_is_cut_at_its_content_length() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 300_000u64;
+    f.origin.resource("/long", Resource::seeded(13, len));
+    f.origin.script(
+        "/long",
+        Script::new().always(Fault::LieLength {
+            declared_extra: -10_000,
+        }),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.origin.raw_url("/long"), "long").await;
+    // HTTP frames the body by its Content-Length: what follows is not body.
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len - 10_000 });
+    assert_eq!(f.file("long").unwrap(), body::bytes(13, 0, 0..len - 10_000));
+}
