@@ -460,7 +460,10 @@ async fn a_partial_that_is_already_whole_gets_416_and_is_committed(p: Proto) {
     let log = f.origin.log();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].status, http::StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(log[0].range.as_deref(), Some(format!("bytes={len}-").as_str()));
+    assert_eq!(
+        log[0].range.as_deref(),
+        Some(format!("bytes={len}-").as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,6 +480,11 @@ async fn a_long_body_is_cut_at_its_content_length() {
     let s = f.session().await;
     let t = f.get(&s, &f.origin.raw_url("/long"), "long").await;
     // HTTP frames the body by its Content-Length: what follows is not body.
-    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len - 10_000 });
+    assert_eq!(
+        wait(&t).await,
+        Outcome::Completed {
+            bytes: len - 10_000
+        }
+    );
     assert_eq!(f.file("long").unwrap(), body::bytes(13, 0, 0..len - 10_000));
 }

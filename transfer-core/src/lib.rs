@@ -106,7 +106,9 @@ pub use spec::{
     Constraints, Destination, Priority, RequestSpec, Sha256Digest, SpecError, TaskKind, TaskSpec,
     TaskSpecBuilder, UploadBody, Url,
 };
-pub use store::{Batch, Partial, PayloadStore, Snapshot, StoreError, StoreErrorKind, TaskStore};
+pub use store::{
+    Batch, MemoryTaskStore, Partial, PayloadStore, Snapshot, StoreError, StoreErrorKind, TaskStore,
+};
 pub use time::Timestamp;
 pub use transport::{
     BodyPart, ByteCount, Protocol, ProtocolPreference, RedirectDecision, RedirectHook,

@@ -120,7 +120,10 @@ pub struct Snapshot {
     pub outbox: Vec<Completion>,
 }
 
-/// Changes committed together, atomically and durably.
+/// Changes committed together, atomically and durably. Every store applies
+/// them in this order: saves, then removes, then completions (one with an
+/// event already in the outbox replaces it), then acknowledgements; removing
+/// an absent record or acknowledging an unknown event does nothing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     /// Records to insert or replace.
@@ -142,7 +145,8 @@ impl Batch {
             && self.acknowledge.is_empty()
     }
 
-    /// Adds everything in `other`, after what is already here.
+    /// Adds everything in `other` to each list. The lists are applied in
+    /// the order above, so a save in `other` does not undo a remove here.
     pub fn extend(&mut self, other: Batch) {
         self.save.extend(other.save);
         self.remove.extend(other.remove);
@@ -265,4 +269,81 @@ pub trait PayloadStore: Send + Sync {
         destination: &Destination,
         partial: Option<&PartialLocation>,
     ) -> Result<(), StoreError>;
+}
+
+/// A [`TaskStore`] in memory: for sessions that need not outlive the
+/// process, and for tests that run on a paused clock (nothing here waits on
+/// another thread). Same semantics as every store; nothing is durable.
+#[derive(Debug, Default)]
+pub struct MemoryTaskStore {
+    sessions: std::sync::Mutex<std::collections::BTreeMap<SessionId, SessionState>>,
+}
+
+/// One session's records and outbox in a [`MemoryTaskStore`].
+type SessionState = (
+    std::collections::BTreeMap<TaskId, TaskRecord>,
+    Vec<Completion>,
+);
+
+impl MemoryTaskStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryTaskStore::default()
+    }
+}
+
+#[async_trait]
+impl TaskStore for MemoryTaskStore {
+    async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
+        let all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match all.get(session) {
+            Some((records, outbox)) => Snapshot {
+                records: records.values().cloned().collect(),
+                outbox: outbox.clone(),
+            },
+            None => Snapshot::default(),
+        })
+    }
+
+    async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
+        let mut all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let (records, outbox) = all.entry(session.clone()).or_default();
+        for r in batch.save {
+            records.insert(r.id, r);
+        }
+        for id in batch.remove {
+            records.remove(&id);
+        }
+        for c in batch.complete {
+            outbox.retain(|o| o.event != c.event);
+            outbox.push(c);
+        }
+        outbox.sort_by_key(|c| (c.at, c.event));
+        outbox.retain(|c| !batch.acknowledge.contains(&c.event));
+        if records.is_empty() && outbox.is_empty() {
+            all.remove(session);
+        }
+        Ok(())
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        let all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.keys().cloned().collect())
+    }
+}
+
+/// A shared store is a store.
+#[async_trait]
+impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
+    async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
+        (**self).load(session).await
+    }
+
+    async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
+        (**self).commit(session, batch).await
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        (**self).sessions().await
+    }
 }

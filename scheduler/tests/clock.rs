@@ -1,0 +1,118 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The scheduler's time comes from tokio's clock, so a test on a paused
+//! clock sees an hour of backoff pass at once. The transport answers from
+//! memory and the task store is transfer-core's in-memory one: a paused
+//! clock jumps ahead whenever the runtime waits on something that is not a
+//! tokio task (a socket, the redb writer thread), which would fire timeouts
+//! and deadlines early.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use scheduler::{Session, SessionConfig};
+use store_fs::FsPayloadStore;
+use transfer_core::{
+    ByteCount, MemoryTaskStore, Outcome, Protocol, ProtocolPreference, RequestMetrics,
+    TransferError, Transport, TransportRequest, TransportResponse,
+};
+
+/// 503 with `Retry-After: 3600` first, then the body.
+struct Busy {
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Transport for Busy {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn handles(&self, _url: &Uri, _p: ProtocolPreference) -> bool {
+        true
+    }
+
+    async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if n == 0 {
+            (StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"busy"))
+        } else {
+            (StatusCode::OK, Bytes::from_static(b"the payload"))
+        };
+        let mut response = Response::new(
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        let h = response.headers_mut();
+        h.insert("content-length", body.len().into());
+        if n == 0 {
+            h.insert("retry-after", "3600".parse().unwrap());
+        }
+        Ok(TransportResponse {
+            response,
+            url: request.request.uri().clone(),
+            metrics: RequestMetrics {
+                protocol: Protocol::Http1,
+                reused_connection: false,
+                dns: None,
+                connect: None,
+                tls: None,
+                first_byte: Duration::ZERO,
+                bytes_sent: 0,
+                redirects: 0,
+                remote_addr: None,
+            },
+            received: ByteCount::new(),
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_hour_of_retry_after_passes_on_a_paused_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let transport = Arc::new(Busy {
+        calls: AtomicU32::new(0),
+    });
+    let s = Session::builder("test.clock")
+        .unwrap()
+        .store(Arc::new(MemoryTaskStore::new()))
+        .payloads(Arc::new(
+            FsPayloadStore::new(dir.path().join("out")).unwrap(),
+        ))
+        .transport(transport.clone())
+        .config(SessionConfig::default())
+        .build()
+        .await
+        .unwrap();
+    let wall = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
+    let t = s
+        .download("https://example.com/f")
+        .unwrap()
+        .to("f")
+        .enqueue()
+        .await
+        .unwrap();
+    assert_eq!(t.wait().await.unwrap(), Outcome::Completed { bytes: 11 });
+    assert!(
+        start.elapsed() >= Duration::from_secs(3600),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        wall.elapsed() < Duration::from_secs(60),
+        "no real hour passed"
+    );
+    assert_eq!(transport.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        std::fs::read(dir.path().join("out/f")).unwrap(),
+        b"the payload"
+    );
+}
