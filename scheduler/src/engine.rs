@@ -44,6 +44,11 @@ pub(crate) enum Command {
     },
     Conditions(Conditions),
     Tasks(oneshot::Sender<Vec<TaskRecord>>),
+    /// How a task ended, if it has.
+    Ended {
+        task: TaskId,
+        reply: oneshot::Sender<Result<Option<Outcome>, SessionError>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -89,6 +94,11 @@ pub(crate) struct Engine {
     pub(crate) records: HashMap<TaskId, TaskRecord>,
     pub(crate) queue: BTreeSet<QueueKey>,
     running: HashMap<TaskId, Running>,
+    /// Admitted, not started yet (the start waits for the commit): host.
+    reserved: HashMap<TaskId, String>,
+    /// How tasks ended, as their completions said (this process, and the
+    /// outbox at attach).
+    outcomes: HashMap<TaskId, Outcome>,
     per_host: HashMap<String, u32>,
     conditions: Conditions,
     session_bucket: Arc<Bucket>,
@@ -148,6 +158,8 @@ impl Engine {
             records: HashMap::new(),
             queue: BTreeSet::new(),
             running: HashMap::new(),
+            reserved: HashMap::new(),
+            outcomes: HashMap::new(),
             per_host: HashMap::new(),
             conditions: conditions.current(),
             next_id: now << 12,
@@ -291,6 +303,27 @@ impl Engine {
                 all.sort_by_key(|r| (r.seq, r.id));
                 let _ = reply.send(all);
             }
+            Command::Ended { task, reply } => {
+                let r = match self.records.get(&task) {
+                    None => Err(SessionError::UnknownTask(task)),
+                    Some(r) => Ok(self.outcomes.get(&task).cloned().or_else(|| {
+                        // Ended before this process (its completion was
+                        // acknowledged): what the record says.
+                        match &r.state.phase {
+                            Phase::Completed => Some(Outcome::Completed {
+                                bytes: r.state.bytes_received,
+                            }),
+                            Phase::Failed(error) => Some(Outcome::Failed {
+                                error: error.clone(),
+                                resume: Some(r.state.resume.clone()),
+                            }),
+                            Phase::Cancelled => Some(Outcome::Cancelled { resume: None }),
+                            _ => None,
+                        }
+                    })),
+                };
+                let _ = reply.send(r);
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -339,12 +372,22 @@ impl Engine {
         }
     }
 
+    /// Frees a task's slot (running, or reserved at admission).
     fn release(&mut self, task: TaskId) {
-        if let Some(r) = self.running.remove(&task)
-            && let Some(n) = self.per_host.get_mut(&r.host)
+        let host = match self.running.remove(&task) {
+            Some(r) => Some(r.host),
+            None => self.reserved.remove(&task),
+        };
+        if let Some(host) = host
+            && let Some(n) = self.per_host.get_mut(&host)
         {
             *n = n.saturating_sub(1);
         }
+    }
+
+    /// Slots taken: running attempts and those admitted but not yet started.
+    fn busy_slots(&self) -> usize {
+        self.running.len() + self.reserved.len()
     }
 
     fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
@@ -414,7 +457,7 @@ impl Engine {
         let r = self.records.get(&id)?;
         let host = r.spec.url().origin();
         let mut load = Load {
-            running: self.running.len() as u32,
+            running: self.busy_slots() as u32,
             running_on_host: self.per_host.get(&host).copied().unwrap_or(0),
         };
         if is_running {
@@ -435,7 +478,7 @@ impl Engine {
         let mut skip_hosts: Vec<String> = Vec::new();
         let candidates: Vec<QueueKey> = self.queue.iter().copied().collect();
         for key in candidates {
-            if self.running.len() >= max {
+            if self.busy_slots() >= max {
                 break;
             }
             let id = key.3;
@@ -463,7 +506,7 @@ impl Engine {
     }
 
     fn check_idle(&mut self) {
-        let busy = !self.running.is_empty()
+        let busy = self.busy_slots() > 0
             || self.records.values().any(|r| {
                 matches!(r.state.phase, Phase::Queued | Phase::Running { .. })
                     || matches!(&r.state.phase, Phase::Waiting(w) if !w.is_policy() || w.wake_at().is_some())
@@ -512,7 +555,18 @@ impl Engine {
             let key = queue_key(record);
             self.queue.insert(key);
         }
-        if !matches!(phase, Phase::Running { .. }) && self.running.contains_key(&id) {
+        let slotted = self.running.contains_key(&id) || self.reserved.contains_key(&id);
+        if matches!(phase, Phase::Running { .. }) {
+            if !slotted {
+                // Admitted: the slot is taken now, before the runner starts
+                // after the commit, so the rest of this pass sees it.
+                let host = self.records.get(&id).map(|r| r.spec.url().origin());
+                if let Some(host) = host {
+                    *self.per_host.entry(host.clone()).or_default() += 1;
+                    self.reserved.insert(id, host);
+                }
+            }
+        } else if slotted {
             // The attempt is stopping (abort, failure, completion): the
             // slot is free for scheduling now.
             if let Some(r) = self.running.get(&id) {
@@ -533,6 +587,7 @@ impl Engine {
                     let event = EventId::from_u64(self.next_id);
                     self.next_id += 1;
                     self.pending.dirty.insert(id);
+                    self.outcomes.insert(id, outcome.clone());
                     self.pending.completions.push(Completion {
                         event,
                         task: id,
@@ -636,7 +691,9 @@ impl Engine {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (throttle_tx, throttle_rx) = watch::channel(throttle);
         let host = record.spec.url().origin();
-        *self.per_host.entry(host.clone()).or_default() += 1;
+        if self.reserved.remove(&record.id).is_none() {
+            *self.per_host.entry(host.clone()).or_default() += 1;
+        }
         self.running.insert(
             record.id,
             Running {
@@ -750,10 +807,14 @@ pub(crate) async fn deliver(
     let _ = gone.send(true);
 }
 
-/// Completions found in the outbox at attach, delivered again.
-pub(crate) fn redeliver(outbox: Vec<Completion>, deliver: &mpsc::UnboundedSender<Delivery>) {
-    for c in outbox {
-        let _ = deliver.send(Delivery::Completion(Box::new(c)));
+impl Engine {
+    /// Completions found in the outbox at attach: remembered, and delivered
+    /// again.
+    pub(crate) fn redeliver(&mut self, outbox: Vec<Completion>) {
+        for c in outbox {
+            self.outcomes.insert(c.task, c.outcome.clone());
+            let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
+        }
     }
 }
 

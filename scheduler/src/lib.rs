@@ -58,7 +58,7 @@ use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use transfer_core::{
     Completion, ConditionSource, Conditions, Delegate, Destination, Event, NoDelegate, Outcome,
-    PayloadStore, Phase, Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy,
+    PayloadStore, Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy,
     SessionId, SpecError, StoreError, TaskId, TaskRecord, TaskSpec, TaskSpecBuilder, TaskStore,
     Timeouts, Timestamp, Transport, WaitReason,
 };
@@ -275,7 +275,7 @@ impl SessionBuilder {
             deliver_tx.clone(),
         );
         engine.attach(snapshot.records);
-        engine::redeliver(snapshot.outbox, &deliver_tx);
+        engine.redeliver(snapshot.outbox);
         tokio::spawn(engine::deliver(
             deliver_rx,
             self.delegate,
@@ -601,20 +601,12 @@ impl TaskHandle {
     }
 
     async fn ended(&self) -> Result<Option<Outcome>, SessionError> {
-        let Some(r) = self.snapshot().await? else {
-            return Err(SessionError::UnknownTask(self.id));
-        };
-        Ok(match r.state.phase {
-            Phase::Completed => Some(Outcome::Completed {
-                bytes: r.state.bytes_received,
-            }),
-            Phase::Failed(error) => Some(Outcome::Failed {
-                error,
-                resume: Some(r.state.resume),
-            }),
-            Phase::Cancelled => Some(Outcome::Cancelled { resume: None }),
-            _ => None,
-        })
+        let (reply, rx) = oneshot::channel();
+        self.session.send(Command::Ended {
+            task: self.id,
+            reply,
+        })?;
+        rx.await.map_err(|_| SessionError::Closed)?
     }
 }
 
