@@ -21,9 +21,10 @@ use transfer_core::{
     TransferError, Transport, TransportRequest, TransportResponse,
 };
 
-/// 503 with `Retry-After: 3600` first, then the body.
+/// 503 with `Retry-After: 3600` for the first `busy` requests, then the body.
 struct Busy {
     calls: AtomicU32,
+    busy: u32,
 }
 
 #[async_trait]
@@ -38,7 +39,7 @@ impl Transport for Busy {
 
     async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let (status, body) = if n == 0 {
+        let (status, body) = if n < self.busy {
             (StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"busy"))
         } else {
             (StatusCode::OK, Bytes::from_static(b"the payload"))
@@ -51,7 +52,7 @@ impl Transport for Busy {
         *response.status_mut() = status;
         let h = response.headers_mut();
         h.insert("content-length", body.len().into());
-        if n == 0 {
+        if n < self.busy {
             h.insert("retry-after", "3600".parse().unwrap());
         }
         Ok(TransportResponse {
@@ -79,6 +80,7 @@ async fn an_hour_of_retry_after_passes_on_a_paused_clock() {
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let transport = Arc::new(Busy {
         calls: AtomicU32::new(0),
+        busy: 1,
     });
     let s = Session::builder("test.clock")
         .unwrap()
@@ -115,4 +117,48 @@ async fn an_hour_of_retry_after_passes_on_a_paused_clock() {
         std::fs::read(dir.path().join("out/f")).unwrap(),
         b"the payload"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resource_deadline_ends_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let transport = Arc::new(Busy {
+        calls: AtomicU32::new(0),
+        busy: u32::MAX,
+    });
+    let mut config = SessionConfig::default();
+    config.retry.retry_limit = 1000;
+    config.retry.resource_timeout = Duration::from_secs(3 * 3600 + 60);
+    let s = Session::builder("test.deadline")
+        .unwrap()
+        .store(Arc::new(MemoryTaskStore::new()))
+        .payloads(Arc::new(
+            FsPayloadStore::new(dir.path().join("out")).unwrap(),
+        ))
+        .transport(transport.clone())
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let t = s
+        .download("https://example.com/f")
+        .unwrap()
+        .to("f")
+        .enqueue()
+        .await
+        .unwrap();
+    // Tried at 0, 1 h, 2 h and 3 h; the next try (4 h) would come after
+    // the deadline, so the task fails then with the error that kept it out.
+    match t.wait().await.unwrap() {
+        Outcome::Failed { error, .. } => {
+            assert_eq!(error.kind(), transfer_core::ErrorKind::Status(503))
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(3 * 3600), "{took:?}");
+    assert!(took < Duration::from_secs(3 * 3600 + 60), "{took:?}");
+    assert_eq!(transport.calls.load(Ordering::SeqCst), 4);
 }
