@@ -167,7 +167,7 @@ async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow:
                     .await?
                     .iter()
                     .map(|r| {
-                        let mut row = ls_row(r);
+                        let mut row = ls_row(r, true);
                         if let Some(rate) = rates.of(r.id) {
                             row["rate"] = json!(rate);
                         }

@@ -674,9 +674,12 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
     }
 }
 
-/// One row of `ferry ls`, as JSON.
-pub(crate) fn ls_row(r: &TaskRecord) -> serde_json::Value {
+/// One row of `ferry ls`, as JSON. `live` says whether a runner holds the
+/// session (else a task left running was interrupted, and continues on the
+/// next run).
+pub(crate) fn ls_row(r: &TaskRecord, live: bool) -> serde_json::Value {
     let detail = match &r.state.phase {
+        Phase::Running { .. } if !live => "interrupted: continues on the next run".to_owned(),
         Phase::Waiting(reason) => format!("waiting: {reason}"),
         Phase::Failed(e) => format!("failed: {e}"),
         p => p.name().to_owned(),
@@ -707,7 +710,12 @@ async fn ls(json: bool) -> anyhow::Result<ExitCode> {
             let reply = control::call(stream, &serde_json::json!({"op": "ls"})).await?;
             reply["tasks"].as_array().cloned().unwrap_or_default()
         }
-        Access::Store(store) => offline(store)?.tasks().await?.iter().map(ls_row).collect(),
+        Access::Store(store) => offline(store)?
+            .tasks()
+            .await?
+            .iter()
+            .map(|r| ls_row(r, false))
+            .collect(),
     };
     for row in rows {
         if json {

@@ -323,8 +323,17 @@ impl Attempt {
                 task_bucket.set_rate(t.task);
                 self.session_bucket.set_rate(t.session);
             }
-            task_bucket.take(n).await;
-            self.session_bucket.take(n).await;
+            // A stop must not wait out a long throttle pause; the bytes in
+            // hand are written either way.
+            let session_bucket = self.session_bucket.clone();
+            let paced = async {
+                task_bucket.take(n).await;
+                session_bucket.take(n).await;
+            };
+            tokio::select! {
+                () = paced => {}
+                _ = self.stop.wait_for(|s| *s) => {}
+            }
             if let Some(h) = hasher.as_mut() {
                 h.update(&data);
             }
