@@ -246,17 +246,30 @@ pub(crate) async fn add_tasks(
     let mut taken: Vec<PathBuf> = Vec::new();
     let mut specs = Vec::new();
     let mut labels = Vec::new();
+    let mut done = Vec::new();
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
-        let existing = records
-            .iter()
-            .find(|r| r.spec.key.as_deref() == Some(&key) && !r.state.is_terminal());
-        let dest = match existing.and_then(|r| match &r.spec.kind {
+        let destination_of = |r: &TaskRecord| match &r.spec.kind {
             TaskKind::Download {
                 destination: Destination::Path(p),
             } => Some(p.clone()),
             _ => None,
-        }) {
+        };
+        let mine = records
+            .iter()
+            .filter(|r| r.spec.key.as_deref() == Some(&key));
+        // Finished before, and the file is still there: nothing to do.
+        if !args.overwrite
+            && let Some((r, p)) = mine
+                .clone()
+                .filter(|r| r.state.phase == Phase::Completed)
+                .find_map(|r| destination_of(r).filter(|p| p.exists()).map(|p| (r, p)))
+        {
+            done.push((r.id, display_name(&p)));
+            continue;
+        }
+        let unfinished = mine.clone().find(|r| !r.state.is_terminal());
+        let dest = match unfinished.and_then(destination_of) {
             Some(p) => p,
             None => names::unique(&args.output, &names::file_name(url), args.overwrite, &taken),
         };
@@ -275,7 +288,8 @@ pub(crate) async fn add_tasks(
         labels.push(name);
     }
     let ids = target.enqueue(specs).await?;
-    Ok(ids.into_iter().zip(labels).collect())
+    done.extend(ids.into_iter().zip(labels));
+    Ok(done)
 }
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).

@@ -69,6 +69,7 @@ struct Urls {
     big: String,
     small: String,
     later: String,
+    extra: String,
 }
 
 fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
@@ -136,11 +137,18 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
         body::bytes(3, 0, 0..50_000)
     );
 
+    // Finished, and the file is there: adding it again changes nothing.
+    let before = id_of(&ls(&home), "later.bin");
     let again = ferry(&home, &["add", &urls.later, "-o", out_s]);
-    let id = String::from_utf8(again.stdout).unwrap();
+    let again = String::from_utf8(again.stdout).unwrap();
+    assert!(again.starts_with(&before), "{again}");
+    assert_eq!(ls(&home).len(), 3);
+
+    let added = ferry(&home, &["add", &urls.extra, "-o", out_s]);
+    let id = String::from_utf8(added.stdout).unwrap();
     let id = id.split_whitespace().next().unwrap().to_owned();
     assert!(ferry(&home, &["cancel", &id]).status.success());
-    assert_eq!(state_of(&ls(&home), "later-1.bin"), "cancelled");
+    assert_eq!(state_of(&ls(&home), "extra.bin"), "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,11 +158,13 @@ async fn commands_talk_to_the_running_ferry_and_to_the_state_on_disk() {
     origin.script("/big.bin", Script::new().always(Fault::RateLimit(4 << 20)));
     origin.resource("/small.bin", Resource::seeded(2, 100_000));
     origin.resource("/later.bin", Resource::seeded(3, 50_000));
+    origin.resource("/extra.bin", Resource::seeded(4, 50_000));
     let dir = tempfile::tempdir().unwrap();
     let urls = Urls {
         big: origin.http_url("/big.bin"),
         small: origin.http_url("/small.bin"),
         later: origin.http_url("/later.bin"),
+        extra: origin.http_url("/extra.bin"),
     };
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
     tokio::task::spawn_blocking(move || choreography(home, out, urls))
