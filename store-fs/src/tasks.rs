@@ -92,6 +92,33 @@ impl FsTaskStore {
         let path = dir.join(DATABASE_FILE);
         let db = Database::create(&path)
             .map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
+        // An existing store of this format opens with a read: no write
+        // transaction, no sync, on every open.
+        let current = db
+            .begin_read()
+            .ok()
+            .and_then(|r| r.open_table(META).ok())
+            .and_then(|t| t.get("format").ok().flatten().map(|v| v.value()));
+        if current != Some(FORMAT) {
+            Self::initialise(&db, &path)?;
+        }
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        let thread = thread::Builder::new()
+            .name("ferry-store-writer".into())
+            .spawn(move || writer(&writer_db, &rx))
+            .map_err(|e| StoreError::io("starting the store writer", e))?;
+        let writer = Arc::new(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        });
+        Ok(FsTaskStore { db, writer, path })
+    }
+
+    /// Writes the format and creates the tables of a new store, or refuses
+    /// a file of another format.
+    fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
         let txn = db
             .begin_write()
             .map_err(|e| db_error("checking the format", e))?;
@@ -126,18 +153,7 @@ impl FsTaskStore {
         }
         txn.commit()
             .map_err(|e| db_error("checking the format", e))?;
-        let db = Arc::new(db);
-        let (jobs, rx) = mpsc::channel();
-        let writer_db = db.clone();
-        let thread = thread::Builder::new()
-            .name("ferry-store-writer".into())
-            .spawn(move || writer(&writer_db, &rx))
-            .map_err(|e| StoreError::io("starting the store writer", e))?;
-        let writer = Arc::new(Writer {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        });
-        Ok(FsTaskStore { db, writer, path })
+        Ok(())
     }
 
     /// The database file.
