@@ -235,6 +235,13 @@ impl Partial for FsPartial {
         self.sync().await?;
         let (from, to) = (self.path.clone(), self.destination.clone());
         tokio::task::spawn_blocking(move || {
+            // The partial was owner-only while incomplete; the finished file
+            // gets the mode any new file of this process would have.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = 0o666 & !process_umask();
+            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(mode)).map_err(
+                |e| StoreError::io(format!("setting the mode of {}", from.display()), e),
+            )?;
             std::fs::rename(&from, &to)
                 .map_err(|e| StoreError::io(format!("moving {} into place", to.display()), e))?;
             if let Some(dir) = to.parent() {
@@ -260,4 +267,17 @@ impl Partial for FsPartial {
             .await
             .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))
     }
+}
+
+/// The process's umask, read from `/proc/self/status` (Linux 4.7 and
+/// later); owner-only (0o077) when it cannot be read, the safe side.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o077)
 }

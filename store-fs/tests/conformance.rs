@@ -80,6 +80,22 @@ async fn partials_are_owner_only_and_beside_their_destination() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Finished, the file takes the mode new files of this process get.
+    p.commit().await.unwrap();
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join("sub/file.bin"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o666 & !umask
+    );
     let state = dir.path().join("state");
     FsTaskStore::open(&state).unwrap();
     assert_eq!(
