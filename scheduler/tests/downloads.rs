@@ -119,3 +119,38 @@ async fn the_checksum_covers_bytes_from_every_attempt() {
     assert_eq!(log.len(), 2, "resumed once, and the checksum held");
     assert!(log[1].range.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repr_digest_from_the_server_is_checked() {
+    let f = Fixture::new(Proto::H2).await;
+    let len = 2u64 << 20;
+    f.origin.resource("/good", Resource::seeded(7, len));
+    f.origin.script(
+        "/good",
+        Script::new()
+            .nth(1, Fault::CutAfter(1 << 20))
+            .always(Fault::ReprDigest(true)),
+    );
+    f.origin.resource("/bad", Resource::seeded(8, len));
+    f.origin
+        .script("/bad", Script::new().always(Fault::ReprDigest(false)));
+    let s = f.session().await;
+    let good = s
+        .download(&f.url("/good"))
+        .unwrap()
+        .to("good")
+        .enqueue()
+        .await
+        .unwrap();
+    let bad = s
+        .download(&f.url("/bad"))
+        .unwrap()
+        .to("bad")
+        .enqueue()
+        .await
+        .unwrap();
+    // Resumed with a 206: Repr-Digest covers the whole representation.
+    assert_eq!(wait(&good).await, Outcome::Completed { bytes: len });
+    assert_eq!(failed_with(&wait(&bad).await), ErrorKind::ChecksumMismatch);
+    assert!(f.file("bad").is_none());
+}

@@ -42,6 +42,10 @@ pub enum Fault {
     RateLimit(u64),
     /// Add response headers totalling about this many bytes.
     OversizedHeaders(usize),
+    /// Send an RFC 9530 `Repr-Digest: sha-256=:…:` of the whole
+    /// representation with every 200 or 206: the right digest (`true`) or
+    /// a wrong one (`false`).
+    ReprDigest(bool),
 }
 
 /// Which requests to a path a rule applies to.

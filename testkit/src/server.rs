@@ -446,6 +446,20 @@ pub(crate) async fn handle(
             if let Ok(v) = HeaderValue::from_str(&last_modified) {
                 h.insert(header::LAST_MODIFIED, v);
             }
+            for f in &faults {
+                if let Fault::ReprDigest(right) = f {
+                    use base64::Engine as _;
+                    let mut digest =
+                        crate::body::sha256(resource.seed, resource.version, resource.len);
+                    if !right {
+                        digest[0] ^= 0xff;
+                    }
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+                    if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{b64}:")) {
+                        h.insert("repr-digest", v);
+                    }
+                }
+            }
             r
         }
     };
