@@ -43,6 +43,11 @@ pub(crate) enum Command {
         task: TaskId,
     },
     Conditions(Conditions),
+    /// A request of the task finished: its metrics, for the delegate.
+    Metrics {
+        task: TaskId,
+        metrics: Box<transfer_core::RequestMetrics>,
+    },
     Tasks(oneshot::Sender<Vec<TaskRecord>>),
     /// How a task ended, if it has.
     Ended {
@@ -78,6 +83,7 @@ fn admissible(phase: &Phase) -> bool {
 
 pub(crate) enum Delivery {
     Event(SessionEvent, Option<Box<TaskRecord>>),
+    Metrics(Box<TaskRecord>, Box<transfer_core::RequestMetrics>),
     Completion(Box<Completion>),
     Idle,
 }
@@ -87,6 +93,7 @@ pub(crate) struct Engine {
     pub(crate) store: Arc<dyn TaskStore>,
     pub(crate) payloads: Arc<dyn PayloadStore>,
     pub(crate) transports: Vec<Arc<dyn Transport>>,
+    pub(crate) delegate: Arc<dyn Delegate>,
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) clock: Clock,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
@@ -138,6 +145,7 @@ impl Engine {
         store: Arc<dyn TaskStore>,
         payloads: Arc<dyn PayloadStore>,
         transports: Vec<Arc<dyn Transport>>,
+        delegate: Arc<dyn Delegate>,
         config: Arc<SessionConfig>,
         clock: Clock,
         conditions: &dyn ConditionSource,
@@ -150,6 +158,7 @@ impl Engine {
             store,
             payloads,
             transports,
+            delegate,
             session_bucket: Arc::new(Bucket::new(config.policy.rate_limit)),
             config,
             clock,
@@ -296,6 +305,13 @@ impl Engine {
                     if let Some(v) = self.verdict(id, true) {
                         self.event(id, Event::Admission(v));
                     }
+                }
+            }
+            Command::Metrics { task, metrics } => {
+                if let Some(r) = self.records.get(&task) {
+                    let _ = self
+                        .deliver
+                        .send(Delivery::Metrics(Box::new(r.clone()), metrics));
                 }
             }
             Command::Tasks(reply) => {
@@ -717,6 +733,8 @@ impl Engine {
             stop: stop_rx,
             throttle: throttle_rx,
             session_bucket: self.session_bucket.clone(),
+            record: Arc::new(record.clone()),
+            delegate: self.delegate.clone(),
         };
         tokio::spawn(a.run());
     }
@@ -787,6 +805,9 @@ pub(crate) async fn deliver(
                     }
                 }
                 let _ = events.send(event);
+            }
+            Delivery::Metrics(record, metrics) => {
+                delegate.metrics(&record, &metrics).await;
             }
             Delivery::Completion(c) => {
                 delegate.completed(&c).await;

@@ -268,6 +268,7 @@ impl SessionBuilder {
             store.clone(),
             payloads,
             self.transports,
+            self.delegate.clone(),
             config,
             Clock::new(),
             &*self.conditions,

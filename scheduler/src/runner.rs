@@ -8,15 +8,15 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transfer_core::{
-    Continuation, ErrorKind, Event, Partial, RequestBody, ResumeData, SessionId, StoreError,
-    StoreErrorKind, TaskId, TaskKind, TaskSpec, Throttle, TransferError, Transport,
-    TransportRequest, judge_response,
+    Continuation, Delegate, ErrorKind, Event, Partial, RedirectDecision, RedirectHook, RequestBody,
+    ResumeData, SessionId, StoreError, StoreErrorKind, TaskId, TaskKind, TaskRecord, TaskSpec,
+    Throttle, TransferError, Transport, TransportRequest, judge_response,
 };
 
 use crate::engine::Command;
@@ -38,6 +38,22 @@ pub(crate) struct Attempt {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) throttle: watch::Receiver<Throttle>,
     pub(crate) session_bucket: Arc<Bucket>,
+    /// The task as it was when the attempt started (for delegate calls).
+    pub(crate) record: Arc<TaskRecord>,
+    pub(crate) delegate: Arc<dyn Delegate>,
+}
+
+/// Asks the session's delegate about each redirect of the task.
+struct DelegateRedirects {
+    record: Arc<TaskRecord>,
+    delegate: Arc<dyn Delegate>,
+}
+
+#[async_trait::async_trait]
+impl RedirectHook for DelegateRedirects {
+    async fn redirect(&self, from: &Uri, to: &Uri, _status: StatusCode) -> RedirectDecision {
+        self.delegate.redirect(&self.record, from, to).await
+    }
 }
 
 fn storage_error(e: StoreError) -> TransferError {
@@ -182,11 +198,13 @@ impl Attempt {
                 }
                 None => None,
             };
+            let metrics = response.metrics.clone();
             let body = response.response.into_body();
-            match self
+            let streamed = self
                 .stream(&mut partial, body, total, hasher.as_mut())
-                .await
-            {
+                .await;
+            self.report_metrics(metrics);
+            match streamed {
                 Ok(Streamed::Stopped) => return Ok(None),
                 Ok(Streamed::Ended) => {}
                 Err(e) => {
@@ -240,6 +258,10 @@ impl Attempt {
         let mut request = TransportRequest::new(request);
         request.options.timeouts = self.config.timeouts;
         request.options.redirects = self.config.redirects;
+        request.redirect_hook = Some(Arc::new(DelegateRedirects {
+            record: self.record.clone(),
+            delegate: self.delegate.clone(),
+        }));
         let response = self.transport.send(request).await?;
         tracing::debug!(
             task = %self.task,
@@ -251,6 +273,15 @@ impl Attempt {
             "response"
         );
         Ok(response)
+    }
+
+    /// Hands a finished request's metrics to the delegate (in order, after
+    /// the task's earlier events).
+    fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
+        let _ = self.engine.send(Command::Metrics {
+            task: self.task,
+            metrics: Box::new(metrics),
+        });
     }
 
     async fn restart(

@@ -154,3 +154,66 @@ async fn a_repr_digest_from_the_server_is_checked() {
     assert_eq!(failed_with(&wait(&bad).await), ErrorKind::ChecksumMismatch);
     assert!(f.file("bad").is_none());
 }
+
+mod delegate_hooks {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use http::Uri;
+    use store_fs::FsPayloadStore;
+    use transfer_core::{Delegate, Protocol, RedirectDecision, RequestMetrics, TaskRecord};
+
+    use super::common::{Fixture, Proto, failed_with, wait};
+    use testkit::Resource;
+    use transfer_core::{ErrorKind, Outcome};
+
+    #[derive(Default)]
+    struct Watch {
+        metrics: Mutex<Vec<RequestMetrics>>,
+        redirects: Mutex<Vec<(String, String)>>,
+    }
+
+    #[async_trait]
+    impl Delegate for Watch {
+        async fn metrics(&self, _task: &TaskRecord, m: &RequestMetrics) {
+            self.metrics.lock().unwrap().push(m.clone());
+        }
+
+        async fn redirect(&self, _task: &TaskRecord, from: &Uri, to: &Uri) -> RedirectDecision {
+            self.redirects
+                .lock()
+                .unwrap()
+                .push((from.path().to_owned(), to.path().to_owned()));
+            if to.path().starts_with("/blocked") {
+                RedirectDecision::Refuse
+            } else {
+                RedirectDecision::Follow
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_delegate_gets_metrics_and_decides_redirects() {
+        let f = Fixture::new(Proto::H2).await;
+        f.origin.resource("/m", Resource::seeded(9, 100_000));
+        f.origin.redirect("/go", 302, "/m");
+        f.origin.redirect("/no", 302, "/blocked/x");
+        let watch = Arc::new(Watch::default());
+        let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+        let s = f
+            .session_full(true, payloads, Fixture::config(), watch.clone())
+            .await;
+        let ok = f.get(&s, &f.url("/go"), "m").await;
+        assert_eq!(wait(&ok).await, Outcome::Completed { bytes: 100_000 });
+        let no = f.get(&s, &f.url("/no"), "no").await;
+        assert_eq!(failed_with(&wait(&no).await), ErrorKind::RedirectRefused);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let metrics = watch.metrics.lock().unwrap().clone();
+        assert_eq!(metrics.len(), 1, "one finished request: {metrics:?}");
+        assert_eq!(metrics[0].protocol, Protocol::Http2);
+        assert_eq!(metrics[0].redirects, 1);
+        let redirects = watch.redirects.lock().unwrap().clone();
+        assert!(redirects.contains(&("/go".into(), "/m".into())));
+        assert!(redirects.contains(&("/no".into(), "/blocked/x".into())));
+    }
+}
