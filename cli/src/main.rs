@@ -20,7 +20,7 @@
 mod control;
 mod names;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -243,7 +243,8 @@ pub(crate) async fn add_tasks(
 ) -> anyhow::Result<Vec<(TaskId, String)>> {
     let rate = args.limit_rate.as_deref().map(parse_rate).transpose()?;
     let records = target.tasks().await?;
-    let mut taken: Vec<PathBuf> = Vec::new();
+    let mut taken: HashSet<PathBuf> = HashSet::new();
+    let mut tried = HashMap::new();
     let mut specs = Vec::new();
     let mut labels = Vec::new();
     let mut done = Vec::new();
@@ -271,9 +272,15 @@ pub(crate) async fn add_tasks(
         let unfinished = mine.clone().find(|r| !r.state.is_terminal());
         let dest = match unfinished.and_then(destination_of) {
             Some(p) => p,
-            None => names::unique(&args.output, &names::file_name(url), args.overwrite, &taken),
+            None => names::unique(
+                &args.output,
+                &names::file_name(url),
+                args.overwrite,
+                &taken,
+                &mut tried,
+            ),
         };
-        taken.push(dest.clone());
+        taken.insert(dest.clone());
         let name = display_name(&dest);
         let mut b = TaskSpec::download(url, Destination::Path(dest))
             .key(key)

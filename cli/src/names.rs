@@ -2,6 +2,7 @@
 //! and made safe (no separators, no `..`, no control characters), and a
 //! numbered name when the file exists.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
@@ -49,10 +50,18 @@ fn sanitize(raw: &str) -> String {
 }
 
 /// `dir/name`, or `dir/stem-N.ext` with the first N that is free (neither on
-/// disk nor `taken` by this command), unless `overwrite`.
-pub(crate) fn unique(dir: &Path, name: &str, overwrite: bool, taken: &[PathBuf]) -> PathBuf {
+/// disk nor `taken` by this command), unless `overwrite`. `tried` remembers
+/// per name where the search stopped, so many URLs with one name cost one
+/// probe each, not one per earlier clash.
+pub(crate) fn unique(
+    dir: &Path,
+    name: &str,
+    overwrite: bool,
+    taken: &HashSet<PathBuf>,
+    tried: &mut HashMap<String, u64>,
+) -> PathBuf {
     let first = dir.join(name);
-    let free = |p: &Path| !taken.iter().any(|t| t == p) && (overwrite || !p.exists());
+    let free = |p: &Path| !taken.contains(p) && (overwrite || !p.exists());
     if free(&first) {
         return first;
     }
@@ -60,10 +69,17 @@ pub(crate) fn unique(dir: &Path, name: &str, overwrite: bool, taken: &[PathBuf])
         Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
         _ => (name, String::new()),
     };
-    (1..)
-        .map(|n| dir.join(format!("{stem}-{n}{ext}")))
-        .find(|p| free(p))
-        .unwrap_or(first)
+    let from = tried.get(name).copied().unwrap_or(1);
+    let found = (from..)
+        .map(|n| (n, dir.join(format!("{stem}-{n}{ext}"))))
+        .find(|(_, p)| free(p));
+    match found {
+        Some((n, p)) => {
+            tried.insert(name.to_owned(), n + 1);
+            p
+        }
+        None => first,
+    }
 }
 
 #[cfg(test)]
@@ -107,13 +123,30 @@ mod tests {
     fn clashes_get_numbered_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f.bin"), b"x").unwrap();
-        let p = unique(dir.path(), "f.bin", false, &[]);
+        let mut tried = HashMap::new();
+        let mut taken = HashSet::new();
+        let p = unique(dir.path(), "f.bin", false, &taken, &mut tried);
         assert_eq!(p, dir.path().join("f-1.bin"));
-        let q = unique(dir.path(), "f.bin", false, std::slice::from_ref(&p));
+        taken.insert(p);
+        let q = unique(dir.path(), "f.bin", false, &taken, &mut tried);
         assert_eq!(q, dir.path().join("f-2.bin"));
         assert_eq!(
-            unique(dir.path(), "f.bin", true, &[]),
+            unique(
+                dir.path(),
+                "f.bin",
+                true,
+                &HashSet::new(),
+                &mut HashMap::new()
+            ),
             dir.path().join("f.bin")
         );
+        // Ten thousand URLs with one name: each probe starts where the last
+        // stopped.
+        let mut names = HashSet::new();
+        for _ in 0..10_000 {
+            let p = unique(dir.path(), "same", false, &taken, &mut tried);
+            taken.insert(p.clone());
+            assert!(names.insert(p));
+        }
     }
 }
