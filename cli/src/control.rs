@@ -221,7 +221,7 @@ async fn follow(
     let mut open: Vec<TaskId> = ids.to_vec();
     // Tasks that already ended.
     for id in ids {
-        if let Some(outcome) = ended(session, *id).await? {
+        if let Some(outcome) = session.task(*id).outcome().await? {
             write.write_all(&send(end_line(*id, &outcome))).await?;
             open.retain(|t| t != id);
         }
@@ -246,21 +246,6 @@ async fn follow(
         }
     }
     Ok(())
-}
-
-async fn ended(session: &Session, id: TaskId) -> anyhow::Result<Option<Outcome>> {
-    let r = session.task(id).snapshot().await?;
-    Ok(r.and_then(|r| match r.state.phase {
-        transfer_core::Phase::Completed => Some(Outcome::Completed {
-            bytes: r.state.bytes_received,
-        }),
-        transfer_core::Phase::Failed(error) => Some(Outcome::Failed {
-            error,
-            resume: None,
-        }),
-        transfer_core::Phase::Cancelled => Some(Outcome::Cancelled { resume: None }),
-        _ => None,
-    }))
 }
 
 fn end_line(id: TaskId, outcome: &Outcome) -> Value {

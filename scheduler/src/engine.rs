@@ -11,8 +11,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use transfer_core::{
     Batch, Completion, ConditionSource, Conditions, Delegate, Demand, Direction, Effect, Event,
     EventId, Load, Notification, Outcome, PayloadStore, Phase, Progress, SessionId, StoreError,
-    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Transport, Verdict,
-    WaitReason, apply,
+    TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Throttle, Timestamp, Transport,
+    Verdict, WaitReason, apply,
 };
 
 use crate::runner::Attempt;
@@ -39,9 +39,6 @@ pub(crate) enum Command {
         task: TaskId,
         attempt: u32,
     },
-    Timer {
-        task: TaskId,
-    },
     Conditions(Conditions),
     /// A request of the task finished: its metrics, for the delegate.
     Metrics {
@@ -49,6 +46,11 @@ pub(crate) enum Command {
         metrics: Box<transfer_core::RequestMetrics>,
     },
     Tasks(oneshot::Sender<Vec<TaskRecord>>),
+    /// One task's record as it is now.
+    Snapshot {
+        task: TaskId,
+        reply: oneshot::Sender<Option<TaskRecord>>,
+    },
     /// How a task ended, if it has.
     Ended {
         task: TaskId,
@@ -61,7 +63,7 @@ struct Running {
     attempt: u32,
     stop: watch::Sender<bool>,
     throttle: watch::Sender<Throttle>,
-    host: String,
+    host: Arc<str>,
 }
 
 /// Queue order: priority (high first), earliest begin, enqueue order.
@@ -101,12 +103,19 @@ pub(crate) struct Engine {
     pub(crate) records: HashMap<TaskId, TaskRecord>,
     pub(crate) queue: BTreeSet<QueueKey>,
     running: HashMap<TaskId, Running>,
+    /// Each task's origin, computed once (scheduling asks for it often).
+    hosts: HashMap<TaskId, Arc<str>>,
+    /// The task holding each idempotency key (one at a time: a new task
+    /// with a finished task's key replaces it).
+    keys: HashMap<String, TaskId>,
+    /// When tasks want `Event::Timer`: one sleep for the earliest.
+    timers: BTreeSet<(Timestamp, TaskId)>,
     /// Admitted, not started yet (the start waits for the commit): host.
-    reserved: HashMap<TaskId, String>,
+    reserved: HashMap<TaskId, Arc<str>>,
     /// How tasks ended, as their completions said (this process, and the
     /// outbox at attach).
     outcomes: HashMap<TaskId, Outcome>,
-    per_host: HashMap<String, u32>,
+    per_host: HashMap<Arc<str>, u32>,
     conditions: Conditions,
     session_bucket: Arc<Bucket>,
     next_id: u64,
@@ -167,6 +176,9 @@ impl Engine {
             records: HashMap::new(),
             queue: BTreeSet::new(),
             running: HashMap::new(),
+            hosts: HashMap::new(),
+            keys: HashMap::new(),
+            timers: BTreeSet::new(),
             reserved: HashMap::new(),
             outcomes: HashMap::new(),
             per_host: HashMap::new(),
@@ -200,11 +212,20 @@ impl Engine {
             {
                 self.set_timer(r.id, d);
             }
-            if admissible(&r.state.phase) {
-                self.queue.insert(queue_key(&r));
-            }
-            self.records.insert(r.id, r);
+            self.insert_record(r);
         }
+    }
+
+    /// Adds a record with its queue entry, origin and key.
+    fn insert_record(&mut self, r: TaskRecord) {
+        if admissible(&r.state.phase) {
+            self.queue.insert(queue_key(&r));
+        }
+        self.hosts.insert(r.id, Arc::from(r.spec.url().origin()));
+        if let Some(key) = &r.spec.key {
+            self.keys.insert(key.clone(), r.id);
+        }
+        self.records.insert(r.id, r);
     }
 
     pub(crate) async fn run(
@@ -226,10 +247,24 @@ impl Engine {
         self.pump();
         self.flush().await;
         self.check_idle();
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match self.next_timer() {
+                Some(at) => tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(at) => None,
+                },
+                None => match rx.recv().await {
+                    Some(c) => Some(c),
+                    None => break,
+                },
+            };
+            self.fire_timers();
             // Everything that is waiting is handled, then made durable in
             // one commit, then acted on: many events, one sync.
-            let mut next = Some(first);
+            let mut next = first;
             let mut handled = 0;
             while let Some(cmd) = next.take() {
                 if let Command::Shutdown(done) = cmd {
@@ -289,7 +324,6 @@ impl Engine {
                     self.release(task);
                 }
             }
-            Command::Timer { task } => self.event(task, Event::Timer),
             Command::Conditions(c) => {
                 self.conditions = c;
                 let now = self.clock.now();
@@ -313,6 +347,9 @@ impl Engine {
                         .deliver
                         .send(Delivery::Metrics(Box::new(r.clone()), metrics));
                 }
+            }
+            Command::Snapshot { task, reply } => {
+                let _ = reply.send(self.records.get(&task).cloned());
             }
             Command::Tasks(reply) => {
                 let mut all: Vec<TaskRecord> = self.records.values().cloned().collect();
@@ -407,37 +444,22 @@ impl Engine {
     }
 
     fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
-        if let Some(key) = &spec.key {
-            let existing = self
-                .records
-                .values()
-                .find(|r| r.spec.key.as_ref() == Some(key) && !r.state.is_terminal())
-                .map(|r| r.id);
-            if let Some(id) = existing {
-                if start
-                    && self
-                        .records
-                        .get(&id)
-                        .is_some_and(|r| r.state.phase == Phase::Suspended)
-                {
-                    self.event(id, Event::Resume);
+        if let Some(old) = spec.key.as_ref().and_then(|k| self.keys.get(k).copied()) {
+            if let Some(r) = self.records.get(&old)
+                && !r.state.is_terminal()
+            {
+                if start && r.state.phase == Phase::Suspended {
+                    self.event(old, Event::Resume);
                 }
-                return Ok(id);
+                return Ok(old);
             }
             // A finished task with the same key is replaced.
-            let old: Vec<TaskId> = self
-                .records
-                .values()
-                .filter(|r| r.spec.key.as_ref() == Some(key))
-                .map(|r| r.id)
-                .collect();
-            for id in old {
-                if let Some(r) = self.records.remove(&id) {
-                    self.queue.remove(&queue_key(&r));
-                }
-                self.pending.dirty.remove(&id);
-                self.pending.removed.push(id);
+            if let Some(r) = self.records.remove(&old) {
+                self.queue.remove(&queue_key(&r));
             }
+            self.hosts.remove(&old);
+            self.pending.dirty.remove(&old);
+            self.pending.removed.push(old);
         }
         let id = TaskId::from_u64(self.next_id);
         self.next_id += 1;
@@ -456,13 +478,10 @@ impl Engine {
                 .map_err(|e| SessionError::Internal(e.to_string()))?;
             record.state = state;
         }
-        if admissible(&record.state.phase) {
-            self.queue.insert(queue_key(&record));
-        }
         if let Some(d) = record.state.deadline() {
             self.set_timer(id, d);
         }
-        self.records.insert(id, record);
+        self.insert_record(record);
         self.pending.dirty.insert(id);
         self.was_idle = false;
         Ok(id)
@@ -471,10 +490,10 @@ impl Engine {
     /// Admission's verdict for a task, given the others running.
     fn verdict(&self, id: TaskId, is_running: bool) -> Option<Verdict> {
         let r = self.records.get(&id)?;
-        let host = r.spec.url().origin();
+        let on_host = self.hosts.get(&id).and_then(|h| self.per_host.get(h));
         let mut load = Load {
             running: self.busy_slots() as u32,
-            running_on_host: self.per_host.get(&host).copied().unwrap_or(0),
+            running_on_host: on_host.copied().unwrap_or(0),
         };
         if is_running {
             load.running = load.running.saturating_sub(1);
@@ -491,19 +510,18 @@ impl Engine {
     /// Offers free slots to queued tasks in order.
     fn pump(&mut self) {
         let max = self.config.policy.max_concurrent as usize;
-        let mut skip_hosts: Vec<String> = Vec::new();
+        let mut skip_hosts: Vec<Arc<str>> = Vec::new();
         let candidates: Vec<QueueKey> = self.queue.iter().copied().collect();
         for key in candidates {
             if self.busy_slots() >= max {
                 break;
             }
             let id = key.3;
-            let Some(r) = self.records.get(&id) else {
+            let (Some(r), Some(host)) = (self.records.get(&id), self.hosts.get(&id)) else {
                 self.queue.remove(&key);
                 continue;
             };
-            let host = r.spec.url().origin();
-            if skip_hosts.contains(&host) {
+            if skip_hosts.contains(host) {
                 continue;
             }
             let Some(verdict) = self.verdict(id, false) else {
@@ -511,7 +529,7 @@ impl Engine {
             };
             if let Verdict::Wait(reason) = &verdict {
                 if *reason == WaitReason::HostLimit {
-                    skip_hosts.push(host);
+                    skip_hosts.push(host.clone());
                 }
                 if matches!(&r.state.phase, Phase::Waiting(w) if w == reason) {
                     continue; // already waiting for that
@@ -535,13 +553,26 @@ impl Engine {
         }
     }
 
-    fn set_timer(&self, task: TaskId, at: transfer_core::Timestamp) {
-        let tx = self.tx.clone();
-        let wait = self.clock.until(at);
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = tx.send(Command::Timer { task });
-        });
+    fn set_timer(&mut self, task: TaskId, at: Timestamp) {
+        self.timers.insert((at, task));
+    }
+
+    /// When the earliest timer is due, on tokio's clock.
+    fn next_timer(&self) -> Option<tokio::time::Instant> {
+        let &(at, _) = self.timers.first()?;
+        Some(tokio::time::Instant::now() + self.clock.until(at))
+    }
+
+    /// Sends `Event::Timer` to every task whose time has come.
+    fn fire_timers(&mut self) {
+        let now = self.clock.now();
+        while let Some(&(at, task)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.event(task, Event::Timer);
+        }
     }
 
     /// Applies one event; its record is saved and its effects carried out
@@ -576,8 +607,7 @@ impl Engine {
             if !slotted {
                 // Admitted: the slot is taken now, before the runner starts
                 // after the commit, so the rest of this pass sees it.
-                let host = self.records.get(&id).map(|r| r.spec.url().origin());
-                if let Some(host) = host {
+                if let Some(host) = self.hosts.get(&id).cloned() {
                     *self.per_host.entry(host.clone()).or_default() += 1;
                     self.reserved.insert(id, host);
                 }
@@ -706,7 +736,11 @@ impl Engine {
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let (throttle_tx, throttle_rx) = watch::channel(throttle);
-        let host = record.spec.url().origin();
+        let host = self
+            .hosts
+            .get(&record.id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(record.spec.url().origin()));
         if self.reserved.remove(&record.id).is_none() {
             *self.per_host.entry(host.clone()).or_default() += 1;
         }

@@ -576,19 +576,19 @@ impl TaskHandle {
 
     /// The task's record as it is now.
     pub async fn snapshot(&self) -> Result<Option<TaskRecord>, SessionError> {
-        Ok(self
-            .session
-            .tasks()
-            .await?
-            .into_iter()
-            .find(|r| r.id == self.id))
+        let (reply, rx) = oneshot::channel();
+        self.session.send(Command::Snapshot {
+            task: self.id,
+            reply,
+        })?;
+        rx.await.map_err(|_| SessionError::Closed)
     }
 
     /// Waits until the task ends and returns how.
     pub async fn wait(&self) -> Result<Outcome, SessionError> {
         use futures::StreamExt;
         let mut events = Box::pin(self.session.events());
-        if let Some(outcome) = self.ended().await? {
+        if let Some(outcome) = self.outcome().await? {
             return Ok(outcome);
         }
         while let Some(e) = events.next().await {
@@ -601,7 +601,8 @@ impl TaskHandle {
         Err(SessionError::Closed)
     }
 
-    async fn ended(&self) -> Result<Option<Outcome>, SessionError> {
+    /// How the task ended, or `None` while it has not.
+    pub async fn outcome(&self) -> Result<Option<Outcome>, SessionError> {
         let (reply, rx) = oneshot::channel();
         self.session.send(Command::Ended {
             task: self.id,

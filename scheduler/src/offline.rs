@@ -3,6 +3,7 @@
 //! changes are committed to the store, and the next [`Session`](crate::Session)
 //! built on it carries on from there.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use transfer_core::{
@@ -74,7 +75,7 @@ impl Offline {
     /// Records many tasks in one commit (each returns the unfinished task
     /// with its key, if there is one).
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskId>, SessionError> {
-        let mut records = self.tasks().await?;
+        let records = self.tasks().await?;
         let t = now();
         let mut next = records
             .iter()
@@ -83,41 +84,38 @@ impl Offline {
             .unwrap_or(0)
             .max(t.as_millis() << 12);
         let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+        // Each key names one task at a time: (its id, whether it has ended).
+        let mut keys: HashMap<String, (TaskId, bool)> = records
+            .iter()
+            .filter_map(|r| Some((r.spec.key.clone()?, (r.id, r.state.is_terminal()))))
+            .collect();
         let mut batch = Batch::default();
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
-            if let Some(key) = &spec.key {
-                if let Some(r) = records
-                    .iter()
-                    .find(|r| r.spec.key.as_ref() == Some(key) && !r.state.is_terminal())
-                {
-                    ids.push(r.id);
+            if let Some(&(old, ended)) = spec.key.as_ref().and_then(|k| keys.get(k)) {
+                if !ended {
+                    ids.push(old);
                     continue;
                 }
                 // A finished task with the same key is replaced.
-                let old: Vec<TaskId> = records
-                    .iter()
-                    .filter(|r| r.spec.key.as_ref() == Some(key))
-                    .map(|r| r.id)
-                    .collect();
-                records.retain(|r| !old.contains(&r.id));
-                batch.remove.extend(old);
+                batch.remove.push(old);
             }
             let id = TaskId::from_u64(next);
             next += 1;
+            if let Some(key) = &spec.key {
+                keys.insert(key.clone(), (id, false));
+            }
             let state = TaskState::new(self.config.retry, id.as_u64());
             let (state, _) = apply(&state, Event::Resume, t)
                 .map_err(|e| SessionError::Internal(e.to_string()))?;
-            let record = TaskRecord {
+            batch.save.push(TaskRecord {
                 id,
                 seq,
                 created_at: t,
                 spec,
                 state,
-            };
+            });
             seq += 1;
-            records.push(record.clone());
-            batch.save.push(record);
             ids.push(id);
         }
         self.store
