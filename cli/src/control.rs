@@ -56,7 +56,21 @@ pub(crate) async fn call(stream: UnixStream, req: &Value) -> anyhow::Result<Valu
 }
 
 /// Listens on the control socket for as long as the session runs.
-pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// The control socket while it is open: dropping it stops listening and
+/// removes the socket file.
+pub(crate) struct Listening {
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<Listening> {
     let path = socket_path(home);
     // A socket left by a killed runner: this process holds the store's lock,
     // so no one else is listening on it.
@@ -73,7 +87,7 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<tokio::task
         let (session, rates) = (session.clone(), rates.clone());
         tokio::spawn(async move { rates.watch(&session).await })
     };
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _watcher = AbortOnDrop(watcher);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -86,7 +100,8 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<tokio::task
                 }
             });
         }
-    }))
+    });
+    Ok(Listening { task, path })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -364,8 +364,6 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
             o = handle.wait() => o?,
             _ = interrupted.wait_for(|i| *i) => {
                 shown.abandon();
-                server.abort();
-                let _ = std::fs::remove_file(control::socket_path(&home));
                 return Ok(ExitCode::from(130));
             }
         };
@@ -374,8 +372,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     shown.finish();
-    server.abort();
-    let _ = std::fs::remove_file(control::socket_path(&home));
+    drop(server);
     session.shutdown().await;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
@@ -497,8 +494,7 @@ async fn run(until_idle: bool, cacert: &[PathBuf]) -> anyhow::Result<ExitCode> {
             _ = interrupted.wait_for(|i| *i) => break ExitCode::from(130),
         }
     };
-    server.abort();
-    let _ = std::fs::remove_file(control::socket_path(&home));
+    drop(server);
     session.shutdown().await;
     Ok(code)
 }

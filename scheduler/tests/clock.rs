@@ -74,25 +74,28 @@ impl Transport for Busy {
     }
 }
 
+/// A session on `transport` with an in-memory store, writing into `dir/out`.
+async fn session(dir: &std::path::Path, transport: Arc<Busy>, config: SessionConfig) -> Session {
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    Session::builder("test.clock")
+        .unwrap()
+        .store(Arc::new(MemoryTaskStore::new()))
+        .payloads(Arc::new(FsPayloadStore::new(dir.join("out")).unwrap()))
+        .transport(transport)
+        .config(config)
+        .build()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_hour_of_retry_after_passes_on_a_paused_clock() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let transport = Arc::new(Busy {
         calls: AtomicU32::new(0),
         busy: 1,
     });
-    let s = Session::builder("test.clock")
-        .unwrap()
-        .store(Arc::new(MemoryTaskStore::new()))
-        .payloads(Arc::new(
-            FsPayloadStore::new(dir.path().join("out")).unwrap(),
-        ))
-        .transport(transport.clone())
-        .config(SessionConfig::default())
-        .build()
-        .await
-        .unwrap();
+    let s = session(dir.path(), transport.clone(), SessionConfig::default()).await;
     let wall = std::time::Instant::now();
     let start = tokio::time::Instant::now();
     let t = s
@@ -122,7 +125,6 @@ async fn an_hour_of_retry_after_passes_on_a_paused_clock() {
 #[tokio::test(start_paused = true)]
 async fn the_resource_deadline_ends_retries() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let transport = Arc::new(Busy {
         calls: AtomicU32::new(0),
         busy: u32::MAX,
@@ -130,17 +132,7 @@ async fn the_resource_deadline_ends_retries() {
     let mut config = SessionConfig::default();
     config.retry.retry_limit = 1000;
     config.retry.resource_timeout = Duration::from_secs(3 * 3600 + 60);
-    let s = Session::builder("test.deadline")
-        .unwrap()
-        .store(Arc::new(MemoryTaskStore::new()))
-        .payloads(Arc::new(
-            FsPayloadStore::new(dir.path().join("out")).unwrap(),
-        ))
-        .transport(transport.clone())
-        .config(config)
-        .build()
-        .await
-        .unwrap();
+    let s = session(dir.path(), transport.clone(), config).await;
     let start = tokio::time::Instant::now();
     let t = s
         .download("https://example.com/f")

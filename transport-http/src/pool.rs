@@ -345,46 +345,22 @@ async fn connect(
     let _ = tcp.set_nodelay(true);
     let remote = tcp.peer_addr().ok();
 
-    if !key.tls {
-        let h2 = inner.config.h2_prior_knowledge;
-        let sender = handshake(inner, key, tcp, h2).await?;
-        let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-        return Ok((
-            sender,
-            ConnFacts {
-                protocol,
-                remote,
-                dns,
-                connect,
-                tls: None,
-            },
-        ));
-    }
-
-    let name = ServerName::try_from(key.host.clone()).map_err(|e| {
-        TransferError::new(
-            ErrorKind::InvalidRequest,
-            format!("{} is not a TLS server name: {e}", key.host),
+    let (sender, tls) = if key.tls {
+        let started = Instant::now();
+        let stream = tls_handshake(inner, key, tcp, timeouts.tls).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        (
+            handshake(inner, key, stream, h2).await?,
+            Some(started.elapsed()),
         )
-    })?;
-    let t = Instant::now();
-    let stream = match timeout(timeouts.tls, inner.tls.connect(name, tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(handshake_error(&key.host, e)),
-        Err(_) => {
-            return Err(TransferError::new(
-                ErrorKind::Timeout(TimeoutKind::Tls),
-                format!(
-                    "TLS handshake with {} took over {:?}",
-                    key.host, timeouts.tls
-                ),
-            ));
-        }
+    } else {
+        let h2 = inner.config.h2_prior_knowledge;
+        (handshake(inner, key, tcp, h2).await?, None)
     };
-    let tls = Some(t.elapsed());
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let sender = handshake(inner, key, stream, h2).await?;
-    let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+    let protocol = match sender {
+        Sender::H1(_) => Protocol::Http1,
+        Sender::H2(_) => Protocol::Http2,
+    };
     Ok((
         sender,
         ConnFacts {
@@ -395,6 +371,29 @@ async fn connect(
             tls,
         },
     ))
+}
+
+/// TLS over `tcp` for `key.host`, within `limit`; a refusal names its reason.
+async fn tls_handshake(
+    inner: &Inner,
+    key: &Key,
+    tcp: TcpStream,
+    limit: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransferError> {
+    let name = ServerName::try_from(key.host.clone()).map_err(|e| {
+        TransferError::new(
+            ErrorKind::InvalidRequest,
+            format!("{} is not a TLS server name: {e}", key.host),
+        )
+    })?;
+    match timeout(limit, inner.tls.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(handshake_error(&key.host, e)),
+        Err(_) => Err(TransferError::new(
+            ErrorKind::Timeout(TimeoutKind::Tls),
+            format!("TLS handshake with {} took over {limit:?}", key.host),
+        )),
+    }
 }
 
 async fn resolve(
