@@ -238,7 +238,8 @@ pub trait Partial: Send {
         ))
     }
 
-    /// Moves the complete payload into its destination atomically.
+    /// Makes what was written durable and moves the complete payload into
+    /// its destination atomically (callers need not `sync` first).
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 
     /// Deletes the partial.
