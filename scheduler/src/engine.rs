@@ -466,18 +466,7 @@ impl Engine {
         let seq = self.next_seq;
         self.next_seq += 1;
         let seed = transfer_core::RandomSource::next_u64(&mut self.jitter);
-        let mut record = TaskRecord {
-            id,
-            seq,
-            created_at: self.clock.now(),
-            spec,
-            state: TaskState::new(self.config.retry, seed),
-        };
-        if start {
-            let (state, _) = apply(&record.state, Event::Resume, self.clock.now())
-                .map_err(|e| SessionError::Internal(e.to_string()))?;
-            record.state = state;
-        }
+        let record = new_record(id, seq, spec, &self.config, seed, start, self.clock.now())?;
         if let Some(d) = record.state.deadline() {
             self.set_timer(id, d);
         }
@@ -871,6 +860,31 @@ impl Engine {
             let _ = self.deliver.send(Delivery::Completion(Box::new(c)));
         }
     }
+}
+
+/// A new task's record: suspended, or queued when `start`.
+pub(crate) fn new_record(
+    id: TaskId,
+    seq: u64,
+    spec: TaskSpec,
+    config: &SessionConfig,
+    jitter_seed: u64,
+    start: bool,
+    now: Timestamp,
+) -> Result<TaskRecord, SessionError> {
+    let mut state = TaskState::new(config.retry, jitter_seed);
+    if start {
+        state = apply(&state, Event::Resume, now)
+            .map_err(|e| SessionError::Internal(e.to_string()))?
+            .0;
+    }
+    Ok(TaskRecord {
+        id,
+        seq,
+        created_at: now,
+        spec,
+        state,
+    })
 }
 
 /// Whether an outcome means success.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use transfer_core::{
     Batch, Completion, Destination, Effect, Event, EventId, PayloadStore, SessionId, TaskId,
-    TaskKind, TaskRecord, TaskSpec, TaskState, TaskStore, Timestamp, apply,
+    TaskKind, TaskRecord, TaskSpec, TaskStore, Timestamp, apply,
 };
 
+use crate::engine::new_record;
 use crate::{SessionConfig, SessionError};
 
 /// A session's state, changed without running it. Only one process may hold
@@ -105,16 +106,8 @@ impl Offline {
             if let Some(key) = &spec.key {
                 keys.insert(key.clone(), (id, false));
             }
-            let state = TaskState::new(self.config.retry, id.as_u64());
-            let (state, _) = apply(&state, Event::Resume, t)
-                .map_err(|e| SessionError::Internal(e.to_string()))?;
-            batch.save.push(TaskRecord {
-                id,
-                seq,
-                created_at: t,
-                spec,
-                state,
-            });
+            let record = new_record(id, seq, spec, &self.config, id.as_u64(), true, t)?;
+            batch.save.push(record);
             seq += 1;
             ids.push(id);
         }
