@@ -217,3 +217,66 @@ mod delegate_hooks {
         assert!(redirects.contains(&("/no".into(), "/blocked/x".into())));
     }
 }
+
+mod delegate_progress {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use store_fs::FsPayloadStore;
+    use testkit::{Fault, Resource, Script};
+    use tokio::sync::Notify;
+    use transfer_core::{Delegate, Outcome, Progress, TaskRecord};
+
+    use super::common::{Fixture, Proto, wait};
+
+    #[derive(Default)]
+    struct Count {
+        progress: Mutex<Vec<Progress>>,
+        idle: Notify,
+    }
+
+    #[async_trait]
+    impl Delegate for Count {
+        async fn progress(&self, _task: &TaskRecord, p: Progress) {
+            self.progress.lock().unwrap().push(p);
+        }
+
+        async fn session_idle(&self) {
+            self.idle.notify_one();
+        }
+    }
+
+    /// Progress reaches the delegate coalesced: a two-second download at the
+    /// default 250 ms interval (checkpoints every second) gives a handful of
+    /// reports, not one per chunk; then the session says it is idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_is_coalesced_and_idle_follows_the_last_event() {
+        let f = Fixture::new(Proto::H1).await;
+        let len = 16u64 << 20;
+        f.origin.resource("/p", Resource::seeded(10, len));
+        f.origin
+            .script("/p", Script::new().always(Fault::RateLimit(8 << 20)));
+        let count = Arc::new(Count::default());
+        let mut config = Fixture::config();
+        config.checkpoint_interval = Duration::from_secs(1);
+        config.progress_interval = Duration::from_millis(250);
+        let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+        let s = f.session_full(true, payloads, config, count.clone()).await;
+        let t = f.get(&s, &f.url("/p"), "p").await;
+        assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+        tokio::time::timeout(Duration::from_secs(10), count.idle.notified())
+            .await
+            .expect("session_idle after the download");
+        let reports = count.progress.lock().unwrap().clone();
+        // 16 MiB arrives in hundreds of chunks over about 2 s: at most one
+        // report per interval, plus one per checkpoint.
+        assert!(
+            (3..=20).contains(&reports.len()),
+            "{} progress reports",
+            reports.len()
+        );
+        assert!(reports.windows(2).all(|w| w[0].total <= w[1].total));
+        assert!(reports.iter().all(|p| p.total <= len));
+    }
+}
