@@ -886,8 +886,3 @@ pub(crate) fn new_record(
         state,
     })
 }
-
-/// Whether an outcome means success.
-pub(crate) fn succeeded(o: &Outcome) -> bool {
-    matches!(o, Outcome::Completed { .. })
-}

@@ -611,8 +611,3 @@ impl TaskHandle {
         rx.await.map_err(|_| SessionError::Closed)?
     }
 }
-
-/// Whether an outcome is a success.
-pub fn succeeded(outcome: &Outcome) -> bool {
-    engine::succeeded(outcome)
-}

@@ -258,6 +258,13 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Whether the payload is in place.
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Completed { .. })
+    }
+}
+
 /// Something the delegate is told about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notification {
