@@ -1,9 +1,9 @@
 //! `ferry`: background downloads that survive crashes, kills and restarts.
 //!
 //! ```text
-//! ferry get URL... [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--cacert PEM]
-//! ferry add URL... [-o DIR] [--sha256 HEX] [--limit-rate RATE]
-//! ferry run [--until-idle] [--cacert PEM]
+//! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--cacert PEM] [--checkpoint SIZE|off]
+//! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE]
+//! ferry run [--until-idle] [--cacert PEM] [--checkpoint SIZE|off]
 //! ferry ls [--json]
 //! ferry pause|resume|cancel ID
 //! ```
@@ -61,9 +61,8 @@ enum Command {
         /// Stop once nothing is running, queued or waiting to retry.
         #[arg(long)]
         until_idle: bool,
-        /// More trusted root certificates (PEM), beside the platform's.
-        #[arg(long)]
-        cacert: Vec<PathBuf>,
+        #[command(flatten)]
+        opts: RunnerOpts,
     },
     /// List the tasks of the session.
     Ls {
@@ -98,7 +97,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Get(args) => get(args).await,
             Command::Add(args) => add(args).await,
-            Command::Run { until_idle, cacert } => run(until_idle, &cacert).await,
+            Command::Run { until_idle, opts } => run(until_idle, &opts).await,
             Command::Ls { json } => ls(json).await,
             Command::Pause { id } => user(&id, "pause").await,
             Command::Resume { id } => user(&id, "resume").await,
@@ -166,17 +165,53 @@ async fn access(home: &Path) -> anyhow::Result<Access> {
 struct GetArgs {
     #[command(flatten)]
     add: AddArgs,
+    #[command(flatten)]
+    opts: RunnerOpts,
+}
+
+/// How the process that runs the session runs it (`get` and `run`).
+#[derive(clap::Args, Debug)]
+struct RunnerOpts {
     /// More trusted root certificates (PEM), beside the platform's.
     #[arg(long)]
     cacert: Vec<PathBuf>,
+    /// Make each download durable every SIZE bytes (suffixes k, M, G;
+    /// default 32M) and at least once a second, so a kill loses at most
+    /// that much; `off`: only when it completes (a kill may lose it all).
+    #[arg(long, value_name = "SIZE|off")]
+    checkpoint: Option<String>,
+}
+
+impl RunnerOpts {
+    /// The session configuration these options ask for.
+    fn config(&self) -> anyhow::Result<SessionConfig> {
+        let mut config = SessionConfig::default();
+        match self.checkpoint.as_deref() {
+            None => {}
+            Some("off") => {
+                config.checkpoint_bytes = u64::MAX;
+                config.checkpoint_interval = Duration::MAX;
+            }
+            Some(size) => {
+                config.checkpoint_bytes = parse_size(size)
+                    .with_context(|| format!("--checkpoint {size:?}: a size such as 8M, or off"))?
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// What to download and where: shared by `get`, `add` and the control socket.
 #[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AddArgs {
     /// The URLs (http or https).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "input_file")]
     urls: Vec<String>,
+    /// Read more URLs from this file, one per line (`-` for standard
+    /// input); blank lines and lines starting with `#` are skipped.
+    #[arg(short = 'i', long = "input-file", value_name = "LIST")]
+    #[serde(skip)]
+    input_file: Option<PathBuf>,
     /// The output directory (created if missing).
     #[arg(short = 'o', long = "output", default_value = ".")]
     output: PathBuf,
@@ -194,6 +229,23 @@ pub(crate) struct AddArgs {
 impl AddArgs {
     /// Checks the arguments and makes the output directory absolute.
     fn resolved(mut self) -> anyhow::Result<AddArgs> {
+        if let Some(list) = self.input_file.take() {
+            let text = if list.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the URL list")?
+            } else {
+                std::fs::read_to_string(&list)
+                    .with_context(|| format!("reading {}", list.display()))?
+            };
+            self.urls.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+            if self.urls.is_empty() {
+                bail!("{} lists no URLs", list.display());
+            }
+        }
         if self.sha256.is_some() && self.urls.len() != 1 {
             bail!("--sha256 applies to one URL; give one URL per command");
         }
@@ -301,6 +353,12 @@ pub(crate) async fn add_tasks(
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
 fn parse_rate(s: &str) -> anyhow::Result<u64> {
+    parse_size(s).with_context(|| format!("--limit-rate {s:?} is not a rate such as 500k or 2M"))
+}
+
+/// Parses a size such as `500k`, `2M` or `1048576` (bytes; suffixes are
+/// 1024-based), above zero.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (digits, mult) = match s.chars().last() {
         Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
@@ -308,19 +366,18 @@ fn parse_rate(s: &str) -> anyhow::Result<u64> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let n: f64 = digits
-        .parse()
-        .with_context(|| format!("--limit-rate {s:?} is not a rate such as 500k or 2M"))?;
+    let n: f64 = digits.parse().context("not a number")?;
     if !(n.is_finite() && n > 0.0) {
-        bail!("--limit-rate must be above zero");
+        bail!("must be above zero");
     }
     Ok((n * mult as f64) as u64)
 }
 
 /// Opens the session as the runner of this state directory.
-async fn runner(store: FsTaskStore, cacert: &[PathBuf]) -> anyhow::Result<(Session, PathBuf)> {
+async fn runner(store: FsTaskStore, opts: &RunnerOpts) -> anyhow::Result<(Session, PathBuf)> {
+    let config = opts.config()?;
     let mut http = HttpConfig::default();
-    for pem in cacert {
+    for pem in &opts.cacert {
         let data = std::fs::read(pem).with_context(|| format!("reading {}", pem.display()))?;
         http = http
             .add_roots_pem(&data)
@@ -335,7 +392,7 @@ async fn runner(store: FsTaskStore, cacert: &[PathBuf]) -> anyhow::Result<(Sessi
         .store(Arc::new(store))
         .payloads(Arc::new(payloads))
         .transport(Arc::new(transport))
-        .config(SessionConfig::default())
+        .config(config)
         .build()
         .await?;
     Ok((session, home))
@@ -348,7 +405,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         Access::Runner(stream) => return get_through_runner(stream, &home, &add).await,
         Access::Store(store) => store,
     };
-    let (session, home) = runner(store, &args.cacert).await?;
+    let (session, home) = runner(store, &args.opts).await?;
     let server = control::serve(&home, session.clone())?;
     let added = add_tasks(Target::Live(&session), &add).await?;
     let tasks: Vec<(TaskHandle, String)> = added
@@ -471,7 +528,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(until_idle: bool, cacert: &[PathBuf]) -> anyhow::Result<ExitCode> {
+async fn run(until_idle: bool, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
     let home = home()?;
     let store = match access(&home).await? {
         Access::Runner(_) => bail!(
@@ -480,7 +537,7 @@ async fn run(until_idle: bool, cacert: &[PathBuf]) -> anyhow::Result<ExitCode> {
         ),
         Access::Store(store) => store,
     };
-    let (session, home) = runner(store, cacert).await?;
+    let (session, home) = runner(store, opts).await?;
     let mut idle = Box::pin(session.events());
     let server = control::serve(&home, session.clone())?;
     let mut interrupted = watch_signals(session.clone());
