@@ -4,7 +4,7 @@
 //! microseconds); the state directory is on disk (`FERRY_BENCH_DIR`, else
 //! the current directory).
 //!
-//! `cargo bench -p scheduler --bench queue`
+//! `cargo bench -p scheduler --bench queue` (`FERRY_BENCH_TASKS` sets the count)
 
 // Bench code: a failed unwrap is a failed run; results go to stdout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -17,7 +17,13 @@ use store_fs::{FsPayloadStore, FsTaskStore};
 use transfer_core::{Destination, TaskSpec};
 use transport_http::{HttpConfig, HttpTransport, Roots};
 
-const N: usize = 100_000;
+/// Tasks queued: `FERRY_BENCH_TASKS`, else 100,000.
+fn tasks() -> usize {
+    std::env::var("FERRY_BENCH_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -53,7 +59,8 @@ async fn main() {
     let base = std::env::var("FERRY_BENCH_DIR").unwrap_or_else(|_| ".".into());
     let dir = tempfile::tempdir_in(base).unwrap();
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
-    let specs: Vec<TaskSpec> = (0..N)
+    let n = tasks();
+    let specs: Vec<TaskSpec> = (0..n)
         .map(|i| {
             TaskSpec::download(
                 &format!("https://example.com/photos/2026/IMG_{i:06}.jpg"),
@@ -71,7 +78,7 @@ async fn main() {
     let handles = s.enqueue_many(specs, false).await.unwrap();
     let enqueue = t.elapsed();
     let held = rss_kib().saturating_sub(before);
-    assert_eq!(handles.len(), N);
+    assert_eq!(handles.len(), n);
     drop(handles);
     s.shutdown().await;
     drop(s);
@@ -80,19 +87,26 @@ async fn main() {
     let s = session(dir.path()).await;
     let tasks = s.tasks().await.unwrap();
     let attach = t.elapsed();
-    assert_eq!(tasks.len(), N);
+    assert_eq!(tasks.len(), n);
     println!(
-        "enqueue {N} tasks durably: {:.2} s ({:.0} tasks/s)",
+        "enqueue {n} tasks durably: {:.2} s ({:.0} tasks/s)",
         enqueue.as_secs_f64(),
-        N as f64 / enqueue.as_secs_f64()
+        n as f64 / enqueue.as_secs_f64()
     );
     println!(
-        "attach to a session of {N} tasks: {:.2} s",
+        "attach to a session of {n} tasks: {:.2} s",
         attach.as_secs_f64()
     );
     println!(
-        "resident memory held by {N} queued tasks: {} MiB ({} bytes per task)",
+        "resident memory held by {n} queued tasks: {} MiB ({} bytes per task)",
         held / 1024,
-        held * 1024 / N as u64
+        held * 1024 / n as u64
+    );
+    // For `cargo xtask bench`.
+    println!(
+        "json: {{\"tasks\": {n}, \"enqueue_s\": {:.4}, \"attach_s\": {:.4}, \"rss_per_task_bytes\": {}}}",
+        enqueue.as_secs_f64(),
+        attach.as_secs_f64(),
+        held * 1024 / n as u64
     );
 }

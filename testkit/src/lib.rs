@@ -67,6 +67,7 @@ use tokio::task::JoinHandle;
 pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};
 use server::{ConnInfo, ResourceState, Shared, lock};
+pub use tls::{PemCertificates, pem_certificates};
 
 /// Why the origin could not start.
 #[derive(Debug, thiserror::Error)]

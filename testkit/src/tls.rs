@@ -15,6 +15,10 @@ use crate::Error;
 /// A root CA and a server certificate chain signed by it.
 pub(crate) struct Certs {
     pub(crate) root_pem: String,
+    /// The leaf (PEM), for servers other than the origin.
+    pub(crate) leaf_pem: String,
+    /// The leaf's private key (PKCS#8 PEM).
+    pub(crate) key_pem: String,
     pub(crate) root_der: CertificateDer<'static>,
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) key: PrivatePkcs8KeyDer<'static>,
@@ -61,12 +65,36 @@ pub(crate) fn generate() -> Result<Certs, Error> {
 
     Ok(Certs {
         root_pem: ca_cert.pem(),
+        leaf_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
         root_der: ca_cert.der().clone(),
         chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
         key: PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
         leaf_spki_sha256: Sha256::digest(leaf_key.subject_public_key_info()).into(),
         expired_chain: vec![expired_cert.der().clone(), ca_cert.der().clone()],
         expired_key: PrivatePkcs8KeyDer::from(expired_key.serialize_der()),
+    })
+}
+
+/// A fresh root CA and a leaf for `localhost`, `127.0.0.1` and `::1` signed
+/// by it, in PEM, for servers the origin does not run (nginx, caddy).
+#[derive(Clone, Debug)]
+pub struct PemCertificates {
+    /// The root CA certificate a client trusts.
+    pub root: String,
+    /// The server's leaf certificate.
+    pub leaf: String,
+    /// The leaf's private key (PKCS#8).
+    pub key: String,
+}
+
+/// Makes a new root and leaf; see [`PemCertificates`].
+pub fn pem_certificates() -> Result<PemCertificates, Error> {
+    let certs = generate()?;
+    Ok(PemCertificates {
+        root: certs.root_pem,
+        leaf: certs.leaf_pem,
+        key: certs.key_pem,
     })
 }
 

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod bench;
 mod demo;
+mod soak;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -32,6 +34,10 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Measure Ferry side by side with curl, wget2 and aria2c.
+    Bench(bench::Args),
+    /// Kill `ferry run` again and again under injected faults; fail on any loss.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.task {
             Task::Demo { out } => demo::run(out).await,
+            Task::Bench(args) => bench::run(args).await,
+            Task::Soak(args) => soak::run(args).await,
         }
     });
     match result {
@@ -79,4 +87,3 @@ fn build_ferry() -> anyhow::Result<PathBuf> {
     }
     Ok(root().join("target/release/ferry"))
 }
-
