@@ -33,7 +33,10 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use scheduler::{Offline, Session, SessionConfig, SessionEvent, TaskHandle};
 use store_fs::{FsPayloadStore, FsTaskStore};
-use transfer_core::{Destination, Event, Outcome, Phase, TaskId, TaskKind, TaskRecord, TaskSpec};
+use transfer_core::{
+    Completion, Delegate, Destination, Event, NoDelegate, Outcome, Phase, TaskId, TaskKind,
+    TaskRecord, TaskSpec,
+};
 use transport_http::{HttpConfig, HttpTransport};
 
 /// The session every `ferry` command uses.
@@ -176,8 +179,9 @@ struct RunnerOpts {
     #[arg(long)]
     cacert: Vec<PathBuf>,
     /// Make each download durable every SIZE bytes (suffixes k, M, G;
-    /// default 32M) and at least once a second, so a kill loses at most
-    /// that much; `off`: only when it completes (a kill may lose it all).
+    /// default 32M) and about once a second: after a kill, a download
+    /// continues from its last checkpoint and fetches again what came after
+    /// it; `off`: only when it completes (a kill may lose it all).
     #[arg(long, value_name = "SIZE|off")]
     checkpoint: Option<String>,
 }
@@ -374,7 +378,11 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 }
 
 /// Opens the session as the runner of this state directory.
-async fn runner(store: FsTaskStore, opts: &RunnerOpts) -> anyhow::Result<(Session, PathBuf)> {
+async fn runner(
+    store: FsTaskStore,
+    opts: &RunnerOpts,
+    delegate: Arc<dyn Delegate>,
+) -> anyhow::Result<(Session, PathBuf)> {
     let config = opts.config()?;
     let mut http = HttpConfig::default();
     for pem in &opts.cacert {
@@ -392,6 +400,7 @@ async fn runner(store: FsTaskStore, opts: &RunnerOpts) -> anyhow::Result<(Sessio
         .store(Arc::new(store))
         .payloads(Arc::new(payloads))
         .transport(Arc::new(transport))
+        .delegate(delegate)
         .config(config)
         .build()
         .await?;
@@ -405,7 +414,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         Access::Runner(stream) => return get_through_runner(stream, &home, &add).await,
         Access::Store(store) => store,
     };
-    let (session, home) = runner(store, &args.opts).await?;
+    let (session, home) = runner(store, &args.opts, Arc::new(NoDelegate)).await?;
     let server = control::serve(&home, session.clone())?;
     let added = add_tasks(Target::Live(&session), &add).await?;
     let tasks: Vec<(TaskHandle, String)> = added
@@ -496,7 +505,6 @@ async fn get_through_runner(
     })
 }
 
-#[allow(clippy::print_stdout)]
 async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     let args = args.resolved()?;
     let home = home()?;
@@ -522,9 +530,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
-    for (id, name) in added {
-        println!("{id}  {name}");
-    }
+    print_lines(added.into_iter().map(|(id, name)| format!("{id}  {name}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,23 +543,41 @@ async fn run(until_idle: bool, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
         ),
         Access::Store(store) => store,
     };
-    let (session, home) = runner(store, opts).await?;
-    let mut idle = Box::pin(session.events());
+    let (session, home) = runner(store, opts, Arc::new(Announce)).await?;
     let server = control::serve(&home, session.clone())?;
     let mut interrupted = watch_signals(session.clone());
-    let code = loop {
-        tokio::select! {
-            e = idle.next() => match e {
-                Some(SessionEvent::Idle) if until_idle => break ExitCode::SUCCESS,
-                Some(_) => {}
-                None => break ExitCode::SUCCESS,
-            },
-            _ = interrupted.wait_for(|i| *i) => break ExitCode::from(130),
+    let idle = async {
+        if until_idle {
+            session.wait_idle().await
+        } else {
+            futures::future::pending().await
         }
+    };
+    let code = tokio::select! {
+        // Idle, or the session stopped by itself: either way, nothing left to do.
+        _ = idle => ExitCode::SUCCESS,
+        _ = interrupted.wait_for(|i| *i) => ExitCode::from(130),
     };
     drop(server);
     session.shutdown().await;
     Ok(code)
+}
+
+/// `ferry run`'s delegate: a line on stderr for each task that ends,
+/// including those that ended before a restart and were not yet reported.
+struct Announce;
+
+#[async_trait::async_trait]
+impl Delegate for Announce {
+    #[allow(clippy::print_stderr)]
+    async fn completed(&self, c: &Completion) {
+        let name = c.label.clone().unwrap_or_else(|| c.task.to_string());
+        match &c.outcome {
+            Outcome::Completed { bytes } => eprintln!("{name}: done, {bytes} bytes"),
+            Outcome::Failed { error, .. } => eprintln!("{name}: failed: {error}"),
+            Outcome::Cancelled { .. } => eprintln!("{name}: cancelled"),
+        }
+    }
 }
 
 /// The state on disk, for commands run while no `ferry` runs the session.
@@ -776,7 +800,21 @@ pub(crate) fn ls_row(r: &TaskRecord, live: bool) -> serde_json::Value {
     })
 }
 
-#[allow(clippy::print_stdout)]
+/// Writes lines to stdout; a reader that stops early (`ferry ls | head`)
+/// is not an error.
+fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = lines
+        .into_iter()
+        .try_for_each(|line| writeln!(out, "{line}"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 async fn ls(json: bool) -> anyhow::Result<ExitCode> {
     let home = home()?;
     let rows: Vec<serde_json::Value> = match access(&home).await? {
@@ -791,25 +829,25 @@ async fn ls(json: bool) -> anyhow::Result<ExitCode> {
             .map(|r| ls_row(r, false))
             .collect(),
     };
-    for row in rows {
+    let lines = rows.iter().map(|row| {
         if json {
-            println!("{row}");
-        } else {
-            let total = row["total"]
-                .as_u64()
-                .map_or_else(|| "?".to_owned(), |t| t.to_string());
-            let rate = row["rate"].as_u64().map_or_else(String::new, |r| {
-                format!("{}/s", transfer_core::format_rate(r))
-            });
-            println!(
-                "{}  {:<40}  {:>21}  {:>10}  {}",
-                row["id"].as_str().unwrap_or(""),
-                row["detail"].as_str().unwrap_or(""),
-                format!("{}/{total}", row["bytes"]),
-                rate,
-                row["destination"].as_str().unwrap_or("")
-            );
+            return row.to_string();
         }
-    }
+        let total = row["total"]
+            .as_u64()
+            .map_or_else(|| "?".to_owned(), |t| t.to_string());
+        let rate = row["rate"].as_u64().map_or_else(String::new, |r| {
+            format!("{}/s", transfer_core::format_rate(r))
+        });
+        format!(
+            "{}  {:<40}  {:>21}  {:>10}  {}",
+            row["id"].as_str().unwrap_or(""),
+            row["detail"].as_str().unwrap_or(""),
+            format!("{}/{total}", row["bytes"]),
+            rate,
+            row["destination"].as_str().unwrap_or("")
+        )
+    });
+    print_lines(lines)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -126,12 +126,49 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
     let rows = ls(&home);
     assert_eq!(state_of(&rows, "later.bin"), "queued");
     let run = ferry(&home, &["run", "--until-idle"]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("later.bin: done, 50000 bytes"), "{said}");
     assert_eq!(state_of(&ls(&home), "later.bin"), "completed");
+
+    // Nothing left to do: `run --until-idle` ends at once, every time (its
+    // idle comes while the session starts, before it could listen for it).
+    for _ in 0..5 {
+        let mut idle = Command::new(FERRY)
+            .args(["run", "--until-idle"])
+            .env("FERRY_HOME", &home)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = idle.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = idle.kill();
+                panic!("`ferry run --until-idle` on a finished session did not end");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status}");
+    }
+
+    // A reader that stops early is not an error (`ferry ls | head -1`).
+    let mut early = Command::new(FERRY)
+        .args(["ls"])
+        .env("FERRY_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(early.stdout.take());
+    let early = early.wait_with_output().unwrap();
+    assert!(
+        early.status.success(),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
     assert_eq!(
         std::fs::read(out.join("later.bin")).unwrap(),
         body::bytes(3, 0, 0..50_000)

@@ -87,7 +87,8 @@ pub(crate) enum Delivery {
     Event(SessionEvent, Option<Box<TaskRecord>>),
     Metrics(Box<TaskRecord>, Box<transfer_core::RequestMetrics>),
     Completion(Box<Completion>),
-    Idle,
+    /// The session became idle, as change number `.0`.
+    Idle(u64),
 }
 
 pub(crate) struct Engine {
@@ -122,7 +123,22 @@ pub(crate) struct Engine {
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
     was_idle: bool,
+    /// Counts idle and busy changes, so a late idle never hides a busy.
+    idle_gen: u64,
+    /// The last change counted was to idle.
+    idle_sent: bool,
+    /// The session's idle level, for [`crate::Session::wait_idle`]: cleared
+    /// here as soon as work arrives, set by the delivery task once the idle
+    /// event has gone out.
+    idle: watch::Sender<IdleLevel>,
     pending: Pending,
+}
+
+/// Whether the session is idle, as of change `gen`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdleLevel {
+    pub(crate) generation: u64,
+    pub(crate) idle: bool,
 }
 
 /// Most commands handled before one commit.
@@ -160,6 +176,7 @@ impl Engine {
         conditions: &dyn ConditionSource,
         tx: mpsc::UnboundedSender<Command>,
         deliver: mpsc::UnboundedSender<Delivery>,
+        idle: watch::Sender<IdleLevel>,
     ) -> Engine {
         let now = clock.now().as_millis();
         Engine {
@@ -187,6 +204,9 @@ impl Engine {
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
             was_idle: false,
+            idle_gen: 0,
+            idle_sent: false,
+            idle,
             pending: Pending::default(),
         }
     }
@@ -245,6 +265,7 @@ impl Engine {
             }
         });
         self.pump();
+        self.check_busy();
         self.flush().await;
         self.check_idle();
         loop {
@@ -281,6 +302,9 @@ impl Engine {
                 }
             }
             self.pump();
+            // Before the replies go out: whoever enqueued and then waits
+            // for idle must not see the idle from before.
+            self.check_busy();
             self.flush().await;
             self.check_idle();
         }
@@ -528,15 +552,35 @@ impl Engine {
         }
     }
 
-    fn check_idle(&mut self) {
-        let busy = self.busy_slots() > 0
+    /// Whether anything runs or waits to run.
+    fn busy(&self) -> bool {
+        self.busy_slots() > 0
             || self.records.values().any(|r| {
                 matches!(r.state.phase, Phase::Queued | Phase::Running { .. })
                     || matches!(&r.state.phase, Phase::Waiting(w) if !w.is_policy() || w.wake_at().is_some())
+            })
+    }
+
+    /// Clears the idle level when work has arrived.
+    fn check_busy(&mut self) {
+        if self.idle_sent && self.busy() {
+            self.idle_sent = false;
+            self.idle_gen += 1;
+            self.idle.send_replace(IdleLevel {
+                generation: self.idle_gen,
+                idle: false,
             });
+        }
+    }
+
+    /// Sends the idle event (once per change) when nothing is left to do.
+    fn check_idle(&mut self) {
+        let busy = self.busy();
         if !busy && !self.was_idle {
             self.was_idle = true;
-            let _ = self.deliver.send(Delivery::Idle);
+            self.idle_gen += 1;
+            self.idle_sent = true;
+            let _ = self.deliver.send(Delivery::Idle(self.idle_gen));
         } else if busy {
             self.was_idle = false;
         }
@@ -812,6 +856,7 @@ pub(crate) async fn deliver(
     session: SessionId,
     events: broadcast::Sender<SessionEvent>,
     gone: watch::Sender<bool>,
+    idle: watch::Sender<IdleLevel>,
 ) {
     while let Some(d) = rx.recv().await {
         match d {
@@ -834,14 +879,28 @@ pub(crate) async fn deliver(
             }
             Delivery::Completion(c) => {
                 delegate.completed(&c).await;
-                if let Err(e) = store.acknowledge(&session, vec![c.event]).await {
+                // Subscribers hear of it before the acknowledgement, so a
+                // kill in between makes them hear it twice, never not at all.
+                let event = c.event;
+                let _ = events.send(SessionEvent::Completed(c));
+                if let Err(e) = store.acknowledge(&session, vec![event]).await {
                     tracing::error!(error = %e, "could not acknowledge a completion");
                 }
-                let _ = events.send(SessionEvent::Completed(c));
             }
-            Delivery::Idle => {
+            Delivery::Idle(generation) => {
                 delegate.session_idle().await;
                 let _ = events.send(SessionEvent::Idle);
+                // Unless work arrived since (a later change).
+                idle.send_if_modified(|level| {
+                    let newer = level.generation < generation;
+                    if newer {
+                        *level = IdleLevel {
+                            generation,
+                            idle: true,
+                        };
+                    }
+                    newer
+                });
             }
         }
     }

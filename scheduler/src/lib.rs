@@ -262,6 +262,7 @@ impl SessionBuilder {
         let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (gone_tx, gone) = watch::channel(false);
+        let (idle_tx, idle) = watch::channel(engine::IdleLevel::default());
         let config = Arc::new(self.config);
         let mut engine = Engine::new(
             self.id.clone(),
@@ -274,6 +275,7 @@ impl SessionBuilder {
             &*self.conditions,
             tx.clone(),
             deliver_tx.clone(),
+            idle_tx.clone(),
         );
         engine.attach(snapshot.records);
         engine.redeliver(snapshot.outbox);
@@ -284,6 +286,7 @@ impl SessionBuilder {
             self.id.clone(),
             events.clone(),
             gone_tx,
+            idle_tx,
         ));
         tokio::spawn(engine.run(rx, self.conditions));
         Ok(Session {
@@ -292,6 +295,7 @@ impl SessionBuilder {
                 tx,
                 events,
                 gone,
+                idle,
             }),
         })
     }
@@ -302,6 +306,7 @@ struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<SessionEvent>,
     gone: watch::Receiver<bool>,
+    idle: watch::Receiver<engine::IdleLevel>,
 }
 
 /// A running session. Clone it freely; it stops when
@@ -415,6 +420,21 @@ impl Session {
                 }
             }
         })
+    }
+
+    /// Waits until the session is idle: nothing runs or waits to run, and
+    /// every event up to then has been delivered. Unlike
+    /// [`SessionEvent::Idle`], sent once each time the session becomes idle,
+    /// this returns at once when the session is idle already, so it cannot
+    /// miss an idle that happened before the call. Fails with
+    /// [`SessionError::Closed`] when the session stops first.
+    pub async fn wait_idle(&self) -> Result<(), SessionError> {
+        let mut idle = self.inner.idle.clone();
+        let mut gone = self.inner.gone.clone();
+        tokio::select! {
+            r = idle.wait_for(|level| level.idle) => r.map(|_| ()).map_err(|_| SessionError::Closed),
+            _ = gone.wait_for(|g| *g) => Err(SessionError::Closed),
+        }
     }
 
     /// Stops every running attempt at a checkpoint, records it, and stops

@@ -228,6 +228,8 @@ mod delegate_progress {
     use tokio::sync::Notify;
     use transfer_core::{Delegate, Outcome, Progress, TaskRecord};
 
+    use scheduler::Session;
+
     use super::common::{Fixture, Proto, wait};
 
     #[derive(Default)]
@@ -278,5 +280,42 @@ mod delegate_progress {
         );
         assert!(reports.windows(2).all(|w| w[0].total <= w[1].total));
         assert!(reports.iter().all(|p| p.total <= len));
+    }
+
+    /// Idle is a level, not only an edge: after the download, and in a new
+    /// session over the finished state (whose one idle event goes out while
+    /// it is built, before anyone can subscribe), `wait_idle` returns; while
+    /// a download runs, it waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_idle_sees_an_idle_that_came_before_the_call() {
+        let f = Fixture::new(Proto::H1).await;
+        let len = 2u64 << 20;
+        f.origin.resource("/i", Resource::seeded(11, len));
+        f.origin
+            .script("/i", Script::new().always(Fault::RateLimit(4 << 20)));
+        let s = f.session().await;
+        let t = f.get(&s, &f.url("/i"), "i").await;
+        // 2 MiB at 4 MiB/s: still running a moment from now.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), s.wait_idle())
+                .await
+                .is_err(),
+            "idle while a download runs"
+        );
+        assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+        let within = |s: Session| async move {
+            tokio::time::timeout(Duration::from_secs(10), s.wait_idle())
+                .await
+                .expect("wait_idle returns on an idle session")
+                .unwrap();
+        };
+        within(s.clone()).await;
+        s.shutdown().await;
+        for _ in 0..5 {
+            let s = f.session().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            within(s.clone()).await;
+            s.shutdown().await;
+        }
     }
 }

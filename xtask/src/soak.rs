@@ -1301,18 +1301,19 @@ impl Soak {
             "",
         );
         let printed: u32 = self.printed.iter().sum();
+        let unprinted = self.printed.iter().filter(|&&p| p == 0).count();
         t.row(
             "  \"NAME: done\" lines printed by ferry run",
-            format!("{printed}"),
-            String::new(),
-            if printed == 0 { "note" } else { "" },
+            format!("{printed}, {unprinted} files never"),
+            "every file at least once".into(),
+            pass(unprinted == 0),
         );
         if self.idle_probes > 0 {
             t.row(
                 "restarts with nothing to do that hung",
                 format!("{} of {}", self.idle_hangs, self.idle_probes),
                 format!("0 (exit within {IDLE_PROBE_LIMIT:?})"),
-                if self.idle_hangs == 0 { "ok" } else { "note" },
+                pass(self.idle_hangs == 0),
             );
         }
         let failed = self.failed.iter().filter(|f| f.is_some()).count();
@@ -1387,15 +1388,17 @@ impl Soak {
         details.extend(a.notes.iter().cloned());
         if self.idle_hangs > 0 {
             details.push(format!(
-                "`ferry run --until-idle` with nothing left to do did not exit {} of {} times (killed after {IDLE_PROBE_LIMIT:?}); a ferry bug, reported, not yet a failure of the soak",
+                "`ferry run --until-idle` with nothing left to do did not exit {} of {} times (killed after {IDLE_PROBE_LIMIT:?})",
                 self.idle_hangs, self.idle_probes
             ));
         }
-        if printed == 0 {
-            details.push(
-                "ferry run prints no per-task lines; completions were observed through the control socket"
-                    .into(),
-            );
+        for (i, &p) in self.printed.iter().enumerate() {
+            if p == 0 {
+                details.push(format!(
+                    "ferry run never printed \"{}: done\"",
+                    self.files[i].name
+                ));
+            }
         }
         for d in details {
             s.push_str("\n  - ");
