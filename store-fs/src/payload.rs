@@ -3,13 +3,12 @@
 //! into place with the directory synced. Nothing is written outside the root
 //! directory the store was given.
 
-use std::io::SeekFrom;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use transfer_core::{
     Destination, Partial, PartialLocation, PayloadStore, ResumeData, SessionId, StoreError,
     StoreErrorKind, TaskId,
@@ -117,13 +116,70 @@ impl FsPayloadStore {
     }
 }
 
-/// A partial file being written.
+/// Bytes gathered before one write to the file: bodies arrive in frames of
+/// a few KiB (TLS records, HTTP/2 DATA frames), and one write per MiB costs
+/// far less than one per frame.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A partial file being written: appended bytes are gathered in memory and
+/// written at their offset in one call per [`WRITE_BUFFER`], on a blocking
+/// thread.
 #[derive(Debug)]
 pub struct FsPartial {
-    file: tokio::fs::File,
+    file: Arc<std::fs::File>,
     path: PathBuf,
     destination: PathBuf,
-    offset: u64,
+    /// Bytes already in the file.
+    written: u64,
+    /// Bytes appended and not yet in the file.
+    buffer: Vec<u8>,
+}
+
+impl FsPartial {
+    /// Writes `data` at `self.written` on a blocking thread and waits for it:
+    /// once this returns no write of this partial is in flight, so a partial
+    /// dropped after it cannot land bytes after the next `open` cut the file.
+    async fn write_out<B: AsRef<[u8]> + Send + 'static>(
+        &mut self,
+        data: B,
+    ) -> Result<B, StoreError> {
+        let file = self.file.clone();
+        let at = self.written;
+        let (data, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all_at(data.as_ref(), at);
+            (data, result)
+        })
+        .await
+        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("write task: {e}")))?;
+        result.map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))?;
+        self.written += data.as_ref().len() as u64;
+        Ok(data)
+    }
+
+    /// Writes out what the buffer holds, keeping its allocation.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = self.write_out(buffer).await?;
+        buffer.clear();
+        self.buffer = buffer;
+        Ok(())
+    }
+
+    /// Runs `f` on the file on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&std::fs::File) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || f(&file))
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("{what} task: {e}")))?
+            .map_err(|e| StoreError::io(format!("{what} {}", self.path.display()), e))
+    }
 }
 
 #[async_trait]
@@ -136,33 +192,35 @@ impl PayloadStore for FsPayloadStore {
         resume: &ResumeData,
     ) -> Result<Box<dyn Partial>, StoreError> {
         let (dest, path) = self.partial_path(task, destination, true)?;
-        let io = |what: &str, e| StoreError::io(format!("{what} {}", path.display()), e);
-        let std_file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            // Never open a partial through a symlink someone planted.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| io("opening", e))?;
-        let mut file = tokio::fs::File::from_std(std_file);
-        let len = file.metadata().await.map_err(|e| io("reading", e))?.len();
-        let offset = len.min(resume.durable_offset);
-        if len > offset {
-            file.set_len(offset)
-                .await
-                .map_err(|e| io("truncating", e))?;
-        }
-        file.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(|e| io("seeking in", e))?;
+        let opened = path.clone();
+        let durable = resume.durable_offset;
+        let (file, offset) = tokio::task::spawn_blocking(move || {
+            let io = |what: &str, e| StoreError::io(format!("{what} {}", opened.display()), e);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                // Never open a partial through a symlink someone planted.
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&opened)
+                .map_err(|e| io("opening", e))?;
+            let len = file.metadata().map_err(|e| io("reading", e))?.len();
+            let offset = len.min(durable);
+            if len > offset {
+                file.set_len(offset).map_err(|e| io("truncating", e))?;
+            }
+            Ok::<_, StoreError>((file, offset))
+        })
+        .await
+        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("open task: {e}")))??;
         Ok(Box::new(FsPartial {
-            file,
+            file: Arc::new(file),
             path,
             destination: dest,
-            offset,
+            written: offset,
+            buffer: Vec::new(),
         }))
     }
 
@@ -186,62 +244,58 @@ impl PayloadStore for FsPayloadStore {
 #[async_trait]
 impl Partial for FsPartial {
     fn offset(&self) -> u64 {
-        self.offset
+        self.written + self.buffer.len() as u64
     }
 
     async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
-        use std::os::unix::fs::FileExt;
-        // Written bytes must be visible to the second handle.
-        self.file
-            .flush()
-            .await
-            .map_err(|e| StoreError::io(format!("flushing {}", self.path.display()), e))?;
+        self.flush().await?;
         let want = buf
             .len()
-            .min(usize::try_from(self.offset.saturating_sub(at)).unwrap_or(usize::MAX));
-        let path = self.path.clone();
+            .min(usize::try_from(self.written.saturating_sub(at)).unwrap_or(usize::MAX));
         let mut chunk = vec![0u8; want];
-        let (n, chunk) = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(&path)?;
-            let n = f.read_at(&mut chunk, at)?;
-            Ok::<_, std::io::Error>((n, chunk))
-        })
-        .await
-        .map_err(|e| StoreError::new(StoreErrorKind::Io, format!("reading back: {e}")))?
-        .map_err(|e| StoreError::io(format!("reading {}", self.path.display()), e))?;
+        let (n, chunk) = self
+            .blocking("reading", move |f| {
+                let n = f.read_at(&mut chunk, at)?;
+                Ok((n, chunk))
+            })
+            .await?;
         buf[..n].copy_from_slice(&chunk[..n]);
         Ok(n)
     }
 
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        let io = |e| StoreError::io(format!("writing {}", self.path.display()), e);
-        self.file.write_all(&data).await.map_err(io)?;
-        // tokio hands the write to a blocking thread and returns; waiting for
-        // it here means a partial dropped after `write` has no write still in
-        // flight that could land after the next `open` cut the file.
-        self.file.flush().await.map_err(io)?;
-        self.offset += data.len() as u64;
+        if self.buffer.is_empty() && data.len() >= WRITE_BUFFER {
+            self.write_out(data).await?;
+            return Ok(());
+        }
+        self.buffer.extend_from_slice(&data);
+        if self.buffer.len() >= WRITE_BUFFER {
+            self.flush().await?;
+        }
         Ok(())
     }
 
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
-        let io = |e| StoreError::io(format!("syncing {}", self.path.display()), e);
-        self.file.flush().await.map_err(io)?;
-        self.file.sync_data().await.map_err(io)?;
-        Ok((self.offset, PartialLocation::File(self.path.clone())))
+        self.flush().await?;
+        self.blocking("syncing", |f| f.sync_data()).await?;
+        Ok((self.written, PartialLocation::File(self.path.clone())))
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.sync().await?;
+        self.flush().await?;
         let (from, to) = (self.path.clone(), self.destination.clone());
+        let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
+            file.sync_data()
+                .map_err(|e| StoreError::io(format!("syncing {}", from.display()), e))?;
             // The partial was owner-only while incomplete; the finished file
             // gets the mode any new file of this process would have.
             use std::os::unix::fs::PermissionsExt;
             let mode = 0o666 & !process_umask();
-            std::fs::set_permissions(&from, std::fs::Permissions::from_mode(mode)).map_err(
-                |e| StoreError::io(format!("setting the mode of {}", from.display()), e),
-            )?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| {
+                    StoreError::io(format!("setting the mode of {}", from.display()), e)
+                })?;
             std::fs::rename(&from, &to)
                 .map_err(|e| StoreError::io(format!("moving {} into place", to.display()), e))?;
             if let Some(dir) = to.parent() {
@@ -271,7 +325,13 @@ impl Partial for FsPartial {
 
 /// The process's umask, read from `/proc/self/status` (Linux 4.7 and
 /// later); owner-only (0o077) when it cannot be read, the safe side.
+/// Read once per process.
 fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(read_umask)
+}
+
+fn read_umask() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -47,7 +47,6 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    http2_max_requests 1000000;
     client_body_temp_path {p}/body;
     proxy_temp_path {p}/proxy;
     fastcgi_temp_path {p}/fastcgi;
