@@ -103,6 +103,9 @@ pub(crate) struct Engine {
     pub(crate) deliver: mpsc::UnboundedSender<Delivery>,
     pub(crate) records: HashMap<TaskId, TaskRecord>,
     pub(crate) queue: BTreeSet<QueueKey>,
+    /// Queue entries per origin, so a pass can stop once every origin with
+    /// queued work is at its limit instead of walking the whole queue.
+    queued_per_host: HashMap<Arc<str>, usize>,
     running: HashMap<TaskId, Running>,
     /// Each task's origin, computed once (scheduling asks for it often).
     hosts: HashMap<TaskId, Arc<str>>,
@@ -149,6 +152,9 @@ type Reply = Box<dyn FnOnce(Result<(), SessionError>) + Send + Sync>;
 /// Changes waiting for the next commit, and what waits for it.
 #[derive(Default)]
 struct Pending {
+    /// Something in this batch must be durable before it is acted on (a
+    /// checkpoint's offset); replies, completions and removals are too.
+    durable: bool,
     dirty: BTreeSet<TaskId>,
     removed: Vec<TaskId>,
     completions: Vec<Completion>,
@@ -192,6 +198,7 @@ impl Engine {
             deliver,
             records: HashMap::new(),
             queue: BTreeSet::new(),
+            queued_per_host: HashMap::new(),
             running: HashMap::new(),
             hosts: HashMap::new(),
             keys: HashMap::new(),
@@ -238,10 +245,10 @@ impl Engine {
 
     /// Adds a record with its queue entry, origin and key.
     fn insert_record(&mut self, r: TaskRecord) {
-        if admissible(&r.state.phase) {
-            self.queue.insert(queue_key(&r));
-        }
         self.hosts.insert(r.id, Arc::from(r.spec.url().origin()));
+        if admissible(&r.state.phase) {
+            self.queue_insert(queue_key(&r));
+        }
         if let Some(key) = &r.spec.key {
             self.keys.insert(key.clone(), r.id);
         }
@@ -289,6 +296,7 @@ impl Engine {
             let mut handled = 0;
             while let Some(cmd) = next.take() {
                 if let Command::Shutdown(done) = cmd {
+                    self.pending.durable = true;
                     self.flush().await;
                     self.shutdown(&mut rx).await;
                     watcher.abort();
@@ -332,6 +340,8 @@ impl Engine {
                 }
             }
             Command::Runner { task, event, ack } => {
+                // A checkpoint's offset is what a restart resumes from.
+                self.pending.durable |= matches!(event, Event::Checkpoint { .. });
                 self.event(task, event);
                 if let Some(ack) = ack {
                     self.pending.after.push(Box::new(move |_| {
@@ -407,11 +417,17 @@ impl Engine {
 
     /// Makes the pending changes durable in one commit, then carries out
     /// what had to wait for that: starts, notifications, completions,
-    /// replies.
+    /// replies. A batch nobody waits on and that records no checkpoint or
+    /// ending (a start, a wait, a retry's backoff) is committed deferrably:
+    /// a crash may lose it, and the task then does again what it recorded.
     async fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         let mut result: Result<(), SessionError> = Ok(());
         if !pending.dirty.is_empty() || !pending.removed.is_empty() {
+            let deferrable = !pending.durable
+                && pending.after.is_empty()
+                && pending.completions.is_empty()
+                && pending.removed.is_empty();
             let batch = Batch {
                 save: pending
                     .dirty
@@ -420,6 +436,7 @@ impl Engine {
                     .collect(),
                 remove: pending.removed,
                 complete: pending.completions.clone(),
+                deferrable,
                 ..Batch::default()
             };
             if let Err(e) = self.store.commit(&self.session, batch).await {
@@ -479,7 +496,7 @@ impl Engine {
             }
             // A finished task with the same key is replaced.
             if let Some(r) = self.records.remove(&old) {
-                self.queue.remove(&queue_key(&r));
+                self.queue_remove(&queue_key(&r));
             }
             self.hosts.remove(&old);
             self.pending.dirty.remove(&old);
@@ -520,6 +537,26 @@ impl Engine {
         ))
     }
 
+    fn queue_insert(&mut self, key: QueueKey) {
+        if self.queue.insert(key)
+            && let Some(host) = self.hosts.get(&key.3)
+        {
+            *self.queued_per_host.entry(host.clone()).or_default() += 1;
+        }
+    }
+
+    fn queue_remove(&mut self, key: &QueueKey) {
+        if self.queue.remove(key)
+            && let Some(host) = self.hosts.get(&key.3)
+            && let Some(n) = self.queued_per_host.get_mut(host)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.queued_per_host.remove(host);
+            }
+        }
+    }
+
     /// Offers free slots to queued tasks in order.
     fn pump(&mut self) {
         let max = self.config.policy.max_concurrent as usize;
@@ -530,8 +567,11 @@ impl Engine {
                 break;
             }
             let id = key.3;
+            if !skip_hosts.is_empty() && skip_hosts.len() >= self.queued_per_host.len() {
+                break; // every origin with queued work is at its limit
+            }
             let (Some(r), Some(host)) = (self.records.get(&id), self.hosts.get(&id)) else {
-                self.queue.remove(&key);
+                self.queue_remove(&key);
                 continue;
             };
             if skip_hosts.contains(host) {
@@ -630,10 +670,10 @@ impl Engine {
         let phase = record.state.phase.clone();
         let label = record.spec.label.clone();
         let failed_with_nothing = record.state.resume.durable_offset == 0;
-        self.queue.remove(&old_key);
-        if admissible(&phase) {
-            let key = queue_key(record);
-            self.queue.insert(key);
+        let key = admissible(&phase).then(|| queue_key(record));
+        self.queue_remove(&old_key);
+        if let Some(key) = key {
+            self.queue_insert(key);
         }
         let slotted = self.running.contains_key(&id) || self.reserved.contains_key(&id);
         if matches!(phase, Phase::Running { .. }) {
@@ -825,6 +865,7 @@ impl Engine {
                     ack,
                 } => {
                     self.event(task, event);
+                    self.pending.durable = true;
                     self.flush().await;
                     if let Some(ack) = ack {
                         let _ = ack.send(());
@@ -843,6 +884,11 @@ impl Engine {
                 _ => {}
             }
         }
+        // Whatever was committed deferrably becomes durable now.
+        let last = Batch::default();
+        if let Err(e) = self.store.commit(&self.session, last).await {
+            tracing::error!(error = %e, "could not make the last changes durable");
+        }
     }
 }
 
@@ -858,6 +904,7 @@ pub(crate) async fn deliver(
     gone: watch::Sender<bool>,
     idle: watch::Sender<IdleLevel>,
 ) {
+    let mut acks = Vec::new();
     while let Some(d) = rx.recv().await {
         match d {
             Delivery::Event(event, record) => {
@@ -881,13 +928,11 @@ pub(crate) async fn deliver(
                 delegate.completed(&c).await;
                 // Subscribers hear of it before the acknowledgement, so a
                 // kill in between makes them hear it twice, never not at all.
-                let event = c.event;
+                acks.push(c.event);
                 let _ = events.send(SessionEvent::Completed(c));
-                if let Err(e) = store.acknowledge(&session, vec![event]).await {
-                    tracing::error!(error = %e, "could not acknowledge a completion");
-                }
             }
             Delivery::Idle(generation) => {
+                acknowledge(&*store, &session, &mut acks, true).await;
                 delegate.session_idle().await;
                 let _ = events.send(SessionEvent::Idle);
                 // Unless work arrived since (a later change).
@@ -903,11 +948,37 @@ pub(crate) async fn deliver(
                 });
             }
         }
+        // Acknowledged together when the burst is over.
+        if rx.is_empty() || acks.len() >= 1024 {
+            acknowledge(&*store, &session, &mut acks, true).await;
+        }
     }
+    acknowledge(&*store, &session, &mut acks, false).await;
     // The engine has stopped: release the store before saying so.
     drop(store);
     drop(delegate);
     let _ = gone.send(true);
+}
+
+/// Removes delivered completions from the outbox; `deferrable` unless this
+/// is the last chance before the store is released.
+async fn acknowledge(
+    store: &dyn TaskStore,
+    session: &SessionId,
+    acks: &mut Vec<transfer_core::EventId>,
+    deferrable: bool,
+) {
+    if acks.is_empty() {
+        return;
+    }
+    let batch = Batch {
+        acknowledge: std::mem::take(acks),
+        deferrable,
+        ..Batch::default()
+    };
+    if let Err(e) = store.commit(session, batch).await {
+        tracing::error!(error = %e, "could not acknowledge completions");
+    }
 }
 
 impl Engine {

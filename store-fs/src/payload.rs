@@ -282,10 +282,14 @@ impl Partial for FsPartial {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.flush().await?;
         let (from, to) = (self.path.clone(), self.destination.clone());
         let file = self.file.clone();
+        // The rest of the bytes, written on the same blocking thread: a small
+        // file costs one handoff in all.
+        let (rest, at) = (std::mem::take(&mut self.buffer), self.written);
         tokio::task::spawn_blocking(move || {
+            file.write_all_at(&rest, at)
+                .map_err(|e| StoreError::io(format!("writing {}", from.display()), e))?;
             file.sync_data()
                 .map_err(|e| StoreError::io(format!("syncing {}", from.display()), e))?;
             // The partial was owner-only while incomplete; the finished file

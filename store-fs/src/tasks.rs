@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 use transfer_core::{
     Batch, Completion, SessionId, Snapshot, StoreError, StoreErrorKind, TaskRecord, TaskStore,
@@ -193,9 +193,16 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
 }
 
 fn commit(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
-    let txn = db
+    let mut txn = db
         .begin_write()
         .map_err(|e| db_error("starting a commit", e))?;
+    // No fsync when no one in the group needs one: redb makes such a commit
+    // durable with the next immediate one, and a crash before that rolls
+    // back to the last immediate commit.
+    if jobs.iter().all(|j| j.batch.deferrable) {
+        txn.set_durability(Durability::None)
+            .map_err(|e| db_error("deferring a commit", e))?;
+    }
     {
         let mut records = txn
             .open_table(RECORDS)

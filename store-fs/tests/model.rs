@@ -64,6 +64,8 @@ struct BatchSpec {
     /// (event id, task id, at)
     complete: Vec<(u64, u64, u64)>,
     acknowledge: Vec<u64>,
+    /// Committed without waiting for durability (a clean reopen keeps it).
+    deferrable: bool,
 }
 
 impl BatchSpec {
@@ -85,6 +87,7 @@ impl BatchSpec {
                 .iter()
                 .map(|&e| EventId::from_u64(e))
                 .collect(),
+            deferrable: self.deferrable,
         }
     }
 }
@@ -125,13 +128,17 @@ fn batch_spec() -> impl Strategy<Value = BatchSpec> {
         // Few distinct times, so the outbox order has ties.
         prop::collection::vec((id(), id(), 0..4u64), 0..4),
         prop::collection::vec(any_id(), 0..4),
+        any::<bool>(),
     )
-        .prop_map(|(save, remove, complete, acknowledge)| BatchSpec {
-            save,
-            remove,
-            complete,
-            acknowledge,
-        })
+        .prop_map(
+            |(save, remove, complete, acknowledge, deferrable)| BatchSpec {
+                save,
+                remove,
+                complete,
+                acknowledge,
+                deferrable,
+            },
+        )
 }
 
 fn task_op() -> impl Strategy<Value = TaskOp> {
@@ -295,6 +302,7 @@ async fn run_task_ops(ops: Vec<TaskOp>) -> Result<(), TestCaseError> {
                     remove: vec![],
                     complete: vec![],
                     acknowledge: vec![],
+                    deferrable: false,
                 }
                 .batch();
                 model[s].apply(&batch);

@@ -69,6 +69,7 @@ where
     batches_apply_whole(&store).await;
     outbox_keeps_order_until_acknowledged(&store).await;
     sessions_are_separate(&store).await;
+    deferred_then_durable(&store).await;
     concurrent_savers_all_land(Arc::new(store)).await;
     // Everything above survives closing and opening again.
     let reopened = open().await;
@@ -80,6 +81,53 @@ where
     );
     let (records, _) = load_sorted(&reopened, &session("conf.concurrent")).await;
     assert_eq!(records.len(), 64, "concurrent saves after reopening");
+    let (records, _) = load_sorted(&reopened, &session("conf.deferred")).await;
+    assert_eq!(
+        records,
+        vec![record(20, "deferred, then replaced"), record(21, "durable")],
+        "a deferrable batch followed by a durable one, after reopening"
+    );
+}
+
+/// A deferrable batch is seen by loads at once, and a durable batch after
+/// it makes both durable (checked after reopening).
+async fn deferred_then_durable(store: &dyn TaskStore) {
+    let s = session("conf.deferred");
+    for (id, label) in [(20, "deferred"), (22, "deferred, then removed")] {
+        store
+            .commit(
+                &s,
+                Batch {
+                    save: vec![record(id, label)],
+                    deferrable: true,
+                    ..Batch::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (records, _) = load_sorted(store, &s).await;
+    assert_eq!(
+        records,
+        vec![record(20, "deferred"), record(22, "deferred, then removed")],
+        "deferrable batches are visible at once"
+    );
+    store
+        .commit(
+            &s,
+            Batch {
+                save: vec![record(20, "deferred, then replaced")],
+                remove: vec![TaskId::from_u64(22)],
+                deferrable: true,
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .save(&s, vec![record(21, "durable")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 async fn save_load_remove(store: &dyn TaskStore) {
@@ -144,6 +192,7 @@ async fn batches_apply_whole(store: &dyn TaskStore) {
         remove: vec![TaskId::from_u64(10)],
         complete: vec![completion(101, 11, 6)],
         acknowledge: vec![EventId::from_u64(100)],
+        deferrable: false,
     };
     store
         .commit(&s, batch)

@@ -120,7 +120,8 @@ pub struct Snapshot {
     pub outbox: Vec<Completion>,
 }
 
-/// Changes committed together, atomically and durably. Every store applies
+/// Changes committed together, atomically (and durably, unless
+/// [`deferrable`](Self::deferrable)). Every store applies
 /// them in this order: saves, then removes, then completions (one with an
 /// event already in the outbox replaces it), then acknowledgements; removing
 /// an absent record or acknowledging an unknown event does nothing.
@@ -134,6 +135,13 @@ pub struct Batch {
     pub complete: Vec<Completion>,
     /// Completions acknowledged by the delegate (removed from the outbox).
     pub acknowledge: Vec<EventId>,
+    /// The caller does not need this batch durable when `commit` returns: the
+    /// store may answer once the batch is applied (later loads in this
+    /// process see it) and make it durable with the next batch that is not
+    /// deferrable. A crash before then loses the batch whole, as if it had
+    /// never been committed; never a part of it, and never a later batch
+    /// without it. Stores without a cheaper path treat it as durable.
+    pub deferrable: bool,
 }
 
 impl Batch {
@@ -152,6 +160,7 @@ impl Batch {
         self.remove.extend(other.remove);
         self.complete.extend(other.complete);
         self.acknowledge.extend(other.acknowledge);
+        self.deferrable &= other.deferrable;
     }
 }
 
@@ -195,7 +204,9 @@ pub trait TaskStore: Send + Sync {
         .await
     }
 
-    /// Acknowledges delivered completions.
+    /// Acknowledges delivered completions, deferrably: an acknowledgement
+    /// lost in a crash delivers its completion again (completions are
+    /// delivered at least once).
     async fn acknowledge(
         &self,
         session: &SessionId,
@@ -205,6 +216,7 @@ pub trait TaskStore: Send + Sync {
             session,
             Batch {
                 acknowledge: events,
+                deferrable: true,
                 ..Batch::default()
             },
         )
