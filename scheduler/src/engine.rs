@@ -126,6 +126,8 @@ pub(crate) struct Engine {
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
     was_idle: bool,
+    /// Records changed by deferrable batches and not yet written.
+    deferred: BTreeSet<TaskId>,
     /// Counts idle and busy changes, so a late idle never hides a busy.
     idle_gen: u64,
     /// The last change counted was to idle.
@@ -143,6 +145,10 @@ pub(crate) struct IdleLevel {
     pub(crate) generation: u64,
     pub(crate) idle: bool,
 }
+
+/// Records whose deferrable changes may wait for the next durable commit
+/// before they are written (deferrably) anyway.
+const DEFER_LIMIT: usize = 4096;
 
 /// Most commands handled before one commit.
 const MAX_BATCH: usize = 1024;
@@ -211,6 +217,7 @@ impl Engine {
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
             was_idle: false,
+            deferred: BTreeSet::new(),
             idle_gen: 0,
             idle_sent: false,
             idle,
@@ -417,20 +424,29 @@ impl Engine {
 
     /// Makes the pending changes durable in one commit, then carries out
     /// what had to wait for that: starts, notifications, completions,
-    /// replies. A batch nobody waits on and that records no checkpoint or
-    /// ending (a start, a wait, a retry's backoff) is committed deferrably:
-    /// a crash may lose it, and the task then does again what it recorded.
+    /// replies. Changes nobody waits on and that record no checkpoint or
+    /// ending (a start, a wait, a retry's backoff) are not written at once
+    /// but with the next durable commit (or deferrably, once
+    /// [`DEFER_LIMIT`] have gathered): a crash may lose them, and the task
+    /// then does again what they recorded.
     async fn flush(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let mut result: Result<(), SessionError> = Ok(());
-        if !pending.dirty.is_empty() || !pending.removed.is_empty() {
-            let deferrable = !pending.durable
-                && pending.after.is_empty()
-                && pending.completions.is_empty()
-                && pending.removed.is_empty();
+        let deferrable = !pending.durable
+            && pending.after.is_empty()
+            && pending.completions.is_empty()
+            && pending.removed.is_empty();
+        if deferrable && self.deferred.len() + pending.dirty.len() < DEFER_LIMIT {
+            // Nothing waits on these: they go with the next durable commit.
+            self.deferred.append(&mut pending.dirty);
+        } else if !pending.dirty.is_empty()
+            || !pending.removed.is_empty()
+            || !self.deferred.is_empty()
+        {
+            let mut dirty = std::mem::take(&mut self.deferred);
+            dirty.append(&mut pending.dirty);
             let batch = Batch {
-                save: pending
-                    .dirty
+                save: dirty
                     .iter()
                     .filter_map(|id| self.records.get(id).cloned())
                     .collect(),
