@@ -181,7 +181,9 @@ struct RunnerOpts {
     /// Make each download durable every SIZE bytes (suffixes k, M, G;
     /// default 32M) and about once a second: after a kill, a download
     /// continues from its last checkpoint and fetches again what came after
-    /// it; `off`: only when it completes (a kill may lose it all).
+    /// it (at full speed the disk flushes while the next bytes arrive, so
+    /// that can be up to two checkpoints' worth); `off`: only when it
+    /// completes (a kill may lose it all).
     #[arg(long, value_name = "SIZE|off")]
     checkpoint: Option<String>,
 }

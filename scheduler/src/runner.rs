@@ -211,7 +211,7 @@ impl Attempt {
                     // What arrived before the failure is good: keep it, so
                     // the next attempt asks only for the rest.
                     if partial.offset() > offset
-                        && let Err(c) = self.checkpoint(&mut partial).await
+                        && let Err(c) = self.checkpoint(&mut partial, false).await
                     {
                         tracing::debug!(task = %self.task, error = %c, "no checkpoint after a failure");
                     }
@@ -321,7 +321,7 @@ impl Attempt {
         let mut last_progress = Instant::now();
         loop {
             if *self.stop.borrow() {
-                self.checkpoint(partial).await?;
+                self.checkpoint(partial, false).await?;
                 return Ok(Streamed::Stopped);
             }
             let frame = tokio::select! {
@@ -377,10 +377,12 @@ impl Attempt {
                     received: partial.offset(),
                 });
             }
-            if since_checkpoint >= self.config.checkpoint_bytes
-                || last_checkpoint.elapsed() >= self.config.checkpoint_interval
-            {
-                self.checkpoint(partial).await?;
+            // At full speed (the byte count comes first) the disk flushes
+            // while the next bytes arrive, and the offset recorded trails by
+            // up to one checkpoint; a slower transfer waits for its flush.
+            let by_bytes = since_checkpoint >= self.config.checkpoint_bytes;
+            if by_bytes || last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+                self.checkpoint(partial, by_bytes).await?;
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
             }
@@ -388,8 +390,17 @@ impl Attempt {
     }
 
     /// Data durable first, then the offset recorded.
-    async fn checkpoint(&self, partial: &mut Box<dyn Partial>) -> Result<(), TransferError> {
-        let (durable, location) = partial.sync().await.map_err(storage_error)?;
+    async fn checkpoint(
+        &self,
+        partial: &mut Box<dyn Partial>,
+        behind: bool,
+    ) -> Result<(), TransferError> {
+        let synced = if behind {
+            partial.sync_behind().await
+        } else {
+            partial.sync().await
+        };
+        let (durable, location) = synced.map_err(storage_error)?;
         self.send(Event::Progress {
             attempt: self.attempt,
             received: partial.offset(),

@@ -133,6 +133,10 @@ pub struct FsPartial {
     written: u64,
     /// Bytes appended and not yet in the file.
     buffer: Vec<u8>,
+    /// Bytes known durable.
+    durable: u64,
+    /// A `sync_data` started by `sync_behind`, with the offset it covers.
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<u64>>>,
 }
 
 impl FsPartial {
@@ -165,6 +169,19 @@ impl FsPartial {
         let mut buffer = self.write_out(buffer).await?;
         buffer.clear();
         self.buffer = buffer;
+        Ok(())
+    }
+
+    /// Takes the result of a `sync_behind`'s flush.
+    async fn finish_sync(
+        &mut self,
+        syncing: tokio::task::JoinHandle<std::io::Result<u64>>,
+    ) -> Result<(), StoreError> {
+        let at = syncing
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("sync task: {e}")))?
+            .map_err(|e| StoreError::io(format!("syncing {}", self.path.display()), e))?;
+        self.durable = self.durable.max(at);
         Ok(())
     }
 
@@ -221,6 +238,8 @@ impl PayloadStore for FsPayloadStore {
             destination: dest,
             written: offset,
             buffer: Vec::new(),
+            durable: offset,
+            syncing: None,
         }))
     }
 
@@ -277,8 +296,31 @@ impl Partial for FsPartial {
 
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
         self.flush().await?;
+        if let Some(syncing) = self.syncing.take() {
+            self.finish_sync(syncing).await?;
+        }
         self.blocking("syncing", |f| f.sync_data()).await?;
-        Ok((self.written, PartialLocation::File(self.path.clone())))
+        self.durable = self.written;
+        Ok((self.durable, PartialLocation::File(self.path.clone())))
+    }
+
+    async fn sync_behind(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.flush().await?;
+        match self.syncing.take() {
+            Some(syncing) if !syncing.is_finished() => self.syncing = Some(syncing),
+            done => {
+                if let Some(syncing) = done {
+                    self.finish_sync(syncing).await?;
+                }
+                if self.written > self.durable {
+                    let (file, at) = (self.file.clone(), self.written);
+                    self.syncing = Some(tokio::task::spawn_blocking(move || {
+                        file.sync_data().map(|()| at)
+                    }));
+                }
+            }
+        }
+        Ok((self.durable, PartialLocation::File(self.path.clone())))
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -388,6 +388,8 @@ enum PayloadOp {
         len: usize,
     },
     Sync,
+    /// `Partial::sync_behind`: the offset it reports may trail.
+    SyncBehind,
     /// Drops the partial and opens it again at the last synced offset.
     ReopenSynced,
     /// Drops the partial and opens it again at `permille`/1000 of the bytes
@@ -406,7 +408,11 @@ fn payload_op() -> impl Strategy<Value = PayloadOp> {
     prop_oneof![
         8 => (any::<u8>(), prop_oneof![Just(0usize), 1..20_000usize])
             .prop_map(|(seed, len)| PayloadOp::Write { seed, len }),
+        // Past the store's 1 MiB write buffer, alone and on top of a small write.
+        1 => (any::<u8>(), (1usize << 20) - 10_000..(3 << 19))
+            .prop_map(|(seed, len)| PayloadOp::Write { seed, len }),
         3 => Just(PayloadOp::Sync),
+        2 => Just(PayloadOp::SyncBehind),
         3 => Just(PayloadOp::ReopenSynced),
         2 => (0..1_300u64).prop_map(|permille| PayloadOp::ReopenAt { permille }),
         1 => Just(PayloadOp::Commit),
@@ -569,6 +575,25 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
                     "sync names the partial file"
                 );
                 check_partial_file(&root, &model.written, when)?;
+            }
+            PayloadOp::SyncBehind => {
+                let p = partial.as_mut().unwrap();
+                let (durable, location) =
+                    p.sync_behind().await.map_err(|e| store_err("sync", e))?;
+                prop_assert!(
+                    durable >= model.synced && durable <= model.written.len() as u64,
+                    "sync_behind's offset {} outside [{}, {}] at {}",
+                    durable,
+                    model.synced,
+                    model.written.len(),
+                    when
+                );
+                model.synced = durable;
+                prop_assert_eq!(
+                    Some(location),
+                    partials(&root).pop().map(PartialLocation::File),
+                    "sync_behind names the partial file"
+                );
             }
             PayloadOp::ReopenSynced => {
                 close(&mut model, partial.take()).await?;

@@ -238,6 +238,15 @@ pub trait Partial: Send {
     /// the partial's location to record.
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError>;
 
+    /// Like [`sync`](Self::sync), without waiting for the storage: starts
+    /// making what was written durable and returns the offset that is
+    /// durable already, which may trail by what the last call started. A
+    /// transfer checkpoints with this at full speed so it need not stop for
+    /// each flush; the default waits, as `sync` does.
+    async fn sync_behind(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.sync().await
+    }
+
     /// Reads back bytes of the partial starting at `at` (below
     /// [`offset`](Self::offset)) into `buf`, returning how many were read
     /// (0 at the end). Used to seed a checksum when a download resumes.
