@@ -83,11 +83,19 @@ async fn main() {
     s.shutdown().await;
     drop(s);
 
+    let before_attach = rss_kib();
     let t = Instant::now();
     let s = session(dir.path()).await;
     let tasks = s.tasks().await.unwrap();
     let attach = t.elapsed();
     assert_eq!(tasks.len(), n);
+    drop(tasks);
+    let attached = rss_kib().saturating_sub(before_attach);
+    println!(
+        "resident memory gained by attaching to {n} tasks: {} MiB ({} bytes per task)",
+        attached / 1024,
+        attached * 1024 / n as u64
+    );
     println!(
         "enqueue {n} tasks durably: {:.2} s ({:.0} tasks/s)",
         enqueue.as_secs_f64(),

@@ -90,7 +90,13 @@ impl FsTaskStore {
         let dir = dir.as_ref();
         crate::payload::create_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
-        let db = Database::create(&path)
+        // redb's page cache is resident memory: at its 1 GiB default, a
+        // session's first load keeps every page it read, about a kilobyte
+        // per task. Records are read once at attach, so a small cache costs
+        // nothing.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
         // An existing store of this format opens with a read: no write
         // transaction, no sync, on every open.
@@ -161,6 +167,9 @@ impl FsTaskStore {
         &self.path
     }
 }
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The writer thread: takes every job that is waiting, commits them in one
 /// durable transaction, answers them all. Ends when the last store handle drops.
