@@ -46,7 +46,7 @@
 mod engine;
 mod offline;
 mod runner;
-mod throttle;
+pub mod throttle;
 
 pub use offline::Offline;
 

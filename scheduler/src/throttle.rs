@@ -1,5 +1,7 @@
 //! Token buckets: a task's own rate and the session's shared one. Rates can
 //! change while a transfer runs; `None` means unlimited and costs nothing.
+//! Public so an application can pace its own traffic the way the session
+//! paces transfers.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use tokio::time::Instant;
 /// A token bucket holding at most a quarter second of tokens, so a burst
 /// after a pause stays short.
 #[derive(Debug)]
-pub(crate) struct Bucket {
+pub struct Bucket {
     state: Mutex<State>,
 }
 
@@ -21,7 +23,9 @@ struct State {
 }
 
 impl Bucket {
-    pub(crate) fn new(rate: Option<u64>) -> Bucket {
+    /// A bucket for `rate` bytes per second (`None`: unlimited), starting
+    /// empty.
+    pub fn new(rate: Option<u64>) -> Bucket {
         Bucket {
             state: Mutex::new(State {
                 rate,
@@ -31,7 +35,8 @@ impl Bucket {
         }
     }
 
-    pub(crate) fn set_rate(&self, rate: Option<u64>) {
+    /// Changes the rate; the next `take` paces at it.
+    pub fn set_rate(&self, rate: Option<u64>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.rate != rate {
             s.rate = rate;
@@ -42,7 +47,7 @@ impl Bucket {
 
     /// Takes `n` tokens, sleeping until they are there. A zero rate pauses
     /// until the rate changes (checked every 100 ms).
-    pub(crate) async fn take(&self, n: u64) {
+    pub async fn take(&self, n: u64) {
         loop {
             let (wait, paused) = {
                 let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
