@@ -416,7 +416,14 @@ impl Engine {
                         }
                     })),
                 };
-                let _ = reply.send(r);
+                if self.pending.completions.iter().any(|c| c.task == task) {
+                    // Ended in this batch: say so once the ending is durable.
+                    self.pending.after.push(Box::new(move |committed| {
+                        let _ = reply.send(committed.and(r));
+                    }));
+                } else {
+                    let _ = reply.send(r);
+                }
             }
             Command::Shutdown(_) => {}
         }

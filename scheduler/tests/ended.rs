@@ -1,0 +1,124 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A task's outcome is never reported before its ending is durable, even
+//! when the question arrives in the same batch as the ending.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{Fixture, Proto};
+use scheduler::Session;
+use store_fs::{FsPayloadStore, FsTaskStore};
+use tokio::sync::watch;
+use transfer_core::{Batch, SessionId, Snapshot, StoreError, TaskStore};
+use transport_http::{HttpConfig, HttpTransport, Roots};
+
+/// The real store on disk, with a gate the test closes to hold durable
+/// commits back (so the engine stops between batches while events queue up)
+/// and a flag set once a completion has been committed.
+struct Gated {
+    inner: FsTaskStore,
+    open: watch::Receiver<bool>,
+    ending_durable: AtomicBool,
+}
+
+#[async_trait]
+impl TaskStore for Gated {
+    async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
+        self.inner.load(session).await
+    }
+
+    async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
+        if !batch.deferrable {
+            let _ = self.open.clone().wait_for(|o| *o).await;
+        }
+        let ending = !batch.complete.is_empty();
+        self.inner.commit(session, batch).await?;
+        if ending {
+            self.ending_durable.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.sessions().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
+    let f = Fixture::new(Proto::H1).await;
+    let (gate, open) = watch::channel(true);
+    let store = Arc::new(Gated {
+        inner: FsTaskStore::open(&f.state).unwrap(),
+        open,
+        ending_durable: AtomicBool::new(false),
+    });
+    let s = Session::builder("test.ended")
+        .unwrap()
+        .store(store.clone())
+        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
+        .transport(Arc::new(
+            HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
+        ))
+        .config(Fixture::config())
+        .build()
+        .await
+        .unwrap();
+    // A small download runs while the engine is held in a commit: the
+    // commit of a second, suspended task's enqueue, behind the closed gate.
+    let t = s
+        .download(&f.url("/gen/1000?seed=1"))
+        .unwrap()
+        .to("small")
+        .enqueue()
+        .await
+        .unwrap();
+    gate.send_replace(false);
+    let held = {
+        let s = s.clone();
+        let url = f.url("/gen/10?seed=2");
+        tokio::spawn(async move {
+            s.download(&url)
+                .unwrap()
+                .to("other")
+                .suspended()
+                .enqueue()
+                .await
+        })
+    };
+    // The download's bytes land and its runner reports the ending, which
+    // waits behind the held commit.
+    let landed = f.out.join("small");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !landed.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the small download lands");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The question queues behind the ending; then the gate opens and both
+    // are handled in one batch.
+    let asked = {
+        let t = t.clone();
+        tokio::spawn(async move { t.outcome().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!store.ending_durable.load(Ordering::SeqCst));
+    gate.send_replace(true);
+    let outcome = asked.await.unwrap().unwrap();
+    assert!(
+        outcome.as_ref().is_some_and(|o| o.is_completed()),
+        "{outcome:?}"
+    );
+    assert!(
+        store.ending_durable.load(Ordering::SeqCst),
+        "the outcome was reported before the ending was durable"
+    );
+    held.await.unwrap().unwrap();
+    s.shutdown().await;
+}
