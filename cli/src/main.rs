@@ -6,6 +6,7 @@
 //! ferry run [--until-idle] [--cacert PEM] [--checkpoint SIZE|off]
 //! ferry ls [--json]
 //! ferry pause|resume|cancel ID
+//! ferry conditions
 //! ```
 //!
 //! One process runs a state directory's session at a time (`get` or `run`);
@@ -88,6 +89,9 @@ enum Command {
         /// The task's id, as `ferry ls` shows it.
         id: String,
     },
+    /// Show the network and power conditions detected, and what the default
+    /// policy lets run now (sysfs root from `FERRY_SYSFS_ROOT`, else `/`).
+    Conditions,
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             Command::Get(args) => get(args).await,
             Command::Add(args) => add(args).await,
             Command::Run { until_idle, opts } => run(until_idle, &opts).await,
+            Command::Conditions => conditions(),
             Command::Ls { json } => ls(json).await,
             Command::Pause { id } => user(&id, "pause").await,
             Command::Resume { id } => user(&id, "resume").await,
@@ -563,6 +568,103 @@ async fn run(until_idle: bool, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
     drop(server);
     session.shutdown().await;
     Ok(code)
+}
+
+/// Prints the conditions and, for kinds of task, the default policy's
+/// verdict on them now.
+fn conditions() -> anyhow::Result<ExitCode> {
+    use transfer_core::{
+        Constraints, Demand, Load, NetworkKind, Policy, Priority, Timestamp, Verdict,
+    };
+    let mut config = scheduler::LinuxConditionsConfig::default();
+    if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
+        config.root = root.into();
+    }
+    let c = scheduler::conditions::read(&config);
+    let kind = match c.network.kind {
+        NetworkKind::None => "none",
+        NetworkKind::Wifi => "Wi-Fi",
+        NetworkKind::Ethernet => "Ethernet",
+        NetworkKind::Cellular => "cellular",
+        NetworkKind::Other => "other or unknown",
+    };
+    let mut lines = vec![format!(
+        "network: {kind}{}{}",
+        if c.network.expensive {
+            ", expensive"
+        } else {
+            ""
+        },
+        if c.network.constrained {
+            ", constrained"
+        } else {
+            ""
+        },
+    )];
+    lines.push(format!(
+        "power: {}, {}{}",
+        c.power
+            .battery
+            .map_or_else(|| "no battery".to_owned(), |b| format!("battery {b}%")),
+        if c.power.external_power {
+            "on external power"
+        } else {
+            "not charging"
+        },
+        if c.power.low_power {
+            ", low power mode"
+        } else {
+            ""
+        },
+    ));
+    lines.push("with the default policy:".to_owned());
+    let policy = Policy::default();
+    let constraints = Constraints::default();
+    let kinds = [
+        ("a download", Priority::DEFAULT, constraints),
+        ("a high-priority download", Priority::HIGH, constraints),
+        (
+            "a discretionary download",
+            Priority::DEFAULT,
+            Constraints {
+                discretionary: true,
+                ..constraints
+            },
+        ),
+        (
+            "a download that requires charging",
+            Priority::DEFAULT,
+            Constraints {
+                requires_charging: true,
+                ..constraints
+            },
+        ),
+        (
+            "a download that requires an unmetered network",
+            Priority::DEFAULT,
+            Constraints {
+                requires_unmetered: true,
+                ..constraints
+            },
+        ),
+    ];
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    for (what, priority, constraints) in kinds {
+        let demand = Demand {
+            priority,
+            constraints,
+            earliest_begin: None,
+            max_rate: None,
+        };
+        let verdict = match policy.admit(&demand, &c, Load::default(), now) {
+            Verdict::Run(t) => format!("runs ({t})"),
+            Verdict::Wait(reason) => format!("waits: {reason}"),
+            Verdict::Fail(e) => format!("fails: {e}"),
+        };
+        lines.push(format!("  {what}: {verdict}"));
+    }
+    print_lines(lines)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ferry run`'s delegate: a line on stderr for each task that ends,

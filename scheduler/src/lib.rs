@@ -43,11 +43,13 @@
 
 #![warn(missing_docs)]
 
+pub mod conditions;
 mod engine;
 mod offline;
 mod runner;
 pub mod throttle;
 
+pub use conditions::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
 pub use offline::Offline;
 
 use std::path::PathBuf;

@@ -1,0 +1,289 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Linux condition source on fake sysfs/procfs trees: every network kind
+//! and power state maps to the right conditions, broken files degrade to
+//! "unknown" without a panic, and changes are noticed while polling. The
+//! scripted source reports what it is told.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use scheduler::conditions::read;
+use scheduler::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
+use transfer_core::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+const ROUTE_HEADER: &str =
+    "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+
+/// A default route through `iface` (plus a local route through `lo`).
+fn route(root: &Path, iface: &str, metric: u32) -> String {
+    let table = format!(
+        "{ROUTE_HEADER}lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n\
+         {iface}\t00000000\t0101A8C0\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n"
+    );
+    write(root, "proc/net/route", &table);
+    table
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Net {
+    Wifi,
+    Ethernet,
+    Cellular,
+    None,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pow {
+    /// A battery at 55%, discharging; mains offline.
+    Discharging,
+    /// No battery, mains online (a desktop).
+    Mains,
+    /// A battery at 20%, charging; mains online.
+    Charging,
+    /// A battery at 80%, discharging, in the low-power platform profile.
+    LowPower,
+}
+
+fn tree(root: &Path, net: Net, pow: Pow) {
+    match net {
+        Net::Wifi => {
+            route(root, "wlp2s0", 600);
+            write(
+                root,
+                "sys/class/net/wlp2s0/uevent",
+                "DEVTYPE=wlan\nINTERFACE=wlp2s0\n",
+            );
+            std::fs::create_dir_all(root.join("sys/class/net/wlp2s0/wireless")).unwrap();
+        }
+        Net::Ethernet => {
+            route(root, "enp3s0", 100);
+            write(root, "sys/class/net/enp3s0/uevent", "INTERFACE=enp3s0\n");
+        }
+        Net::Cellular => {
+            route(root, "wwan0", 700);
+            write(
+                root,
+                "sys/class/net/wwan0/uevent",
+                "DEVTYPE=wwan\nINTERFACE=wwan0\n",
+            );
+        }
+        Net::None => {
+            write(
+                root,
+                "proc/net/route",
+                &format!(
+                    "{ROUTE_HEADER}lo\t0000007F\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n"
+                ),
+            );
+        }
+    }
+    let battery = |root: &Path, level: &str, status: &str| {
+        write(root, "sys/class/power_supply/BAT0/type", "Battery\n");
+        write(root, "sys/class/power_supply/BAT0/capacity", level);
+        write(root, "sys/class/power_supply/BAT0/status", status);
+        // A wireless mouse's battery: not the machine's.
+        write(
+            root,
+            "sys/class/power_supply/hidpp_battery_0/type",
+            "Battery\n",
+        );
+        write(
+            root,
+            "sys/class/power_supply/hidpp_battery_0/scope",
+            "Device\n",
+        );
+        write(
+            root,
+            "sys/class/power_supply/hidpp_battery_0/capacity",
+            "5\n",
+        );
+    };
+    let mains = |root: &Path, online: &str| {
+        write(root, "sys/class/power_supply/AC/type", "Mains\n");
+        write(root, "sys/class/power_supply/AC/online", online);
+    };
+    match pow {
+        Pow::Discharging => {
+            battery(root, "55\n", "Discharging\n");
+            mains(root, "0\n");
+        }
+        Pow::Mains => mains(root, "1\n"),
+        Pow::Charging => {
+            battery(root, "20\n", "Charging\n");
+            mains(root, "1\n");
+        }
+        Pow::LowPower => {
+            battery(root, "80\n", "Discharging\n");
+            mains(root, "0\n");
+            write(root, "sys/firmware/acpi/platform_profile", "low-power\n");
+        }
+    }
+}
+
+fn config(root: &Path) -> LinuxConditionsConfig {
+    LinuxConditionsConfig {
+        root: root.to_owned(),
+        ..LinuxConditionsConfig::default()
+    }
+}
+
+#[test]
+fn every_network_and_power_state_maps_to_its_conditions() {
+    for net in [Net::Wifi, Net::Ethernet, Net::Cellular, Net::None] {
+        for pow in [Pow::Discharging, Pow::Mains, Pow::Charging, Pow::LowPower] {
+            let dir = tempfile::tempdir().unwrap();
+            tree(dir.path(), net, pow);
+            let got = read(&config(dir.path()));
+            let network = match net {
+                Net::Wifi => NetworkPath::WIFI,
+                Net::Ethernet => NetworkPath::ETHERNET,
+                Net::Cellular => NetworkPath::CELLULAR,
+                Net::None => NetworkPath::NONE,
+            };
+            let power = match pow {
+                Pow::Discharging => Power::on_battery(55),
+                Pow::Mains => Power::MAINS,
+                Pow::Charging => Power {
+                    battery: Some(20),
+                    external_power: true,
+                    low_power: false,
+                },
+                Pow::LowPower => Power {
+                    low_power: true,
+                    ..Power::on_battery(80)
+                },
+            };
+            assert_eq!(got, Conditions { network, power }, "{net:?} / {pow:?}");
+        }
+    }
+}
+
+#[test]
+fn the_lowest_metric_default_route_wins_and_overrides_mark_interfaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    tree(root, Net::Ethernet, Pow::Mains);
+    // Wi-Fi as well, with a worse metric: Ethernet carries the traffic.
+    let table = std::fs::read_to_string(root.join("proc/net/route")).unwrap();
+    write(
+        root,
+        "proc/net/route",
+        &format!("{table}wlp2s0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"),
+    );
+    std::fs::create_dir_all(root.join("sys/class/net/wlp2s0/phy80211")).unwrap();
+    assert_eq!(read(&config(root)).network, NetworkPath::ETHERNET);
+    // A metered, data-saving uplink, by configuration.
+    let marked = LinuxConditionsConfig {
+        expensive: HashSet::from(["enp3s0".to_owned()]),
+        constrained: HashSet::from(["enp3s0".to_owned()]),
+        ..config(root)
+    };
+    assert_eq!(
+        read(&marked).network,
+        NetworkPath {
+            kind: NetworkKind::Ethernet,
+            expensive: true,
+            constrained: true,
+        }
+    );
+}
+
+#[test]
+fn missing_or_unreadable_files_degrade_to_unknown() {
+    // Nothing at all: network unknown, power as on mains.
+    let dir = tempfile::tempdir().unwrap();
+    let got = read(&config(dir.path()));
+    assert_eq!(got.network.kind, NetworkKind::Other);
+    assert_eq!(got.power, Power::MAINS);
+
+    // Files that are directories (unreadable even to root), garbage, and a
+    // route table without the columns it should have.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    tree(root, Net::Wifi, Pow::Discharging);
+    for f in ["capacity", "status"] {
+        let p = root.join("sys/class/power_supply/BAT0").join(f);
+        std::fs::remove_file(&p).unwrap();
+        std::fs::create_dir(&p).unwrap();
+    }
+    std::fs::create_dir_all(root.join("sys/firmware/acpi/platform_profile")).unwrap();
+    let got = read(&config(root));
+    assert_eq!(got.network, NetworkPath::WIFI);
+    // No readable battery level; mains says offline.
+    assert_eq!(
+        got.power,
+        Power {
+            battery: None,
+            external_power: false,
+            low_power: false,
+        }
+    );
+    write(
+        root,
+        "proc/net/route",
+        "Iface\tDestination\nwlp2s0\tzz\n\u{0}\u{ff}garbage",
+    );
+    write(root, "sys/class/power_supply/BAT0/type", "\u{0}\u{1}");
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+    // The route table unreadable: unknown, not none.
+    std::fs::remove_file(root.join("proc/net/route")).unwrap();
+    std::fs::create_dir(root.join("proc/net/route")).unwrap();
+    assert_eq!(read(&config(root)).network.kind, NetworkKind::Other);
+    // A default route through an interface sysfs does not know.
+    std::fs::remove_dir(root.join("proc/net/route")).unwrap();
+    route(root, "ghost0", 0);
+    assert_eq!(read(&config(root)).network.kind, NetworkKind::Other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_noticed_while_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_owned();
+    tree(&root, Net::Wifi, Pow::Discharging);
+    let source = LinuxConditions::start(LinuxConditionsConfig {
+        interval: Duration::from_millis(20),
+        ..config(&root)
+    });
+    let seen = source.current();
+    assert_eq!(seen.network, NetworkPath::WIFI);
+    // The laptop is plugged in.
+    write(&root, "sys/class/power_supply/AC/online", "1\n");
+    write(&root, "sys/class/power_supply/BAT0/status", "Charging\n");
+    let now = tokio::time::timeout(Duration::from_secs(5), source.changed(seen))
+        .await
+        .expect("the change is noticed");
+    assert!(now.power.external_power);
+    assert_eq!(now.power.battery, Some(55));
+    assert_eq!(source.current(), now);
+}
+
+#[tokio::test]
+async fn the_scripted_source_reports_what_it_is_told() {
+    let source = std::sync::Arc::new(ScriptedConditions::new(Conditions::default()));
+    let seen = source.current();
+    let waiter = tokio::spawn({
+        let source = source.clone();
+        async move { source.changed(seen).await }
+    });
+    let cellular = Conditions {
+        network: NetworkPath::CELLULAR,
+        power: Power::on_battery(40),
+    };
+    source.set(cellular);
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter hears the change")
+        .unwrap();
+    assert_eq!(got, cellular);
+    source.update(|c| c.power.low_power = true);
+    assert!(source.current().power.low_power);
+    // Already different from what the caller saw: returns at once.
+    assert_eq!(source.changed(seen).await, source.current());
+}
