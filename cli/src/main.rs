@@ -655,6 +655,7 @@ fn conditions() -> anyhow::Result<ExitCode> {
             constraints,
             earliest_begin: None,
             max_rate: None,
+            local: false,
         };
         let verdict = match policy.admit(&demand, &c, Load::default(), now) {
             Verdict::Run(t) => format!("runs ({t})"),

@@ -106,6 +106,7 @@ fn bench_admission(c: &mut Criterion) {
         constraints: Constraints::default(),
         earliest_begin: None,
         max_rate: None,
+        local: false,
     };
     let plain = Policy::default();
     let scheduled = Policy {

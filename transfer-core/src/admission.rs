@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conditions::Conditions;
+use crate::conditions::{Conditions, NetworkPath};
 use crate::error::TransferError;
 use crate::schedule::{Bandwidth, Timetable, format_rate};
 use crate::spec::{Constraints, Priority, TaskSpec};
@@ -174,6 +174,9 @@ pub struct Demand {
     pub earliest_begin: Option<Timestamp>,
     /// The task's own rate limit.
     pub max_rate: Option<u64>,
+    /// The origin is this machine: the network path neither helps nor
+    /// costs, so network conditions and constraints do not apply.
+    pub local: bool,
 }
 
 impl From<&TaskSpec> for Demand {
@@ -183,6 +186,7 @@ impl From<&TaskSpec> for Demand {
             constraints: spec.constraints,
             earliest_begin: spec.earliest_begin,
             max_rate: spec.max_rate,
+            local: spec.url().is_loopback(),
         }
     }
 }
@@ -275,9 +279,37 @@ impl Policy {
         }
     }
 
+    /// What the network path says of a task with constraints `c`, when it
+    /// says no.
+    fn network_verdict(&self, net: &NetworkPath, c: Constraints) -> Option<Verdict> {
+        if !net.is_connected() {
+            return Some(if self.waits_for_connectivity {
+                Verdict::Wait(WaitReason::NoNetwork)
+            } else {
+                Verdict::Fail(TransferError::new(
+                    crate::ErrorKind::NoConnectivity,
+                    "the session does not wait for connectivity",
+                ))
+            });
+        }
+        if net.kind == crate::conditions::NetworkKind::Cellular && !self.allows_cellular {
+            return Some(Verdict::Wait(WaitReason::CellularNotAllowed));
+        }
+        if (net.expensive && !self.allows_expensive)
+            || (net.is_metered() && (c.requires_unmetered || c.discretionary))
+        {
+            return Some(Verdict::Wait(WaitReason::ExpensiveNetwork));
+        }
+        if net.constrained && (!self.allows_constrained || c.discretionary) {
+            return Some(Verdict::Wait(WaitReason::ConstrainedNetwork));
+        }
+        None
+    }
+
     /// Decides whether a task may run now. Checks, in order: earliest begin,
-    /// network, the task's and the session's network constraints, power, the
-    /// timetable, then the session and host limits.
+    /// network (unless the origin is local), the task's and the session's
+    /// network constraints, power, the timetable, then the session and host
+    /// limits.
     pub fn admit(
         &self,
         task: &Demand,
@@ -290,28 +322,11 @@ impl Policy {
         {
             return Verdict::Wait(WaitReason::NotBefore(t));
         }
-        let net = &conditions.network;
         let c = task.constraints;
-        if !net.is_connected() {
-            return if self.waits_for_connectivity {
-                Verdict::Wait(WaitReason::NoNetwork)
-            } else {
-                Verdict::Fail(TransferError::new(
-                    crate::ErrorKind::NoConnectivity,
-                    "the session does not wait for connectivity",
-                ))
-            };
-        }
-        if net.kind == crate::conditions::NetworkKind::Cellular && !self.allows_cellular {
-            return Verdict::Wait(WaitReason::CellularNotAllowed);
-        }
-        if (net.expensive && !self.allows_expensive)
-            || (net.is_metered() && (c.requires_unmetered || c.discretionary))
+        if !task.local
+            && let Some(wait) = self.network_verdict(&conditions.network, c)
         {
-            return Verdict::Wait(WaitReason::ExpensiveNetwork);
-        }
-        if net.constrained && (!self.allows_constrained || c.discretionary) {
-            return Verdict::Wait(WaitReason::ConstrainedNetwork);
+            return wait;
         }
         let power = &conditions.power;
         if c.requires_charging && !power.external_power {

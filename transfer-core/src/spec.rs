@@ -140,6 +140,16 @@ impl Url {
         self.0.scheme_str() == Some("https")
     }
 
+    /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`):
+    /// reaching it needs no network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host();
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// `scheme://host:port`, the unit of per-host limits and connection reuse.
     pub fn origin(&self) -> String {
         let scheme = if self.is_https() { "https" } else { "http" };

@@ -81,11 +81,11 @@ fn improved(a: Conditions) -> impl Strategy<Value = Conditions> {
 fn demand() -> impl Strategy<Value = Demand> {
     (
         0.0f32..=1.0,
-        any::<[bool; 3]>(),
+        any::<[bool; 4]>(),
         proptest::option::of(0u64..100_000),
         proptest::option::of(1u64..1 << 30),
     )
-        .prop_map(|(p, [d, c, u], begin, max_rate)| Demand {
+        .prop_map(|(p, [d, c, u, local], begin, max_rate)| Demand {
             priority: Priority::new(p).unwrap(),
             constraints: Constraints {
                 discretionary: d,
@@ -94,6 +94,7 @@ fn demand() -> impl Strategy<Value = Demand> {
             },
             earliest_begin: begin.map(|b| Timestamp::from_millis(1_800_000_000_000 + b)),
             max_rate,
+            local,
         })
 }
 
@@ -156,8 +157,33 @@ proptest! {
             let Verdict::Run(better) = verdict else {
                 return Err(TestCaseError::fail(format!("{a:?} ran, better {b:?} gave {verdict:?}")));
             };
-            prop_assert!(rate_at_least(better.session, worse.session));
+            // A local task runs with no network at all, unlimited; the
+            // session's cellular limit still applies once there is one.
+            if !task.local || a.network.is_connected() {
+                prop_assert!(rate_at_least(better.session, worse.session));
+            }
             prop_assert_eq!(better.task, worse.task);
+        }
+    }
+
+    /// A task whose origin is this machine is judged as if the network were
+    /// unmetered Ethernet, whatever the network is (bandwidth aside: the
+    /// session's cellular limit still follows the path).
+    #[test]
+    fn a_local_origin_ignores_the_network_path(
+        policy in policy(),
+        task in demand(),
+        c in conditions(),
+        offset in 0u64..7 * 86_400_000,
+    ) {
+        let local = Demand { local: true, ..task };
+        let now = Timestamp::from_millis(1_800_000_000_000 + offset);
+        let on_ethernet = Conditions { network: NetworkPath::ETHERNET, ..c };
+        let here = policy.admit(&local, &c, Load::default(), now);
+        let there = policy.admit(&local, &on_ethernet, Load::default(), now);
+        match (&here, &there) {
+            (Verdict::Run(_), Verdict::Run(_)) => {}
+            _ => prop_assert_eq!(here, there),
         }
     }
 
@@ -194,6 +220,7 @@ fn default_policy_follows_the_design() {
         constraints: Constraints::default(),
         earliest_begin: None,
         max_rate: None,
+        local: false,
     };
     let discretionary = Demand {
         constraints: Constraints {
@@ -324,6 +351,7 @@ fn timetable_pauses_and_limits() {
         constraints: Constraints::default(),
         earliest_begin: None,
         max_rate: Some(1000),
+        local: false,
     };
     let at = |h: u64| Timestamp::from_millis(tue + h * 3_600_000);
     assert_eq!(
