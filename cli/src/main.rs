@@ -1,9 +1,13 @@
 //! `ferry`: background downloads that survive crashes, kills and restarts.
 //!
 //! ```text
-//! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--cacert PEM] [--checkpoint SIZE|off]
-//! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE]
-//! ferry run [--until-idle] [--cacert PEM] [--checkpoint SIZE|off]
+//! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
+//!           [--require-charging] [--no-cellular] [--no-expensive] [--schedule TIMETABLE]
+//!           [--cacert PEM] [--checkpoint SIZE|off]
+//! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
+//!           [--require-charging]
+//! ferry run [--until-idle] [--limit-rate RATE] [--no-cellular] [--no-expensive]
+//!           [--schedule TIMETABLE] [--cacert PEM] [--checkpoint SIZE|off]
 //! ferry ls [--json]
 //! ferry pause|resume|cancel ID
 //! ferry conditions
@@ -13,6 +17,10 @@
 //! it listens on `control.sock` there, and the other commands talk to it.
 //! With no runner, `add`, `ls`, `pause`, `resume` and `cancel` change the
 //! state directly.
+//!
+//! Network and power conditions come from sysfs and `/proc/net/route` under
+//! `$FERRY_SYSFS_ROOT` (default `/`), read every 2 s; downloads from this
+//! machine (localhost) are not held back by the network.
 //!
 //! State lives in `$FERRY_HOME`, else the platform data directory
 //! (`~/.local/share/ferry` on Linux). Running `ferry get` again with the same
@@ -65,6 +73,10 @@ enum Command {
         /// Stop once nothing is running, queued or waiting to retry.
         #[arg(long)]
         until_idle: bool,
+        /// Rate limit for the whole session in bytes per second (suffixes
+        /// k, M, G: 1024-based).
+        #[arg(long)]
+        limit_rate: Option<String>,
         #[command(flatten)]
         opts: RunnerOpts,
     },
@@ -104,7 +116,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Get(args) => get(args).await,
             Command::Add(args) => add(args).await,
-            Command::Run { until_idle, opts } => run(until_idle, &opts).await,
+            Command::Run {
+                until_idle,
+                limit_rate,
+                mut opts,
+            } => {
+                opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
+                run(until_idle, &opts).await
+            }
             Command::Conditions => conditions(),
             Command::Ls { json } => ls(json).await,
             Command::Pause { id } => user(&id, "pause").await,
@@ -191,6 +210,19 @@ struct RunnerOpts {
     /// completes (a kill may lose it all).
     #[arg(long, value_name = "SIZE|off")]
     checkpoint: Option<String>,
+    /// Wait while on a cellular network.
+    #[arg(long)]
+    no_cellular: bool,
+    /// Wait while on an expensive (metered) network.
+    #[arg(long)]
+    no_expensive: bool,
+    /// A bandwidth timetable for the session, as rclone writes them:
+    /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k").
+    #[arg(long, value_name = "TIMETABLE")]
+    schedule: Option<String>,
+    /// The session's rate limit (`ferry run --limit-rate`).
+    #[arg(skip)]
+    session_rate: Option<u64>,
 }
 
 impl RunnerOpts {
@@ -207,6 +239,14 @@ impl RunnerOpts {
                 config.checkpoint_bytes = parse_size(size)
                     .with_context(|| format!("--checkpoint {size:?}: a size such as 8M, or off"))?
             }
+        }
+        config.policy.rate_limit = self.session_rate;
+        config.policy.allows_cellular = !self.no_cellular;
+        config.policy.allows_expensive = !self.no_expensive;
+        if let Some(t) = &self.schedule {
+            config.policy.timetable = Some(
+                transfer_core::Timetable::parse(t).with_context(|| format!("--schedule {t:?}"))?,
+            );
         }
         Ok(config)
     }
@@ -235,6 +275,15 @@ pub(crate) struct AddArgs {
     /// Replace existing files instead of choosing a numbered name.
     #[arg(long)]
     overwrite: bool,
+    /// Background work: runs only on an unmetered, unconstrained network,
+    /// outside low power mode, and charging or above 30% battery.
+    #[arg(long)]
+    #[serde(default)]
+    discretionary: bool,
+    /// Runs only while on external power.
+    #[arg(long)]
+    #[serde(default)]
+    require_charging: bool,
 }
 
 impl AddArgs {
@@ -354,6 +403,9 @@ pub(crate) async fn add_tasks(
         if let Some(r) = rate {
             b = b.max_rate(r);
         }
+        b = b
+            .discretionary(args.discretionary)
+            .requires_charging(args.require_charging);
         specs.push(b.build().with_context(|| url.clone())?);
         labels.push(name);
     }
@@ -400,6 +452,10 @@ async fn runner(
     }
     let transport = HttpTransport::new(http).context("TLS setup")?;
     let home = home()?;
+    let mut sensing = scheduler::LinuxConditionsConfig::default();
+    if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
+        sensing.root = root.into();
+    }
     // Destinations are absolute paths this command chose (sanitized names
     // inside the output directory), so the payload root is `/`.
     let payloads = FsPayloadStore::new("/").context("payload store")?;
@@ -407,6 +463,7 @@ async fn runner(
         .store(Arc::new(store))
         .payloads(Arc::new(payloads))
         .transport(Arc::new(transport))
+        .conditions(Arc::new(scheduler::LinuxConditions::start(sensing)))
         .delegate(delegate)
         .config(config)
         .build()

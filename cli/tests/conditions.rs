@@ -51,3 +51,126 @@ fn conditions_says_what_it_sees_and_what_waits() {
         assert!(line(waits).contains("waits: "), "{text}");
     }
 }
+
+fn ls(home: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["ls", "--json"])
+        .env("FERRY_HOME", home)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_for_detail(home: &Path, what: &str, ok: impl Fn(&str) -> bool) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let rows = ls(home);
+        if let Some(row) = rows.first()
+            && ok(row["detail"].as_str().unwrap_or(""))
+        {
+            return row.clone();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "waiting for {what}: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn plug(root: &Path, charging: bool) {
+    write(root, "sys/class/power_supply/AC/type", "Mains\n");
+    write(
+        root,
+        "sys/class/power_supply/AC/online",
+        if charging { "1\n" } else { "0\n" },
+    );
+    write(root, "sys/class/power_supply/BAT0/type", "Battery\n");
+    write(root, "sys/class/power_supply/BAT0/capacity", "60\n");
+    write(
+        root,
+        "sys/class/power_supply/BAT0/status",
+        if charging {
+            "Charging\n"
+        } else {
+            "Discharging\n"
+        },
+    );
+}
+
+/// `ferry get --require-charging` on a laptop (a fake sysfs tree): it runs
+/// while plugged in; unplugged, it stops, checkpoints and waits, saying why
+/// in `ferry ls`, with no bytes moving; plugged in again, it continues from
+/// the durable offset with a Range request and lands intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resumes_it() {
+    use testkit::{Fault, Origin, Resource, Script, body};
+    let dir = tempfile::tempdir().unwrap();
+    let (root, home, out) = (
+        dir.path().join("root"),
+        dir.path().join("home"),
+        dir.path().join("out"),
+    );
+    write(
+        &root,
+        "proc/net/route",
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n",
+    );
+    write(&root, "sys/class/net/eth0/uevent", "INTERFACE=eth0\n");
+    plug(&root, true);
+    let origin = Origin::start().await.unwrap();
+    let len = 6u64 << 20;
+    origin.resource("/plugged.bin", Resource::seeded(21, len));
+    origin.script(
+        "/plugged.bin",
+        Script::new().always(Fault::RateLimit(1 << 20)),
+    );
+    let mut get = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["get", "--require-charging", "--checkpoint", "256k", "-o"])
+        .arg(&out)
+        .arg(origin.http_url("/plugged.bin"))
+        .env("FERRY_HOME", &home)
+        .env("FERRY_SYSFS_ROOT", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_detail(&home, "bytes to arrive", |d| d == "running").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    plug(&root, false);
+    let row = wait_for_detail(&home, "the wait", |d| d.starts_with("waiting")).await;
+    let detail = row["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("power"), "{detail}");
+    let durable = row["durable"].as_u64().unwrap();
+    assert!(durable > 0 && durable < len, "{row:?}");
+    // While it waits, nothing moves.
+    let sent = |o: &Origin| o.log().iter().map(|e| e.bytes_sent).sum::<u64>();
+    let before = sent(&origin);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(sent(&origin), before, "bytes moved while waiting");
+    assert_eq!(ls(&home)[0]["bytes"].as_u64(), row["bytes"].as_u64());
+    plug(&root, true);
+    let status = tokio::task::spawn_blocking(move || get.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        std::fs::read(out.join("plugged.bin")).unwrap(),
+        body::bytes(21, 0, 0..len)
+    );
+    let log = origin.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    let resumed_at: u64 = log[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .expect("the second request asks for a range");
+    assert_eq!(resumed_at, durable, "resumed from the durable offset");
+}
