@@ -4,7 +4,7 @@
 //! in a second task, in order, so a slow delegate never stalls scheduling.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -128,6 +128,9 @@ pub(crate) struct Engine {
     was_idle: bool,
     /// Records changed by deferrable batches and not yet written.
     deferred: BTreeSet<TaskId>,
+    /// Tasks that waited (not for a slot) since they last ran: their next
+    /// attempt asks the delegate's `will_begin` first.
+    delayed: HashSet<TaskId>,
     /// Counts idle and busy changes, so a late idle never hides a busy.
     idle_gen: u64,
     /// The last change counted was to idle.
@@ -218,6 +221,7 @@ impl Engine {
             jitter: transfer_core::SplitMix64::new(now),
             was_idle: false,
             deferred: BTreeSet::new(),
+            delayed: HashSet::new(),
             idle_gen: 0,
             idle_sent: false,
             idle,
@@ -691,6 +695,13 @@ impl Engine {
         };
         record.state = state;
         let phase = record.state.phase.clone();
+        if let Phase::Waiting(reason) = &phase
+            && !matches!(reason, WaitReason::HostLimit | WaitReason::SessionLimit)
+        {
+            self.delayed.insert(id);
+        } else if record.state.is_terminal() {
+            self.delayed.remove(&id);
+        }
         let label = record.spec.label.clone();
         let failed_with_nothing = record.state.resume.durable_offset == 0;
         let key = admissible(&phase).then(|| queue_key(record));
@@ -865,6 +876,8 @@ impl Engine {
             session_bucket: self.session_bucket.clone(),
             record: Arc::new(record.clone()),
             delegate: self.delegate.clone(),
+            delayed: self.delayed.remove(&record.id),
+            rewritten: None,
         };
         tokio::spawn(a.run());
     }

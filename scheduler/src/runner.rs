@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transfer_core::{
-    Continuation, Delegate, ErrorKind, Event, Partial, RedirectDecision, RedirectHook, RequestBody,
-    ResumeData, SessionId, StoreError, StoreErrorKind, TaskId, TaskKind, TaskRecord, TaskSpec,
-    Throttle, TransferError, Transport, TransportRequest, judge_response,
+    BeginDecision, Continuation, Delegate, ErrorKind, Event, Partial, RedirectDecision,
+    RedirectHook, RequestBody, ResumeData, SessionId, StoreError, StoreErrorKind, TaskId, TaskKind,
+    TaskRecord, TaskSpec, Throttle, TransferError, Transport, TransportRequest, judge_response,
 };
 
 use crate::engine::Command;
@@ -41,6 +41,11 @@ pub(crate) struct Attempt {
     /// The task as it was when the attempt started (for delegate calls).
     pub(crate) record: Arc<TaskRecord>,
     pub(crate) delegate: Arc<dyn Delegate>,
+    /// The task waited before this attempt (earliest begin, conditions,
+    /// backoff, a pause): the delegate's `will_begin` hears of it first.
+    pub(crate) delayed: bool,
+    /// The request as `will_begin` left it (method, URL, headers).
+    pub(crate) rewritten: Option<http::request::Parts>,
 }
 
 /// Asks the session's delegate about each redirect of the task.
@@ -88,7 +93,11 @@ impl Attempt {
 
     /// Runs the attempt to its end and reports how it ended.
     pub(crate) async fn run(mut self) {
-        let outcome = self.download().await;
+        let outcome = match self.begin().await {
+            Ok(true) => self.download().await,
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
         let _ = self.engine.send(Command::RunnerDone {
             task: self.task,
             attempt: self.attempt,
@@ -105,6 +114,43 @@ impl Attempt {
                     attempt: self.attempt,
                     error,
                 });
+            }
+        }
+    }
+
+    /// The request the task's spec describes, before any range.
+    fn base_request(&self) -> Result<http::request::Parts, TransferError> {
+        let spec = &self.spec;
+        let mut b = Request::builder()
+            .method(spec.request.method.clone())
+            .uri(spec.url().as_uri().clone());
+        for (k, v) in &spec.request.headers {
+            b = b.header(k, v);
+        }
+        let (parts, ()) = b
+            .body(())
+            .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?
+            .into_parts();
+        Ok(parts)
+    }
+
+    /// For a delayed task, asks the delegate whether to begin, and with what
+    /// request; `Ok(false)` when it cancelled the task.
+    async fn begin(&mut self) -> Result<bool, TransferError> {
+        if !self.delayed {
+            return Ok(true);
+        }
+        let mut parts = self.base_request()?;
+        match self.delegate.will_begin(&self.record, &mut parts).await {
+            BeginDecision::Continue => {
+                self.rewritten = Some(parts);
+                Ok(true)
+            }
+            BeginDecision::Cancel => {
+                self.send(Event::Cancel {
+                    keep_resume_data: false,
+                });
+                Ok(false)
             }
         }
     }
@@ -239,11 +285,12 @@ impl Attempt {
         resume: &ResumeData,
         offset: u64,
     ) -> Result<transfer_core::TransportResponse, TransferError> {
-        let spec = &self.spec;
-        let mut b = Request::builder()
-            .method(spec.request.method.clone())
-            .uri(spec.url().as_uri().clone());
-        for (k, v) in &spec.request.headers {
+        let parts = match &self.rewritten {
+            Some(parts) => parts.clone(),
+            None => self.base_request()?,
+        };
+        let mut b = Request::builder().method(parts.method).uri(parts.uri);
+        for (k, v) in &parts.headers {
             b = b.header(k, v);
         }
         if offset > 0 {

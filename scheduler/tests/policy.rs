@@ -150,3 +150,77 @@ async fn a_download_from_localhost_ignores_the_network() {
     assert_eq!(f.file("here").unwrap(), body::bytes(32, 0, 0..100_000));
     s.shutdown().await;
 }
+
+/// Rewrites the URL of a delayed task to a fresh one, or cancels it.
+struct Begin {
+    cancel: bool,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl transfer_core::Delegate for Begin {
+    async fn will_begin(
+        &self,
+        _task: &TaskRecord,
+        request: &mut http::request::Parts,
+    ) -> transfer_core::BeginDecision {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.cancel {
+            return transfer_core::BeginDecision::Cancel;
+        }
+        let fresh = request.uri.to_string().replace("/stale", "/fresh");
+        request.uri = fresh.parse().unwrap();
+        transfer_core::BeginDecision::Continue
+    }
+}
+
+/// A task with an earliest begin a moment away: `will_begin` runs before it
+/// starts and rewrites its request (the origin sees only the fresh URL), or
+/// cancels it (no request at all). A task that never waited is not asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_begin_rewrites_or_cancels_a_delayed_task() {
+    use std::sync::atomic::Ordering;
+    for cancel in [false, true] {
+        let f = Fixture::new(Proto::H1).await;
+        f.origin.resource("/fresh", Resource::seeded(33, 50_000));
+        f.origin.resource("/now", Resource::seeded(34, 1_000));
+        let delegate = Arc::new(Begin {
+            cancel,
+            asked: 0.into(),
+        });
+        let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+        let s = f
+            .session_full(true, payloads, Fixture::config(), delegate.clone())
+            .await;
+        let now = f.get(&s, &f.url("/now"), "now").await;
+        assert!(common::wait(&now).await.is_completed());
+        assert_eq!(delegate.asked.load(Ordering::SeqCst), 0, "not delayed");
+
+        let soon = transfer_core::Timestamp::from_system_time(std::time::SystemTime::now())
+            .saturating_add(Duration::from_millis(300));
+        let spec = transfer_core::TaskSpec::download(
+            &f.url("/stale"),
+            transfer_core::Destination::Path("later".into()),
+        )
+        .earliest_begin(soon)
+        .build()
+        .unwrap();
+        let t = s.enqueue(spec, true).await.unwrap();
+        let outcome = common::wait(&t).await;
+        assert_eq!(delegate.asked.load(Ordering::SeqCst), 1);
+        let paths: Vec<String> = f.origin.log().iter().map(|e| e.path.clone()).collect();
+        if cancel {
+            assert!(
+                matches!(outcome, transfer_core::Outcome::Cancelled { .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(paths, ["/now"]);
+            assert!(f.file("later").is_none());
+        } else {
+            assert!(outcome.is_completed(), "{outcome:?}");
+            assert_eq!(paths, ["/now", "/fresh"]);
+            assert_eq!(f.file("later").unwrap(), body::bytes(33, 0, 0..50_000));
+        }
+        s.shutdown().await;
+    }
+}
