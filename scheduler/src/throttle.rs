@@ -100,4 +100,46 @@ mod tests {
         b.take(1 << 30).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
+
+    /// Over a 10 s window on tokio's paused clock, a transfer pulling 16 KiB
+    /// chunks as fast as it can moves the limit's worth of bytes, within 5%;
+    /// and a rate changed halfway takes effect at once.
+    #[tokio::test(start_paused = true)]
+    async fn ten_seconds_move_the_limit_within_five_percent() {
+        for rate in [64u64 << 10, 1 << 20, 50 << 20] {
+            let b = Bucket::new(Some(rate));
+            let start = Instant::now();
+            let mut moved = 0u64;
+            while start.elapsed() < Duration::from_secs(10) {
+                b.take(16 << 10).await;
+                moved += 16 << 10;
+            }
+            let want = rate * 10;
+            let off = moved.abs_diff(want) as f64 / want as f64;
+            assert!(
+                off <= 0.05,
+                "rate {rate}: moved {moved} in 10 s, {:.1}% off",
+                off * 100.0
+            );
+        }
+        let b = Bucket::new(Some(1 << 20));
+        let start = Instant::now();
+        let mut moved = 0u64;
+        while start.elapsed() < Duration::from_secs(5) {
+            b.take(16 << 10).await;
+            moved += 16 << 10;
+        }
+        b.set_rate(Some(256 << 10));
+        let half = moved;
+        while start.elapsed() < Duration::from_secs(10) {
+            b.take(16 << 10).await;
+            moved += 16 << 10;
+        }
+        let second = (moved - half) as f64;
+        let want = (256u64 << 10) as f64 * 5.0;
+        assert!(
+            (second - want).abs() / want <= 0.05,
+            "after the change: {second} bytes in 5 s"
+        );
+    }
 }

@@ -224,3 +224,145 @@ async fn will_begin_rewrites_or_cancels_a_delayed_task() {
         s.shutdown().await;
     }
 }
+
+/// Records each `waiting` call: (task label, reason).
+#[derive(Default)]
+struct Waits(std::sync::Mutex<Vec<(String, WaitReason)>>);
+
+#[async_trait::async_trait]
+impl transfer_core::Delegate for Waits {
+    async fn waiting(&self, task: &TaskRecord, reason: &WaitReason) {
+        let label = task.spec.label.clone().unwrap_or_default();
+        self.0.lock().unwrap().push((label, reason.clone()));
+    }
+}
+
+/// The battery drains while two downloads run on a non-loopback origin:
+/// below 30% the discretionary one waits, below 10% the normal one too;
+/// a network change that does not change the reason tells the delegate
+/// nothing new; on external power both continue from their durable
+/// offsets and land intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_battery_drains_then_charges() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 4u64 << 20;
+    for (path, seed) in [("/disc", 41), ("/normal", 42)] {
+        f.origin.resource(path, Resource::seeded(seed, len));
+        f.origin
+            .script(path, Script::new().always(Fault::RateLimit(1 << 20)));
+    }
+    let conditions = Arc::new(ScriptedConditions::new(Conditions {
+        network: NetworkPath::ETHERNET,
+        power: Power::on_battery(60),
+    }));
+    let waits = Arc::new(Waits::default());
+    let http = HttpConfig::default()
+        .roots(Roots::Webpki)
+        .resolve("origin.test", f.origin.http_addr());
+    let s = Session::builder("test.battery")
+        .unwrap()
+        .store(Arc::new(FsTaskStore::open(&f.state).unwrap()))
+        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
+        .transport(Arc::new(HttpTransport::new(http).unwrap()))
+        .conditions(conditions.clone())
+        .delegate(waits.clone())
+        .config(Fixture::config())
+        .build()
+        .await
+        .unwrap();
+    let url = |p: &str| format!("http://origin.test:{}{p}", f.origin.http_addr().port());
+    let task = |path: &str, discretionary: bool| {
+        transfer_core::TaskSpec::download(
+            &url(path),
+            transfer_core::Destination::Path(path.trim_start_matches('/').into()),
+        )
+        .label(path.trim_start_matches('/'))
+        .discretionary(discretionary)
+        .build()
+        .unwrap()
+    };
+    let disc = s.enqueue(task("/disc", true), true).await.unwrap();
+    let normal = s.enqueue(task("/normal", false), true).await.unwrap();
+    for t in [&disc, &normal] {
+        until(t, "a checkpoint", |r| r.state.resume.durable_offset > 0).await;
+    }
+
+    let low = |level: u8, threshold: u8| {
+        move |r: &TaskRecord| {
+            r.state.phase == Phase::Waiting(WaitReason::BatteryLow { level, threshold })
+        }
+    };
+    conditions.update(|c| c.power = Power::on_battery(25));
+    until(&disc, "discretionary waits below 30%", low(25, 30)).await;
+    assert!(matches!(
+        normal.snapshot().await.unwrap().unwrap().state.phase,
+        Phase::Running { .. }
+    ));
+    // Wi-Fi instead of Ethernet: the discretionary task still waits for the
+    // battery, and is not told again.
+    conditions.update(|c| c.network = NetworkPath::WIFI);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    conditions.update(|c| c.power = Power::on_battery(8));
+    until(
+        &normal,
+        "everything but high priority waits below 10%",
+        low(8, 10),
+    )
+    .await;
+    until(&disc, "the discretionary task's reason follows", low(8, 10)).await;
+    let durable: Vec<u64> = {
+        let mut v = Vec::new();
+        for t in [&disc, &normal] {
+            v.push(
+                t.snapshot()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .state
+                    .resume
+                    .durable_offset,
+            );
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = (sent(&f, "/disc"), sent(&f, "/normal"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        (sent(&f, "/disc"), sent(&f, "/normal")),
+        before,
+        "bytes moved"
+    );
+
+    conditions.update(|c| c.power.external_power = true);
+    for (t, (path, seed)) in [&disc, &normal]
+        .into_iter()
+        .zip([("/disc", 41), ("/normal", 42)])
+    {
+        assert!(common::wait(t).await.is_completed());
+        let name = path.trim_start_matches('/');
+        assert_eq!(
+            f.file(name).unwrap(),
+            body::bytes(seed, 0, 0..len),
+            "{name}"
+        );
+    }
+    assert_eq!(f.ranges("/disc"), [0, durable[0]]);
+    assert_eq!(f.ranges("/normal"), [0, durable[1]]);
+    let told = waits.0.lock().unwrap().clone();
+    let of = |label: &str| -> Vec<WaitReason> {
+        told.iter()
+            .filter(|(l, _)| l == label)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    let bl = |level, threshold| WaitReason::BatteryLow { level, threshold };
+    assert_eq!(
+        of("disc"),
+        [bl(25, 30), bl(8, 10)],
+        "one call per reason change"
+    );
+    assert_eq!(of("normal"), [bl(8, 10)], "one call per reason change");
+    s.shutdown().await;
+}
