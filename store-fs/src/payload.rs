@@ -121,9 +121,14 @@ impl FsPayloadStore {
 /// far less than one per frame.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// A partial file being written: appended bytes are gathered in memory and
-/// written at their offset in one call per [`WRITE_BUFFER`], on a blocking
-/// thread.
+/// Frames gathered before one write at most (Linux takes up to 1,024 in a
+/// vectored write).
+const WRITE_FRAMES: usize = 512;
+
+/// A partial file being written: appended frames are held, not copied, and
+/// written in one vectored call per [`WRITE_BUFFER`] (or [`WRITE_FRAMES`]),
+/// on a blocking thread, at the file's position, which only this partial
+/// moves.
 #[derive(Debug)]
 pub struct FsPartial {
     file: Arc<std::fs::File>,
@@ -131,8 +136,10 @@ pub struct FsPartial {
     destination: PathBuf,
     /// Bytes already in the file.
     written: u64,
-    /// Bytes appended and not yet in the file.
-    buffer: Vec<u8>,
+    /// Frames appended and not yet in the file.
+    pending: Vec<Bytes>,
+    /// Their length.
+    pending_len: usize,
     /// Bytes known durable.
     durable: u64,
     /// A `sync_data` started by `sync_behind`, with the offset it covers.
@@ -140,35 +147,36 @@ pub struct FsPartial {
 }
 
 impl FsPartial {
-    /// Writes `data` at `self.written` on a blocking thread and waits for it:
-    /// once this returns no write of this partial is in flight, so a partial
-    /// dropped after it cannot land bytes after the next `open` cut the file.
-    async fn write_out<B: AsRef<[u8]> + Send + 'static>(
+    /// Writes `frames` at `self.written` on a blocking thread and waits for
+    /// it: once this returns no write of this partial is in flight, so a
+    /// partial dropped after it cannot land bytes after the next `open` cut
+    /// the file. Gives the (emptied) list back for reuse.
+    async fn write_out(
         &mut self,
-        data: B,
-    ) -> Result<B, StoreError> {
+        frames: Vec<Bytes>,
+        len: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         let file = self.file.clone();
-        let at = self.written;
-        let (data, result) = tokio::task::spawn_blocking(move || {
-            let result = file.write_all_at(data.as_ref(), at);
-            (data, result)
+        let (mut frames, result) = tokio::task::spawn_blocking(move || {
+            let result = write_all_vectored(&file, &frames);
+            (frames, result)
         })
         .await
         .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("write task: {e}")))?;
         result.map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))?;
-        self.written += data.as_ref().len() as u64;
-        Ok(data)
+        self.written += len as u64;
+        frames.clear();
+        Ok(frames)
     }
 
-    /// Writes out what the buffer holds, keeping its allocation.
+    /// Writes out the frames held, keeping the list's allocation.
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.buffer.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let buffer = std::mem::take(&mut self.buffer);
-        let mut buffer = self.write_out(buffer).await?;
-        buffer.clear();
-        self.buffer = buffer;
+        let frames = std::mem::take(&mut self.pending);
+        let len = std::mem::take(&mut self.pending_len);
+        self.pending = self.write_out(frames, len).await?;
         Ok(())
     }
 
@@ -228,6 +236,8 @@ impl PayloadStore for FsPayloadStore {
             if len > offset {
                 file.set_len(offset).map_err(|e| io("truncating", e))?;
             }
+            std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
+                .map_err(|e| io("seeking in", e))?;
             Ok::<_, StoreError>((file, offset))
         })
         .await
@@ -237,7 +247,8 @@ impl PayloadStore for FsPayloadStore {
             path,
             destination: dest,
             written: offset,
-            buffer: Vec::new(),
+            pending: Vec::new(),
+            pending_len: 0,
             durable: offset,
             syncing: None,
         }))
@@ -263,7 +274,7 @@ impl PayloadStore for FsPayloadStore {
 #[async_trait]
 impl Partial for FsPartial {
     fn offset(&self) -> u64 {
-        self.written + self.buffer.len() as u64
+        self.written + self.pending_len as u64
     }
 
     async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
@@ -283,12 +294,12 @@ impl Partial for FsPartial {
     }
 
     async fn write(&mut self, data: Bytes) -> Result<(), StoreError> {
-        if self.buffer.is_empty() && data.len() >= WRITE_BUFFER {
-            self.write_out(data).await?;
+        if data.is_empty() {
             return Ok(());
         }
-        self.buffer.extend_from_slice(&data);
-        if self.buffer.len() >= WRITE_BUFFER {
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= WRITE_BUFFER || self.pending.len() >= WRITE_FRAMES {
             self.flush().await?;
         }
         Ok(())
@@ -328,9 +339,9 @@ impl Partial for FsPartial {
         let file = self.file.clone();
         // The rest of the bytes, written on the same blocking thread: a small
         // file costs one handoff in all.
-        let (rest, at) = (std::mem::take(&mut self.buffer), self.written);
+        let rest = std::mem::take(&mut self.pending);
         tokio::task::spawn_blocking(move || {
-            file.write_all_at(&rest, at)
+            write_all_vectored(&file, &rest)
                 .map_err(|e| StoreError::io(format!("writing {}", from.display()), e))?;
             file.sync_data()
                 .map_err(|e| StoreError::io(format!("syncing {}", from.display()), e))?;
@@ -371,6 +382,23 @@ impl Partial for FsPartial {
 
 /// The process's umask, read from `/proc/self/status` (Linux 4.7 and
 /// later); owner-only (0o077) when it cannot be read, the safe side.
+/// Writes every frame at the file's position, in as few calls as the
+/// kernel allows.
+fn write_all_vectored(mut file: &std::fs::File, frames: &[Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Read once per process.
 fn process_umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
