@@ -35,6 +35,43 @@ async fn until(
     .unwrap_or_else(|_| panic!("waiting for {what}"))
 }
 
+/// A session reaching the origin as `origin.test` (not loopback, so the
+/// network path counts), with scripted conditions.
+async fn story_session(
+    f: &Fixture,
+    conditions: Arc<ScriptedConditions>,
+    delegate: Arc<dyn transfer_core::Delegate>,
+    config: scheduler::SessionConfig,
+) -> Session {
+    let http = HttpConfig::default()
+        .roots(Roots::Webpki)
+        .resolve("origin.test", f.origin.http_addr());
+    Session::builder("test.story")
+        .unwrap()
+        .store(Arc::new(FsTaskStore::open(&f.state).unwrap()))
+        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
+        .transport(Arc::new(HttpTransport::new(http).unwrap()))
+        .conditions(conditions)
+        .delegate(delegate)
+        .config(config)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A download of `path` from `origin.test`, labelled and stored by its name.
+fn story_task(f: &Fixture, path: &str, discretionary: bool) -> transfer_core::TaskSpec {
+    let name = path.trim_start_matches('/');
+    transfer_core::TaskSpec::download(
+        &format!("http://origin.test:{}{path}", f.origin.http_addr().port()),
+        transfer_core::Destination::Path(name.into()),
+    )
+    .label(name)
+    .discretionary(discretionary)
+    .build()
+    .unwrap()
+}
+
 fn sent(f: &Fixture, path: &str) -> u64 {
     f.origin
         .log()
@@ -57,25 +94,15 @@ async fn wifi_then_cellular_then_none_then_wifi() {
     }));
     let mut config = Fixture::config();
     config.policy.allows_cellular = false;
-    let http = HttpConfig::default()
-        .roots(Roots::Webpki)
-        .resolve("origin.test", f.origin.http_addr());
-    let s = Session::builder("test.policy")
-        .unwrap()
-        .store(Arc::new(FsTaskStore::open(&f.state).unwrap()))
-        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
-        .transport(Arc::new(HttpTransport::new(http).unwrap()))
-        .conditions(conditions.clone())
-        .config(config)
-        .build()
-        .await
-        .unwrap();
-    let url = format!("http://origin.test:{}/story", f.origin.http_addr().port());
+    let s = story_session(
+        &f,
+        conditions.clone(),
+        Arc::new(transfer_core::NoDelegate),
+        config,
+    )
+    .await;
     let t = s
-        .download(&url)
-        .unwrap()
-        .to("story")
-        .enqueue()
+        .enqueue(story_task(&f, "/story", false), true)
         .await
         .unwrap();
     until(&t, "a checkpoint on Wi-Fi", |r| {
@@ -237,6 +264,45 @@ impl transfer_core::Delegate for Waits {
     }
 }
 
+/// A discretionary and a normal download of `len` bytes each, paced at
+/// 1 MiB/s, on Ethernet with `power`.
+struct Pair {
+    s: Session,
+    conditions: Arc<ScriptedConditions>,
+    waits: Arc<Waits>,
+    disc: scheduler::TaskHandle,
+    normal: scheduler::TaskHandle,
+}
+
+async fn pair(f: &Fixture, power: Power, paths: [(&str, u64); 2], len: u64) -> Pair {
+    for (path, seed) in paths {
+        f.origin.resource(path, Resource::seeded(seed, len));
+        f.origin
+            .script(path, Script::new().always(Fault::RateLimit(1 << 20)));
+    }
+    let conditions = Arc::new(ScriptedConditions::new(Conditions {
+        network: NetworkPath::ETHERNET,
+        power,
+    }));
+    let waits = Arc::new(Waits::default());
+    let s = story_session(f, conditions.clone(), waits.clone(), Fixture::config()).await;
+    let disc = s
+        .enqueue(story_task(f, paths[0].0, true), true)
+        .await
+        .unwrap();
+    let normal = s
+        .enqueue(story_task(f, paths[1].0, false), true)
+        .await
+        .unwrap();
+    Pair {
+        s,
+        conditions,
+        waits,
+        disc,
+        normal,
+    }
+}
+
 /// The battery drains while two downloads run on a non-loopback origin:
 /// below 30% the discretionary one waits, below 10% the normal one too;
 /// a network change that does not change the reason tells the delegate
@@ -246,43 +312,19 @@ impl transfer_core::Delegate for Waits {
 async fn the_battery_drains_then_charges() {
     let f = Fixture::new(Proto::H1).await;
     let len = 4u64 << 20;
-    for (path, seed) in [("/disc", 41), ("/normal", 42)] {
-        f.origin.resource(path, Resource::seeded(seed, len));
-        f.origin
-            .script(path, Script::new().always(Fault::RateLimit(1 << 20)));
-    }
-    let conditions = Arc::new(ScriptedConditions::new(Conditions {
-        network: NetworkPath::ETHERNET,
-        power: Power::on_battery(60),
-    }));
-    let waits = Arc::new(Waits::default());
-    let http = HttpConfig::default()
-        .roots(Roots::Webpki)
-        .resolve("origin.test", f.origin.http_addr());
-    let s = Session::builder("test.battery")
-        .unwrap()
-        .store(Arc::new(FsTaskStore::open(&f.state).unwrap()))
-        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
-        .transport(Arc::new(HttpTransport::new(http).unwrap()))
-        .conditions(conditions.clone())
-        .delegate(waits.clone())
-        .config(Fixture::config())
-        .build()
-        .await
-        .unwrap();
-    let url = |p: &str| format!("http://origin.test:{}{p}", f.origin.http_addr().port());
-    let task = |path: &str, discretionary: bool| {
-        transfer_core::TaskSpec::download(
-            &url(path),
-            transfer_core::Destination::Path(path.trim_start_matches('/').into()),
-        )
-        .label(path.trim_start_matches('/'))
-        .discretionary(discretionary)
-        .build()
-        .unwrap()
-    };
-    let disc = s.enqueue(task("/disc", true), true).await.unwrap();
-    let normal = s.enqueue(task("/normal", false), true).await.unwrap();
+    let Pair {
+        s,
+        conditions,
+        waits,
+        disc,
+        normal,
+    } = pair(
+        &f,
+        Power::on_battery(60),
+        [("/disc", 41), ("/normal", 42)],
+        len,
+    )
+    .await;
     for t in [&disc, &normal] {
         until(t, "a checkpoint", |r| r.state.resume.durable_offset > 0).await;
     }
@@ -364,5 +406,67 @@ async fn the_battery_drains_then_charges() {
         "one call per reason change"
     );
     assert_eq!(of("normal"), [bl(8, 10)], "one call per reason change");
+    s.shutdown().await;
+}
+
+/// Low power mode comes on: the discretionary download waits (and says
+/// so), the normal one goes on; off again, the discretionary one continues
+/// from its durable offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_power_mode_holds_discretionary_work() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 3u64 << 20;
+    let Pair {
+        s,
+        conditions,
+        waits,
+        disc,
+        normal,
+    } = pair(
+        &f,
+        Power::MAINS,
+        [("/lp-disc", 51), ("/lp-normal", 52)],
+        len,
+    )
+    .await;
+    until(&disc, "a checkpoint", |r| r.state.resume.durable_offset > 0).await;
+    conditions.update(|c| c.power.low_power = true);
+    let waiting = until(&disc, "the wait in low power mode", |r| {
+        r.state.phase == Phase::Waiting(WaitReason::LowPowerMode)
+    })
+    .await;
+    assert!(matches!(
+        normal.snapshot().await.unwrap().unwrap().state.phase,
+        Phase::Running { .. } | Phase::Completed
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = sent(&f, "/lp-disc");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sent(&f, "/lp-disc"),
+        before,
+        "bytes moved in low power mode"
+    );
+    let durable = disc
+        .snapshot()
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        .resume
+        .durable_offset;
+    assert!(durable >= waiting.state.resume.durable_offset);
+    conditions.update(|c| c.power.low_power = false);
+    for (t, name, seed) in [(&disc, "lp-disc", 51), (&normal, "lp-normal", 52)] {
+        assert!(common::wait(t).await.is_completed());
+        assert_eq!(
+            f.file(name).unwrap(),
+            body::bytes(seed, 0, 0..len),
+            "{name}"
+        );
+    }
+    assert_eq!(f.ranges("/lp-disc"), [0, durable]);
+    let told = waits.0.lock().unwrap().clone();
+    assert_eq!(told, [("lp-disc".to_owned(), WaitReason::LowPowerMode)]);
     s.shutdown().await;
 }
