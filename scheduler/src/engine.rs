@@ -40,6 +40,8 @@ pub(crate) enum Command {
         attempt: u32,
     },
     Conditions(Conditions),
+    /// The session's own rate limit changes.
+    SessionRate(Option<u64>),
     /// A request of the task finished: its metrics, for the delegate.
     Metrics {
         task: TaskId,
@@ -368,6 +370,12 @@ impl Engine {
                 {
                     self.release(task);
                 }
+            }
+            Command::SessionRate(rate) => {
+                let mut config = (*self.config).clone();
+                config.policy.rate_limit = rate;
+                self.config = Arc::new(config);
+                self.handle(Command::Conditions(self.conditions));
             }
             Command::Conditions(c) => {
                 self.conditions = c;

@@ -424,6 +424,13 @@ impl Session {
         })
     }
 
+    /// Changes the session's rate limit (bytes per second for all its
+    /// transfers together; `None`: unlimited, `Some(0)`: paused). Running
+    /// transfers pace at the new rate from their next chunk.
+    pub fn set_rate_limit(&self, rate: Option<u64>) -> Result<(), SessionError> {
+        self.send(Command::SessionRate(rate))
+    }
+
     /// Waits until the session is idle: nothing runs or waits to run, and
     /// every event up to then has been delivered. Unlike
     /// [`SessionEvent::Idle`], sent once each time the session becomes idle,

@@ -72,6 +72,27 @@ fn story_task(f: &Fixture, path: &str, discretionary: bool) -> transfer_core::Ta
     .unwrap()
 }
 
+/// The task's durable offset now.
+async fn durable(task: &scheduler::TaskHandle) -> u64 {
+    task.snapshot()
+        .await
+        .unwrap()
+        .unwrap()
+        .state
+        .resume
+        .durable_offset
+}
+
+/// Lets what was in flight settle, then checks that no bytes of `paths`
+/// move for 700 ms.
+async fn still(f: &Fixture, paths: &[&str], what: &str) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before: Vec<u64> = paths.iter().map(|p| sent(f, p)).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after: Vec<u64> = paths.iter().map(|p| sent(f, p)).collect();
+    assert_eq!(after, before, "bytes moved {what}");
+}
+
 fn sent(f: &Fixture, path: &str) -> u64 {
     f.origin
         .log()
@@ -120,10 +141,7 @@ async fn wifi_then_cellular_then_none_then_wifi() {
         waiting.state.resume.durable_offset < len,
         "stopped before the end"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = sent(&f, "/story");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(sent(&f, "/story"), before, "bytes moved on cellular");
+    still(&f, &["/story"], "on cellular").await;
 
     // No network at all: still waiting, now for that.
     conditions.update(|c| c.network = NetworkPath::NONE);
@@ -131,14 +149,7 @@ async fn wifi_then_cellular_then_none_then_wifi() {
         r.state.phase == Phase::Waiting(WaitReason::NoNetwork)
     })
     .await;
-    let durable = t
-        .snapshot()
-        .await
-        .unwrap()
-        .unwrap()
-        .state
-        .resume
-        .durable_offset;
+    let durable = durable(&t).await;
     assert!(durable > 0);
 
     // Wi-Fi again: it continues from the durable offset and lands intact.
@@ -353,29 +364,8 @@ async fn the_battery_drains_then_charges() {
     )
     .await;
     until(&disc, "the discretionary task's reason follows", low(8, 10)).await;
-    let durable: Vec<u64> = {
-        let mut v = Vec::new();
-        for t in [&disc, &normal] {
-            v.push(
-                t.snapshot()
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .state
-                    .resume
-                    .durable_offset,
-            );
-        }
-        v
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = (sent(&f, "/disc"), sent(&f, "/normal"));
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        (sent(&f, "/disc"), sent(&f, "/normal")),
-        before,
-        "bytes moved"
-    );
+    let durable = [durable(&disc).await, durable(&normal).await];
+    still(&f, &["/disc", "/normal"], "with the battery low").await;
 
     conditions.update(|c| c.power.external_power = true);
     for (t, (path, seed)) in [&disc, &normal]
@@ -439,22 +429,8 @@ async fn low_power_mode_holds_discretionary_work() {
         normal.snapshot().await.unwrap().unwrap().state.phase,
         Phase::Running { .. } | Phase::Completed
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = sent(&f, "/lp-disc");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        sent(&f, "/lp-disc"),
-        before,
-        "bytes moved in low power mode"
-    );
-    let durable = disc
-        .snapshot()
-        .await
-        .unwrap()
-        .unwrap()
-        .state
-        .resume
-        .durable_offset;
+    still(&f, &["/lp-disc"], "in low power mode").await;
+    let durable = durable(&disc).await;
     assert!(durable >= waiting.state.resume.durable_offset);
     conditions.update(|c| c.power.low_power = false);
     for (t, name, seed) in [(&disc, "lp-disc", 51), (&normal, "lp-normal", 52)] {
@@ -468,5 +444,39 @@ async fn low_power_mode_holds_discretionary_work() {
     assert_eq!(f.ranges("/lp-disc"), [0, durable]);
     let told = waits.0.lock().unwrap().clone();
     assert_eq!(told, [("lp-disc".to_owned(), WaitReason::LowPowerMode)]);
+    s.shutdown().await;
+}
+
+/// The session's rate set to zero by a call stops a running download at its
+/// next chunk and holds it, saying why; set back to unlimited, it continues
+/// from its durable offset and lands intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_set_by_a_call_takes_effect_at_once() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 8u64 << 20;
+    f.origin.resource("/paced", Resource::seeded(61, len));
+    f.origin
+        .script("/paced", Script::new().always(Fault::RateLimit(2 << 20)));
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/paced"), "paced").await;
+    until(&t, "a checkpoint", |r| r.state.resume.durable_offset > 0).await;
+    s.set_rate_limit(Some(0)).unwrap();
+    let held = until(&t, "the pause", |r| {
+        matches!(r.state.phase, Phase::Waiting(_))
+    })
+    .await;
+    let Phase::Waiting(reason) = &held.state.phase else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.to_string(),
+        "paused: the session's rate limit is zero"
+    );
+    still(&f, &["/paced"], "while paused").await;
+    let durable = durable(&t).await;
+    s.set_rate_limit(None).unwrap();
+    assert!(common::wait(&t).await.is_completed());
+    assert_eq!(f.file("paced").unwrap(), body::bytes(61, 0, 0..len));
+    assert_eq!(f.ranges("/paced"), [0, durable]);
     s.shutdown().await;
 }

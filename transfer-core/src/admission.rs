@@ -66,9 +66,9 @@ impl WaitReason {
     /// When waiting ends by itself, for reasons that end at a known time.
     pub fn wake_at(&self) -> Option<Timestamp> {
         match self {
-            WaitReason::NotBefore(t)
-            | WaitReason::BackingOff { until: t, .. }
-            | WaitReason::Schedule { until: t } => Some(*t),
+            WaitReason::NotBefore(t) | WaitReason::BackingOff { until: t, .. } => Some(*t),
+            // `MAX`: paused until someone changes the rate.
+            WaitReason::Schedule { until: t } => (*t != Timestamp::MAX).then_some(*t),
             _ => None,
         }
     }
@@ -101,6 +101,9 @@ impl fmt::Display for WaitReason {
             WaitReason::NotBefore(t) => write!(f, "not before {t}"),
             WaitReason::BackingOff { until, error } => {
                 write!(f, "retrying at {until} after: {error}")
+            }
+            WaitReason::Schedule { until } if *until == Timestamp::MAX => {
+                f.write_str("paused: the session's rate limit is zero")
             }
             WaitReason::Schedule { until } => {
                 write!(f, "paused by the bandwidth timetable until {until}")
