@@ -417,6 +417,15 @@ impl Attempt {
             }
             partial.write(data).await.map_err(storage_error)?;
             since_checkpoint += n;
+            // A flush started at the last checkpoint has finished: record
+            // its offset now rather than at the next checkpoint.
+            if let Some(durable) = partial.durable_update() {
+                self.send(Event::Checkpoint {
+                    attempt: self.attempt,
+                    durable,
+                    partial: None,
+                });
+            }
             if last_progress.elapsed() >= self.config.progress_interval {
                 last_progress = Instant::now();
                 self.send(Event::Progress {

@@ -144,6 +144,9 @@ pub struct FsPartial {
     durable: u64,
     /// A `sync_data` started by `sync_behind`, with the offset it covers.
     syncing: Option<tokio::task::JoinHandle<std::io::Result<u64>>>,
+    /// A background flush failed: nothing written since may be called
+    /// durable, so every later sync fails with this.
+    failed: Option<String>,
 }
 
 impl FsPartial {
@@ -178,6 +181,17 @@ impl FsPartial {
         let len = std::mem::take(&mut self.pending_len);
         self.pending = self.write_out(frames, len).await?;
         Ok(())
+    }
+
+    /// Fails when a background flush failed before.
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(e) => Err(StoreError::new(
+                StoreErrorKind::Io,
+                format!("syncing {}: {e}", self.path.display()),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Takes the result of a `sync_behind`'s flush.
@@ -251,6 +265,7 @@ impl PayloadStore for FsPayloadStore {
             pending_len: 0,
             durable: offset,
             syncing: None,
+            failed: None,
         }))
     }
 
@@ -306,6 +321,7 @@ impl Partial for FsPartial {
     }
 
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.check_failed()?;
         self.flush().await?;
         if let Some(syncing) = self.syncing.take() {
             self.finish_sync(syncing).await?;
@@ -316,25 +332,52 @@ impl Partial for FsPartial {
     }
 
     async fn sync_behind(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.check_failed()?;
         self.flush().await?;
-        match self.syncing.take() {
-            Some(syncing) if !syncing.is_finished() => self.syncing = Some(syncing),
-            done => {
-                if let Some(syncing) = done {
-                    self.finish_sync(syncing).await?;
-                }
-                if self.written > self.durable {
-                    let (file, at) = (self.file.clone(), self.written);
-                    self.syncing = Some(tokio::task::spawn_blocking(move || {
-                        file.sync_data().map(|()| at)
-                    }));
-                }
-            }
+        // The flush started last time is waited for if the storage has not
+        // finished it yet, so the durable offset trails by one flush at most.
+        if let Some(syncing) = self.syncing.take() {
+            self.finish_sync(syncing).await?;
+        }
+        if self.written > self.durable {
+            let (file, at) = (self.file.clone(), self.written);
+            self.syncing = Some(tokio::task::spawn_blocking(move || {
+                file.sync_data().map(|()| at)
+            }));
         }
         Ok((self.durable, PartialLocation::File(self.path.clone())))
     }
 
+    fn durable_update(&mut self) -> Option<u64> {
+        use std::future::Future;
+        let syncing = self.syncing.as_mut()?;
+        if !syncing.is_finished() {
+            return None;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(result) = std::pin::Pin::new(syncing).poll(&mut cx) else {
+            return None;
+        };
+        self.syncing = None;
+        match result {
+            Ok(Ok(at)) if at > self.durable => {
+                self.durable = at;
+                Some(at)
+            }
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                self.failed = Some(e.to_string());
+                None
+            }
+            Err(e) => {
+                self.failed = Some(format!("sync task: {e}"));
+                None
+            }
+        }
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.check_failed()?;
         let (from, to) = (self.path.clone(), self.destination.clone());
         let file = self.file.clone();
         // The rest of the bytes, written on the same blocking thread: a small

@@ -390,6 +390,8 @@ enum PayloadOp {
     Sync,
     /// `Partial::sync_behind`: the offset it reports may trail.
     SyncBehind,
+    /// `Partial::durable_update`, after a moment for a flush to finish.
+    DurableUpdate,
     /// Drops the partial and opens it again at the last synced offset.
     ReopenSynced,
     /// Drops the partial and opens it again at `permille`/1000 of the bytes
@@ -413,6 +415,7 @@ fn payload_op() -> impl Strategy<Value = PayloadOp> {
             .prop_map(|(seed, len)| PayloadOp::Write { seed, len }),
         3 => Just(PayloadOp::Sync),
         2 => Just(PayloadOp::SyncBehind),
+        1 => Just(PayloadOp::DurableUpdate),
         3 => Just(PayloadOp::ReopenSynced),
         2 => (0..1_300u64).prop_map(|permille| PayloadOp::ReopenAt { permille }),
         1 => Just(PayloadOp::Commit),
@@ -594,6 +597,21 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
                     partials(&root).pop().map(PartialLocation::File),
                     "sync_behind names the partial file"
                 );
+            }
+            PayloadOp::DurableUpdate => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                let p = partial.as_mut().unwrap();
+                if let Some(durable) = p.durable_update() {
+                    prop_assert!(
+                        durable > model.synced && durable <= model.written.len() as u64,
+                        "durable_update's offset {} outside ({}, {}] at {}",
+                        durable,
+                        model.synced,
+                        model.written.len(),
+                        when
+                    );
+                    model.synced = durable;
+                }
             }
             PayloadOp::ReopenSynced => {
                 close(&mut model, partial.take()).await?;

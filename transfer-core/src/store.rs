@@ -247,6 +247,14 @@ pub trait Partial: Send {
         self.sync().await
     }
 
+    /// A durable offset newer than the last one returned, when a flush that
+    /// [`sync_behind`](Self::sync_behind) started has finished since; never
+    /// waits. A transfer asks between chunks, so what the storage made
+    /// durable is recorded at once and not only at the next checkpoint.
+    fn durable_update(&mut self) -> Option<u64> {
+        None
+    }
+
     /// Reads back bytes of the partial starting at `at` (below
     /// [`offset`](Self::offset)) into `buf`, returning how many were read
     /// (0 at the end). Used to seed a checksum when a download resumes.
