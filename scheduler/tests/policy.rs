@@ -480,3 +480,37 @@ async fn a_rate_set_by_a_call_takes_effect_at_once() {
     assert_eq!(f.ranges("/paced"), [0, durable]);
     s.shutdown().await;
 }
+
+/// A task with an earliest begin a second away waits for it (saying until
+/// when), sends nothing before, and then runs to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earliest_begin_in_the_future_waits_for_its_time() {
+    let f = Fixture::new(Proto::H1).await;
+    f.origin.resource("/later", Resource::seeded(71, 200_000));
+    let s = f.session().await;
+    let begin = transfer_core::Timestamp::from_system_time(std::time::SystemTime::now())
+        .saturating_add(Duration::from_secs(1));
+    let spec = transfer_core::TaskSpec::download(
+        &f.url("/later"),
+        transfer_core::Destination::Path("later".into()),
+    )
+    .earliest_begin(begin)
+    .build()
+    .unwrap();
+    let t = s.enqueue(spec, true).await.unwrap();
+    let waiting = until(&t, "the wait", |r| {
+        matches!(r.state.phase, Phase::Waiting(_))
+    })
+    .await;
+    assert_eq!(
+        waiting.state.phase,
+        Phase::Waiting(WaitReason::NotBefore(begin))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(f.origin.log().is_empty(), "a request before the begin time");
+    assert!(common::wait(&t).await.is_completed());
+    let now = transfer_core::Timestamp::from_system_time(std::time::SystemTime::now());
+    assert!(now >= begin);
+    assert_eq!(f.file("later").unwrap(), body::bytes(71, 0, 0..200_000));
+    s.shutdown().await;
+}
