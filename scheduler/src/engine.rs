@@ -285,9 +285,10 @@ impl Engine {
             }
         });
         self.pump();
-        self.check_busy();
+        let busy = self.busy();
+        self.check_busy(busy);
         self.flush().await;
-        self.check_idle();
+        self.check_idle(busy);
         loop {
             let first = match self.next_timer() {
                 Some(at) => tokio::select! {
@@ -323,11 +324,14 @@ impl Engine {
                 }
             }
             self.pump();
+            // One scan of the records serves both checks: carrying out the
+            // batch starts and notifies, it changes no task's phase.
+            let busy = self.busy();
             // Before the replies go out: whoever enqueued and then waits
             // for idle must not see the idle from before.
-            self.check_busy();
+            self.check_busy(busy);
             self.flush().await;
-            self.check_idle();
+            self.check_idle(busy);
         }
         watcher.abort();
     }
@@ -637,8 +641,8 @@ impl Engine {
     }
 
     /// Clears the idle level when work has arrived.
-    fn check_busy(&mut self) {
-        if self.idle_sent && self.busy() {
+    fn check_busy(&mut self, busy: bool) {
+        if self.idle_sent && busy {
             self.idle_sent = false;
             self.idle_gen += 1;
             self.idle.send_replace(IdleLevel {
@@ -649,8 +653,7 @@ impl Engine {
     }
 
     /// Sends the idle event (once per change) when nothing is left to do.
-    fn check_idle(&mut self) {
-        let busy = self.busy();
+    fn check_idle(&mut self, busy: bool) {
         if !busy && !self.was_idle {
             self.was_idle = true;
             self.idle_gen += 1;
