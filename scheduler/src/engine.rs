@@ -888,7 +888,6 @@ impl Engine {
             record: Arc::new(record.clone()),
             delegate: self.delegate.clone(),
             delayed: self.delayed.remove(&record.id),
-            rewritten: None,
         };
         tokio::spawn(a.run());
     }

@@ -44,8 +44,6 @@ pub(crate) struct Attempt {
     /// The task waited before this attempt (earliest begin, conditions,
     /// backoff, a pause): the delegate's `will_begin` hears of it first.
     pub(crate) delayed: bool,
-    /// The request as `will_begin` left it (method, URL, headers).
-    pub(crate) rewritten: Option<http::request::Parts>,
 }
 
 /// Asks the session's delegate about each redirect of the task.
@@ -94,8 +92,8 @@ impl Attempt {
     /// Runs the attempt to its end and reports how it ended.
     pub(crate) async fn run(mut self) {
         let outcome = match self.begin().await {
-            Ok(true) => self.download().await,
-            Ok(false) => Ok(None),
+            Ok(Some(request)) => self.download(&request).await,
+            Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
         let _ = self.engine.send(Command::RunnerDone {
@@ -134,23 +132,21 @@ impl Attempt {
         Ok(parts)
     }
 
-    /// For a delayed task, asks the delegate whether to begin, and with what
-    /// request; `Ok(false)` when it cancelled the task.
-    async fn begin(&mut self) -> Result<bool, TransferError> {
-        if !self.delayed {
-            return Ok(true);
-        }
+    /// The request every range of this attempt starts from (method, URL,
+    /// headers): the spec's, or for a delayed task what the delegate's
+    /// `will_begin` made of it; `None` when the delegate cancelled the task.
+    async fn begin(&self) -> Result<Option<http::request::Parts>, TransferError> {
         let mut parts = self.base_request()?;
+        if !self.delayed {
+            return Ok(Some(parts));
+        }
         match self.delegate.will_begin(&self.record, &mut parts).await {
-            BeginDecision::Continue => {
-                self.rewritten = Some(parts);
-                Ok(true)
-            }
+            BeginDecision::Continue => Ok(Some(parts)),
             BeginDecision::Cancel => {
                 self.send(Event::Cancel {
                     keep_resume_data: false,
                 });
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -169,13 +165,16 @@ impl Attempt {
     }
 
     /// `Ok(Some(bytes))` when committed, `Ok(None)` when stopped.
-    async fn download(&mut self) -> Result<Option<u64>, TransferError> {
+    async fn download(
+        &mut self,
+        base: &http::request::Parts,
+    ) -> Result<Option<u64>, TransferError> {
         let mut resume = self.resume.clone();
         let mut partial = self.open(&resume).await?;
         let mut offset = partial.offset();
         let mut restarted_once = false;
         loop {
-            let response = self.request(&resume, offset).await?;
+            let response = self.request(base, &resume, offset).await?;
             let status = response.response.status();
             let headers = response.response.headers().clone();
             let now = self.clock.now();
@@ -280,17 +279,17 @@ impl Attempt {
         }
     }
 
+    /// `base` with the range to ask for, sent.
     async fn request(
         &self,
+        base: &http::request::Parts,
         resume: &ResumeData,
         offset: u64,
     ) -> Result<transfer_core::TransportResponse, TransferError> {
-        let parts = match &self.rewritten {
-            Some(parts) => parts.clone(),
-            None => self.base_request()?,
-        };
-        let mut b = Request::builder().method(parts.method).uri(parts.uri);
-        for (k, v) in &parts.headers {
+        let mut b = Request::builder()
+            .method(base.method.clone())
+            .uri(base.uri.clone());
+        for (k, v) in &base.headers {
             b = b.header(k, v);
         }
         if offset > 0 {
