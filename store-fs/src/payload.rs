@@ -159,14 +159,11 @@ impl FsPartial {
         frames: Vec<Bytes>,
         len: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
-        let file = self.file.clone();
-        let (mut frames, result) = tokio::task::spawn_blocking(move || {
-            let result = write_all_vectored(&file, &frames);
-            (frames, result)
-        })
-        .await
-        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("write task: {e}")))?;
-        result.map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))?;
+        let mut frames = self
+            .blocking("writing", move |f| {
+                write_all_vectored(f, &frames).map(|()| frames)
+            })
+            .await?;
         self.written += len as u64;
         frames.clear();
         Ok(frames)
@@ -194,17 +191,33 @@ impl FsPartial {
         }
     }
 
-    /// Takes the result of a `sync_behind`'s flush.
+    /// Waits for a `sync_behind`'s flush and takes its result.
     async fn finish_sync(
         &mut self,
         syncing: tokio::task::JoinHandle<std::io::Result<u64>>,
     ) -> Result<(), StoreError> {
-        let at = syncing
-            .await
-            .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("sync task: {e}")))?
-            .map_err(|e| StoreError::io(format!("syncing {}", self.path.display()), e))?;
-        self.durable = self.durable.max(at);
-        Ok(())
+        let result = syncing.await;
+        self.settle(result).map(|_| ())
+    }
+
+    /// Takes a background flush's result: the durable offset moves up (and
+    /// `true` says it moved), or the failure is kept so that no later sync
+    /// calls anything durable.
+    fn settle(
+        &mut self,
+        result: Result<std::io::Result<u64>, tokio::task::JoinError>,
+    ) -> Result<bool, StoreError> {
+        let failure = match result {
+            Ok(Ok(at)) => {
+                let moved = at > self.durable;
+                self.durable = self.durable.max(at);
+                return Ok(moved);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("sync task: {e}"),
+        };
+        self.failed = Some(failure);
+        self.check_failed().map(|()| false)
     }
 
     /// Runs `f` on the file on a blocking thread.
@@ -359,20 +372,10 @@ impl Partial for FsPartial {
             return None;
         };
         self.syncing = None;
-        match result {
-            Ok(Ok(at)) if at > self.durable => {
-                self.durable = at;
-                Some(at)
-            }
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => {
-                self.failed = Some(e.to_string());
-                None
-            }
-            Err(e) => {
-                self.failed = Some(format!("sync task: {e}"));
-                None
-            }
+        // A failure is kept by `settle` and reported by the next sync.
+        match self.settle(result) {
+            Ok(true) => Some(self.durable),
+            _ => None,
         }
     }
 
