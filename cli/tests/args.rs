@@ -1,0 +1,121 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Arguments a user types: URL lists from a file or standard input (blank
+//! lines and `#` comments skipped), and clear refusals of a bad timetable or
+//! checkpoint size before anything is queued.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(FERRY)
+        .args(args)
+        .env("FERRY_HOME", home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn queued(home: &Path) -> Vec<String> {
+    let out = ferry(home, &["ls", "--json"], None);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["url"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn url_lists_come_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let list = dir.path().join("list.txt");
+    std::fs::write(
+        &list,
+        "# photos\nhttp://127.0.0.1:9/a.jpg\n\n   \nhttp://127.0.0.1:9/b.jpg\n  # done\n",
+    )
+    .unwrap();
+    let added = ferry(
+        &home,
+        &[
+            "add",
+            "-o",
+            out.to_str().unwrap(),
+            "-i",
+            list.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let piped = ferry(
+        &home,
+        &[
+            "add",
+            "-o",
+            out.to_str().unwrap(),
+            "-i",
+            "-",
+            "http://127.0.0.1:9/c.jpg",
+        ],
+        Some("http://127.0.0.1:9/d.jpg\n"),
+    );
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let mut urls = queued(&home);
+    urls.sort();
+    assert_eq!(
+        urls,
+        ["a.jpg", "b.jpg", "c.jpg", "d.jpg"].map(|n| format!("http://127.0.0.1:9/{n}"))
+    );
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# nothing\n\n").unwrap();
+    let refused = ferry(&home, &["add", "-i", empty.to_str().unwrap()], None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("lists no URLs"));
+}
+
+#[test]
+fn a_bad_timetable_or_checkpoint_is_refused_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    for (flag, value) in [("--schedule", "25:00,1M"), ("--checkpoint", "lots")] {
+        let got = ferry(
+            &home,
+            &[
+                "get",
+                "-o",
+                out.to_str().unwrap(),
+                flag,
+                value,
+                "http://127.0.0.1:9/x",
+            ],
+            None,
+        );
+        assert!(!got.status.success(), "{flag} {value} accepted");
+        let said = String::from_utf8_lossy(&got.stderr);
+        assert!(said.contains(flag) && said.contains(value), "{said}");
+    }
+    assert!(queued(&home).is_empty());
+}
