@@ -3,14 +3,15 @@
 //! ```text
 //! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging] [--no-cellular] [--no-expensive] [--schedule TIMETABLE]
-//!           [--cacert PEM] [--checkpoint SIZE|off]
+//!           [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR] [--checkpoint SIZE|off]
 //! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging]
 //! ferry run [--until-idle] [--limit-rate RATE] [--no-cellular] [--no-expensive]
-//!           [--schedule TIMETABLE] [--cacert PEM] [--checkpoint SIZE|off]
+//!           [--schedule TIMETABLE] [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR]
+//!           [--checkpoint SIZE|off]
 //! ferry ls [--json]
 //! ferry pause|resume|cancel ID
-//! ferry conditions
+//! ferry conditions [--metered IFACE]
 //! ```
 //!
 //! One process runs a state directory's session at a time (`get` or `run`);
@@ -103,7 +104,32 @@ enum Command {
     },
     /// Show the network and power conditions detected, and what the default
     /// policy lets run now (sysfs root from `FERRY_SYSFS_ROOT`, else `/`).
-    Conditions,
+    Conditions {
+        #[command(flatten)]
+        sensing: Sensing,
+    },
+}
+
+/// How network and power conditions are read (`get`, `run`, `conditions`).
+#[derive(clap::Args, Debug)]
+struct Sensing {
+    /// Treat network interface IFACE as metered (expensive), e.g. a phone
+    /// tethered over USB; cellular interfaces always are. Repeatable.
+    #[arg(long, value_name = "IFACE")]
+    metered: Vec<String>,
+}
+
+impl Sensing {
+    /// The Linux condition source's settings: the sysfs root from
+    /// `FERRY_SYSFS_ROOT` (else `/`) and the metered interfaces.
+    fn config(&self) -> scheduler::LinuxConditionsConfig {
+        let mut config = scheduler::LinuxConditionsConfig::default();
+        if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
+            config.root = root.into();
+        }
+        config.expensive.extend(self.metered.iter().cloned());
+        config
+    }
 }
 
 fn main() -> ExitCode {
@@ -124,7 +150,7 @@ fn main() -> ExitCode {
                 opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
                 run(until_idle, &opts).await
             }
-            Command::Conditions => conditions(),
+            Command::Conditions { sensing } => conditions(&sensing),
             Command::Ls { json } => ls(json).await,
             Command::Pause { id } => user(&id, "pause").await,
             Command::Resume { id } => user(&id, "resume").await,
@@ -220,6 +246,13 @@ struct RunnerOpts {
     /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k").
     #[arg(long, value_name = "TIMETABLE")]
     schedule: Option<String>,
+    /// Connect to ADDR:PORT for HOST instead of resolving HOST, in the form
+    /// of curl's `--resolve` (TLS still checks the certificate for HOST).
+    /// Repeatable.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    resolve: Vec<String>,
+    #[command(flatten)]
+    sensing: Sensing,
     /// The session's rate limit (`ferry run --limit-rate`).
     #[arg(skip)]
     session_rate: Option<u64>,
@@ -450,12 +483,15 @@ async fn runner(
             .add_roots_pem(&data)
             .with_context(|| format!("--cacert {}", pem.display()))?;
     }
+    for r in &opts.resolve {
+        let (host, addr) = parse_resolve(r).with_context(|| {
+            format!("--resolve {r:?}: HOST:PORT:ADDR, such as example.com:443:127.0.0.1")
+        })?;
+        http = http.resolve(&host, addr);
+    }
     let transport = HttpTransport::new(http).context("TLS setup")?;
     let home = home()?;
-    let mut sensing = scheduler::LinuxConditionsConfig::default();
-    if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
-        sensing.root = root.into();
-    }
+    let sensing = opts.sensing.config();
     // Destinations are absolute paths this command chose (sanitized names
     // inside the output directory), so the payload root is `/`.
     let payloads = FsPayloadStore::new("/").context("payload store")?;
@@ -627,16 +663,32 @@ async fn run(until_idle: bool, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// Reads curl's `--resolve` form, `HOST:PORT:ADDR` (ADDR may be an IPv6
+/// address, bracketed or not).
+fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::SocketAddr)> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("three parts separated by ':' are needed");
+    };
+    anyhow::ensure!(!host.is_empty(), "the host is empty");
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{port:?} is not a port number"))?;
+    let ip: std::net::IpAddr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IP address"))?;
+    Ok((host.to_owned(), std::net::SocketAddr::new(ip, port)))
+}
+
 /// Prints the conditions and, for kinds of task, the default policy's
 /// verdict on them now.
-fn conditions() -> anyhow::Result<ExitCode> {
+fn conditions(sensing: &Sensing) -> anyhow::Result<ExitCode> {
     use transfer_core::{
         Constraints, Demand, Load, NetworkKind, Policy, Priority, Timestamp, Verdict,
     };
-    let mut config = scheduler::LinuxConditionsConfig::default();
-    if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
-        config.root = root.into();
-    }
+    let config = sensing.config();
     let c = scheduler::conditions::read(&config);
     let kind = match c.network.kind {
         NetworkKind::None => "none",

@@ -96,11 +96,17 @@ fn url_lists_come_from_a_file_or_stdin() {
 }
 
 #[test]
-fn a_bad_timetable_or_checkpoint_is_refused_and_queues_nothing() {
+fn a_bad_timetable_checkpoint_or_resolve_is_refused_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let out = dir.path().join("out");
-    for (flag, value) in [("--schedule", "25:00,1M"), ("--checkpoint", "lots")] {
+    for (flag, value) in [
+        ("--schedule", "25:00,1M"),
+        ("--checkpoint", "lots"),
+        ("--resolve", "example.com:443"),
+        ("--resolve", "example.com:https:127.0.0.1"),
+        ("--resolve", "example.com:443:localhost"),
+    ] {
         let got = ferry(
             &home,
             &[

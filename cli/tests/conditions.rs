@@ -82,6 +82,31 @@ async fn wait_for_detail(home: &Path, what: &str, ok: impl Fn(&str) -> bool) -> 
     }
 }
 
+/// Waits for `ferry get` to exit, then checks that it succeeded, that
+/// `file` holds `want`, and that the origin saw two requests, the second
+/// from the `durable` offset.
+async fn resumed_intact(
+    mut get: std::process::Child,
+    origin: &testkit::Origin,
+    file: &Path,
+    want: Vec<u8>,
+    durable: u64,
+) {
+    let status = tokio::task::spawn_blocking(move || get.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(std::fs::read(file).unwrap(), want);
+    let log = origin.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        log[1].range.as_deref(),
+        Some(format!("bytes={durable}-").as_str()),
+        "resumed from the durable offset"
+    );
+}
+
 fn plug(root: &Path, charging: bool) {
     write(root, "sys/class/power_supply/AC/type", "Mains\n");
     write(
@@ -130,7 +155,7 @@ async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resu
         "/plugged.bin",
         Script::new().always(Fault::RateLimit(1 << 20)),
     );
-    let mut get = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let get = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["get", "--require-charging", "--checkpoint", "256k", "-o"])
         .arg(&out)
         .arg(origin.http_url("/plugged.bin"))
@@ -155,22 +180,90 @@ async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resu
     assert_eq!(sent(&origin), before, "bytes moved while waiting");
     assert_eq!(ls(&home)[0]["bytes"].as_u64(), row["bytes"].as_u64());
     plug(&root, true);
-    let status = tokio::task::spawn_blocking(move || get.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
-    assert_eq!(
-        std::fs::read(out.join("plugged.bin")).unwrap(),
-        body::bytes(21, 0, 0..len)
+    let file = out.join("plugged.bin");
+    resumed_intact(get, &origin, &file, body::bytes(21, 0, 0..len), durable).await;
+}
+
+/// Points the fake default route at `iface`.
+fn route(root: &Path, iface: &str) {
+    write(
+        root,
+        "proc/net/route",
+        &format!(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+             {iface}\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+        ),
     );
-    let log = origin.log();
-    assert_eq!(log.len(), 2, "{log:?}");
-    let resumed_at: u64 = log[1]
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.trim_end_matches('-').parse().ok())
-        .expect("the second request asks for a range");
-    assert_eq!(resumed_at, durable, "resumed from the durable offset");
+}
+
+/// `ferry get --no-cellular --no-expensive --metered usb0` from an origin
+/// reached by name (`--resolve`, so the network counts): it runs on Wi-Fi;
+/// on cellular it stops and waits, saying so; on a metered USB tether it
+/// still waits, now for an unmetered network; back on Wi-Fi it continues
+/// from the durable offset and lands intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cellular_and_no_expensive_wait_off_wifi() {
+    use testkit::{Fault, Origin, Resource, Script, body};
+    let dir = tempfile::tempdir().unwrap();
+    let (root, home, out) = (
+        dir.path().join("root"),
+        dir.path().join("home"),
+        dir.path().join("out"),
+    );
+    route(&root, "wlan0");
+    write(&root, "sys/class/net/wlan0/uevent", "DEVTYPE=wlan\n");
+    std::fs::create_dir_all(root.join("sys/class/net/wlan0/wireless")).unwrap();
+    write(&root, "sys/class/net/wwan0/uevent", "DEVTYPE=wwan\n");
+    write(&root, "sys/class/net/usb0/uevent", "INTERFACE=usb0\n");
+    let origin = Origin::start().await.unwrap();
+    let len = 8u64 << 20;
+    origin.resource("/roam.bin", Resource::seeded(23, len));
+    // Slow only the first request, so the story happens mid-download.
+    origin.script("/roam.bin", Script::new().nth(1, Fault::RateLimit(1 << 20)));
+    let port = origin.http_addr().port();
+    let get = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "get",
+            "--no-cellular",
+            "--no-expensive",
+            "--metered",
+            "usb0",
+        ])
+        .args(["--checkpoint", "256k", "--resolve"])
+        .arg(format!("origin.test:{port}:127.0.0.1"))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("http://origin.test:{port}/roam.bin"))
+        .env("FERRY_HOME", &home)
+        .env("FERRY_SYSFS_ROOT", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_detail(&home, "bytes to arrive", |d| d == "running").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+
+    route(&root, "wwan0");
+    let row = wait_for_detail(&home, "the wait on cellular", |d| d.starts_with("waiting")).await;
+    assert_eq!(
+        row["detail"].as_str().unwrap(),
+        "waiting: cellular networks are not allowed"
+    );
+    let sent = |o: &Origin| o.log().iter().map(|e| e.bytes_sent).sum::<u64>();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = sent(&origin);
+
+    route(&root, "usb0");
+    let row = wait_for_detail(&home, "the wait on the tether", |d| d.contains("unmetered")).await;
+    assert_eq!(
+        row["detail"].as_str().unwrap(),
+        "waiting: waiting for an unmetered network (this one is cellular or expensive)"
+    );
+    assert_eq!(sent(&origin), before, "bytes moved while waiting");
+    let durable = row["durable"].as_u64().unwrap();
+    assert!(durable > 0 && durable < len, "{row:?}");
+
+    route(&root, "wlan0");
+    let file = out.join("roam.bin");
+    resumed_intact(get, &origin, &file, body::bytes(23, 0, 0..len), durable).await;
 }

@@ -10,49 +10,30 @@
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use scheduler::{Session, SessionConfig};
-use store_fs::{FsPayloadStore, FsTaskStore};
-use testkit::{Origin, Resource};
-use transport_http::{HttpConfig, HttpTransport, Roots};
+use testkit::Resource;
 
 const LEN: u64 = 64 << 20;
 
 fn bench_download(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
     } else {
         tempfile::tempdir().unwrap()
     };
-    let (origin, session) = rt.block_on(async {
-        let origin = Origin::start().await.unwrap();
-        origin.resource("/big", Resource::seeded(7, LEN));
-        let session = Session::builder("bench.chunks")
-            .unwrap()
-            .store(Arc::new(
-                FsTaskStore::open(dir.path().join("state")).unwrap(),
-            ))
-            .payloads(Arc::new(
-                FsPayloadStore::new(dir.path().join("out")).unwrap(),
-            ))
-            .transport(Arc::new(
-                HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
-            ))
-            .config(SessionConfig::default())
-            .build()
-            .await
-            .unwrap();
-        (origin, session)
-    });
+    let (origin, session) = common::origin_and_session(
+        &rt,
+        dir.path(),
+        "bench.chunks",
+        "/big",
+        Resource::seeded(7, LEN),
+    );
     let url = origin.http_url("/big");
     let n = AtomicU64::new(0);
     let mut g = c.benchmark_group("chunk_path");

@@ -9,13 +9,11 @@
 // Bench code: a failed unwrap is a failed run; results go to stdout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Instant;
 
-use scheduler::{Session, SessionConfig};
-use store_fs::{FsPayloadStore, FsTaskStore};
 use transfer_core::{Destination, TaskSpec};
-use transport_http::{HttpConfig, HttpTransport, Roots};
 
 /// Tasks queued: `FERRY_BENCH_TASKS`, else 100,000.
 fn tasks() -> usize {
@@ -34,21 +32,6 @@ fn rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-async fn session(dir: &std::path::Path) -> Session {
-    // Suspended tasks: the session holds them without starting any.
-    Session::builder("bench.queue")
-        .unwrap()
-        .store(Arc::new(FsTaskStore::open(dir.join("state")).unwrap()))
-        .payloads(Arc::new(FsPayloadStore::new(dir.join("out")).unwrap()))
-        .transport(Arc::new(
-            HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
-        ))
-        .config(SessionConfig::default())
-        .build()
-        .await
-        .unwrap()
 }
 
 #[tokio::main]
@@ -72,7 +55,7 @@ async fn main() {
         })
         .collect();
 
-    let s = session(dir.path()).await;
+    let s = common::session(dir.path(), "bench.queue").await;
     let before = rss_kib();
     let t = Instant::now();
     let handles = s.enqueue_many(specs, false).await.unwrap();
@@ -85,7 +68,7 @@ async fn main() {
 
     let before_attach = rss_kib();
     let t = Instant::now();
-    let s = session(dir.path()).await;
+    let s = common::session(dir.path(), "bench.queue").await;
     let tasks = s.tasks().await.unwrap();
     let attach = t.elapsed();
     assert_eq!(tasks.len(), n);

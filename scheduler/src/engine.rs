@@ -124,6 +124,8 @@ pub(crate) struct Engine {
     per_host: HashMap<Arc<str>, u32>,
     conditions: Conditions,
     session_bucket: Arc<Bucket>,
+    /// When the session's bandwidth changes next by the timetable alone.
+    bandwidth_change: Option<Timestamp>,
     next_id: u64,
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
@@ -218,6 +220,7 @@ impl Engine {
             outcomes: HashMap::new(),
             per_host: HashMap::new(),
             conditions: conditions.current(),
+            bandwidth_change: None,
             next_id: now << 12,
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
@@ -284,24 +287,24 @@ impl Engine {
                 }
             }
         });
+        let mut jumps = self.clock.jumps();
+        self.judge_bandwidth();
         self.pump();
         let busy = self.busy();
         self.check_busy(busy);
         self.flush().await;
         self.check_idle(busy);
         loop {
-            let first = match self.next_timer() {
-                Some(at) => tokio::select! {
-                    cmd = rx.recv() => match cmd {
-                        Some(c) => Some(c),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(at) => None,
-                },
-                None => match rx.recv().await {
+            let at = self.next_timer();
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
                     Some(c) => Some(c),
                     None => break,
                 },
+                () = sleep_until(at) => None,
+                // The clock jumped: timers and the timetable are judged
+                // again below.
+                Ok(()) = jumps.changed() => None,
             };
             self.fire_timers();
             // Everything that is waiting is handled, then made durable in
@@ -383,13 +386,7 @@ impl Engine {
             }
             Command::Conditions(c) => {
                 self.conditions = c;
-                let now = self.clock.now();
-                let bw = self.config.policy.session_bandwidth(&c, now);
-                self.session_bucket.set_rate(match bw {
-                    transfer_core::Bandwidth::Unlimited => None,
-                    transfer_core::Bandwidth::Paused => Some(0),
-                    transfer_core::Bandwidth::Limited(n) => Some(n),
-                });
+                self.judge_bandwidth();
                 // Running tasks are judged again; waiting ones by the pump.
                 let running: Vec<TaskId> = self.running.keys().copied().collect();
                 for id in running {
@@ -668,15 +665,38 @@ impl Engine {
         self.timers.insert((at, task));
     }
 
-    /// When the earliest timer is due, on tokio's clock.
+    /// Sets the session's bucket to the bandwidth that the policy gives
+    /// now, and notes when the timetable changes it next.
+    fn judge_bandwidth(&mut self) {
+        let now = self.clock.now();
+        let policy = &self.config.policy;
+        self.session_bucket
+            .set_rate(match policy.session_bandwidth(&self.conditions, now) {
+                transfer_core::Bandwidth::Unlimited => None,
+                transfer_core::Bandwidth::Paused => Some(0),
+                transfer_core::Bandwidth::Limited(n) => Some(n),
+            });
+        self.bandwidth_change = policy.timetable.as_ref().map(|t| t.at(now).1);
+    }
+
+    /// When the earliest timer (or timetable change) is due, on tokio's
+    /// clock.
     fn next_timer(&self) -> Option<tokio::time::Instant> {
-        let &(at, _) = self.timers.first()?;
+        let task = self.timers.first().map(|&(at, _)| at);
+        let at = match (task, self.bandwidth_change) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(tokio::time::Instant::now() + self.clock.until(at))
     }
 
-    /// Sends `Event::Timer` to every task whose time has come.
+    /// Sends `Event::Timer` to every task whose time has come, and judges
+    /// the running tasks again when the timetable has changed.
     fn fire_timers(&mut self) {
         let now = self.clock.now();
+        if self.bandwidth_change.is_some_and(|t| t <= now) {
+            self.handle(Command::Conditions(self.conditions));
+        }
         while let Some(&(at, task)) = self.timers.first() {
             if at > now {
                 break;
@@ -1061,4 +1081,12 @@ pub(crate) fn new_record(
         spec,
         state,
     })
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -43,18 +43,20 @@
 
 #![warn(missing_docs)]
 
+mod clock;
 pub mod conditions;
 mod engine;
 mod offline;
 mod runner;
 pub mod throttle;
 
+pub use clock::Clock;
 pub use conditions::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
 pub use offline::Offline;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -62,7 +64,7 @@ use transfer_core::{
     Completion, ConditionSource, Conditions, Delegate, Destination, Event, NoDelegate, Outcome,
     PayloadStore, Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy,
     SessionId, SpecError, StoreError, TaskId, TaskRecord, TaskSpec, TaskSpecBuilder, TaskStore,
-    Timeouts, Timestamp, Transport, WaitReason,
+    Timeouts, Transport, WaitReason,
 };
 
 use engine::{Command, Engine};
@@ -161,31 +163,6 @@ pub enum SessionEvent {
     Idle,
 }
 
-/// Wall-clock time for the state machine, read from tokio's clock so tests
-/// on a paused clock move it.
-#[derive(Clone, Debug)]
-pub(crate) struct Clock {
-    base: Timestamp,
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock {
-            base: Timestamp::from_system_time(SystemTime::now()),
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> Timestamp {
-        self.base.saturating_add(self.start.elapsed())
-    }
-
-    pub(crate) fn until(&self, t: Timestamp) -> Duration {
-        t.saturating_since(self.now())
-    }
-}
-
 /// Conditions that never change: Ethernet on mains power.
 #[derive(Debug, Default)]
 struct Steady;
@@ -210,6 +187,7 @@ pub struct SessionBuilder {
     conditions: Arc<dyn ConditionSource>,
     delegate: Arc<dyn Delegate>,
     config: SessionConfig,
+    clock: Option<Clock>,
 }
 
 impl SessionBuilder {
@@ -250,6 +228,14 @@ impl SessionBuilder {
         self
     }
 
+    /// The wall clock that timetables, earliest begins, backoff and
+    /// deadlines are read from (default: the system's time, advancing with
+    /// tokio's clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Attaches to the session's state and starts its scheduling loop.
     pub async fn build(self) -> Result<Session, SessionError> {
         let store = self.store.ok_or(SessionError::Missing("a task store"))?;
@@ -273,7 +259,7 @@ impl SessionBuilder {
             self.transports,
             self.delegate.clone(),
             config,
-            Clock::new(),
+            self.clock.unwrap_or_default(),
             &*self.conditions,
             tx.clone(),
             deliver_tx.clone(),
@@ -337,6 +323,7 @@ impl Session {
             conditions: Arc::new(Steady),
             delegate: Arc::new(NoDelegate),
             config: SessionConfig::default(),
+            clock: None,
         })
     }
 

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fixture, Proto};
-use scheduler::{ScriptedConditions, Session};
+use scheduler::{Clock, ScriptedConditions, Session};
 use store_fs::{FsPayloadStore, FsTaskStore};
 use testkit::{Fault, Resource, Script, body};
-use transfer_core::{Conditions, NetworkPath, Phase, Power, TaskRecord, WaitReason};
+use transfer_core::{
+    Conditions, NetworkPath, Phase, Power, TaskRecord, Timestamp, Timetable, WaitReason,
+};
 use transport_http::{HttpConfig, HttpTransport, Roots};
 
 async fn until(
@@ -43,6 +45,19 @@ async fn story_session(
     delegate: Arc<dyn transfer_core::Delegate>,
     config: scheduler::SessionConfig,
 ) -> Session {
+    story_builder(f, conditions, delegate, config)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// [`story_session`] before it is built.
+fn story_builder(
+    f: &Fixture,
+    conditions: Arc<ScriptedConditions>,
+    delegate: Arc<dyn transfer_core::Delegate>,
+    config: scheduler::SessionConfig,
+) -> scheduler::SessionBuilder {
     let http = HttpConfig::default()
         .roots(Roots::Webpki)
         .resolve("origin.test", f.origin.http_addr());
@@ -54,9 +69,6 @@ async fn story_session(
         .conditions(conditions)
         .delegate(delegate)
         .config(config)
-        .build()
-        .await
-        .unwrap()
 }
 
 /// A download of `path` from `origin.test`, labelled and stored by its name.
@@ -512,5 +524,74 @@ async fn an_earliest_begin_in_the_future_waits_for_its_time() {
     let now = transfer_core::Timestamp::from_system_time(std::time::SystemTime::now());
     assert!(now >= begin);
     assert_eq!(f.file("later").unwrap(), body::bytes(71, 0, 0..200_000));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timetable_pauses_then_lifts_the_limit() {
+    let f = Fixture::new(Proto::H1).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/night", Resource::seeded(37, len));
+    // The origin paces itself too, so the socket buffers do not hold the
+    // whole body when the pause comes.
+    f.origin
+        .script("/night", Script::new().always(Fault::RateLimit(1 << 20)));
+    // Tue 24 Nov 2026, 07:59 UTC: a minute of 1 MiB/s, paused from 08:00,
+    // no limit ("off", as rclone reads it) from 09:00.
+    let tuesday_0759 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_507_140);
+    let clock = Clock::starting_at(tuesday_0759);
+    let mut config = Fixture::config();
+    config.policy.timetable = Some(Timetable::parse("00:00,1M 08:00,0 09:00,off").unwrap());
+    let s = story_builder(
+        &f,
+        Arc::new(ScriptedConditions::new(Conditions {
+            network: NetworkPath::WIFI,
+            power: Power::MAINS,
+        })),
+        Arc::new(transfer_core::NoDelegate),
+        config,
+    )
+    .clock(clock.clone())
+    .build()
+    .await
+    .unwrap();
+    let t = s
+        .enqueue(story_task(&f, "/night", false), true)
+        .await
+        .unwrap();
+    until(&t, "a checkpoint at 1 MiB/s", |r| {
+        r.state.resume.durable_offset > 0
+    })
+    .await;
+
+    // 08:00: the timetable pauses every transfer until 09:00.
+    clock.advance(Duration::from_secs(60));
+    let nine = Timestamp::from_system_time(tuesday_0759 + Duration::from_secs(3660));
+    let waiting = until(&t, "the timetable's pause", |r| {
+        r.state.phase == Phase::Waiting(WaitReason::Schedule { until: nine })
+    })
+    .await;
+    assert!(
+        waiting.state.resume.durable_offset < len,
+        "stopped before the end"
+    );
+    assert!(
+        WaitReason::Schedule { until: nine }
+            .to_string()
+            .contains("paused by the bandwidth timetable until"),
+        "says why in words"
+    );
+    still(&f, &["/night"], "while the timetable pauses").await;
+    let durable = durable(&t).await;
+    assert!(durable > 0);
+
+    // 09:00: no limit; it continues from the durable offset and lands intact.
+    clock.advance(Duration::from_secs(3600));
+    let outcome = common::wait(&t).await;
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(f.file("night").unwrap(), body::bytes(37, 0, 0..len));
+    let ranges = f.ranges("/night");
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[1], durable, "resumed from the durable offset");
     s.shutdown().await;
 }
