@@ -42,6 +42,12 @@ pub(crate) enum Command {
     Conditions(Conditions),
     /// The session's own rate limit changes.
     SessionRate(Option<u64>),
+    /// The server's answer to an upload attempt, kept for its completion.
+    Response {
+        task: TaskId,
+        attempt: u32,
+        response: Box<transfer_core::ResponseSummary>,
+    },
     /// A request of the task finished: its metrics, for the delegate.
     Metrics {
         task: TaskId,
@@ -126,6 +132,9 @@ pub(crate) struct Engine {
     session_bucket: Arc<Bucket>,
     /// When the session's bandwidth changes next by the timetable alone.
     bandwidth_change: Option<Timestamp>,
+    /// The server's answer to each upload's latest attempt, until the
+    /// task's completion takes it.
+    responses: HashMap<TaskId, Box<transfer_core::ResponseSummary>>,
     next_id: u64,
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
@@ -221,6 +230,7 @@ impl Engine {
             per_host: HashMap::new(),
             conditions: conditions.current(),
             bandwidth_change: None,
+            responses: HashMap::new(),
             next_id: now << 12,
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
@@ -393,6 +403,19 @@ impl Engine {
                     if let Some(v) = self.verdict(id, true) {
                         self.event(id, Event::Admission(v));
                     }
+                }
+            }
+            Command::Response {
+                task,
+                attempt,
+                response,
+            } => {
+                if self
+                    .running
+                    .get(&task)
+                    .is_some_and(|r| r.attempt == attempt)
+                {
+                    self.responses.insert(task, response);
                 }
             }
             Command::Metrics { task, metrics } => {
@@ -778,7 +801,7 @@ impl Engine {
                         label: label.clone(),
                         at: now,
                         outcome,
-                        response: None,
+                        response: self.responses.remove(&id).map(|r| *r),
                     });
                 }
                 other => self.pending.effects.push((id, other)),
@@ -799,6 +822,8 @@ impl Engine {
                 // Only if the task is still in that attempt (a later event in
                 // the same batch may have moved it on).
                 if record.state.phase == (Phase::Running { attempt }) {
+                    // An earlier attempt's answer is not this one's.
+                    self.responses.remove(&id);
                     self.start(&record, attempt, throttle);
                 }
             }
@@ -819,7 +844,11 @@ impl Engine {
                     Notification::Progress { received, total } => SessionEvent::Progress {
                         task: id,
                         progress: Progress {
-                            direction: Direction::Download,
+                            direction: if record.spec.kind.is_download() {
+                                Direction::Download
+                            } else {
+                                Direction::Upload
+                            },
                             delta: 0,
                             total: received,
                             expected: total.or(record.spec.expected_size),

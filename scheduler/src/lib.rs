@@ -43,13 +43,16 @@
 
 #![warn(missing_docs)]
 
+mod builder;
 mod clock;
 pub mod conditions;
 mod engine;
 mod offline;
 mod runner;
 pub mod throttle;
+mod upload;
 
+pub use builder::{DownloadBuilder, FromFile, TaskBuilder, ToPath, UploadBuilder};
 pub use clock::Clock;
 pub use conditions::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
 pub use offline::Offline;
@@ -61,10 +64,9 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use transfer_core::{
-    Completion, ConditionSource, Conditions, Delegate, Destination, Event, NoDelegate, Outcome,
-    PayloadStore, Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy,
-    SessionId, SpecError, StoreError, TaskId, TaskRecord, TaskSpec, TaskSpecBuilder, TaskStore,
-    Timeouts, Transport, WaitReason,
+    Completion, ConditionSource, Conditions, Delegate, Event, NoDelegate, Outcome, PayloadStore,
+    Policy, Progress, RedirectPolicy, RestartReason, ResumeData, RetryPolicy, SessionId, SpecError,
+    StoreError, TaskId, TaskRecord, TaskSpec, TaskStore, Timeouts, Transport, WaitReason,
 };
 
 use engine::{Command, Engine};
@@ -90,6 +92,9 @@ pub struct SessionConfig {
     pub allow_weak_etags: bool,
     /// Largest body any task may download (default none).
     pub max_body: Option<u64>,
+    /// How much of the server's answer to an upload is kept with its
+    /// completion (default 1 MiB; the rest is read and dropped).
+    pub upload_response_limit: usize,
 }
 
 impl Default for SessionConfig {
@@ -104,6 +109,7 @@ impl Default for SessionConfig {
             progress_interval: Duration::from_millis(250),
             allow_weak_etags: false,
             max_body: None,
+            upload_response_limit: 1 << 20,
         }
     }
 }
@@ -118,6 +124,15 @@ pub enum SessionError {
     /// The task store failed.
     #[error("task store: {0}")]
     Store(#[source] StoreError),
+    /// An upload's source file is missing, unreadable or not a file.
+    #[error("upload source {}: {error}", path.display())]
+    Source {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        error: std::io::Error,
+    },
     /// A builder was missing a part.
     #[error("the session needs {0}")]
     Missing(&'static str),
@@ -336,13 +351,15 @@ impl Session {
     /// [`DownloadBuilder::to`] and [`DownloadBuilder::enqueue`].
     pub fn download(&self, url: &str) -> Result<DownloadBuilder, SessionError> {
         transfer_core::Url::parse(url)?;
-        Ok(DownloadBuilder {
-            session: self.clone(),
-            url: url.to_owned(),
-            to: None,
-            adjust: Vec::new(),
-            start: true,
-        })
+        Ok(TaskBuilder::new(self.clone(), builder::ToPath::new(url)))
+    }
+
+    /// Starts describing an upload of the file at `source`; finish with
+    /// [`UploadBuilder::to`] and [`UploadBuilder::enqueue`]. The file is
+    /// checked at enqueue (it must exist and be readable) and its size and
+    /// modification time recorded: an attempt that finds it changed fails.
+    pub fn upload(&self, source: impl Into<PathBuf>) -> UploadBuilder {
+        TaskBuilder::new(self.clone(), builder::FromFile::new(source.into()))
     }
 
     /// Enqueues a task from a full specification.
@@ -361,7 +378,8 @@ impl Session {
         start: bool,
     ) -> Result<Vec<TaskHandle>, SessionError> {
         let mut replies = Vec::with_capacity(specs.len());
-        for spec in specs {
+        for mut spec in specs {
+            stamp_source(&mut spec).await?;
             let (reply, rx) = oneshot::channel();
             self.send(Command::Enqueue {
                 spec: Box::new(spec),
@@ -457,89 +475,34 @@ impl Session {
     }
 }
 
-type Adjust = Box<dyn FnOnce(TaskSpecBuilder) -> TaskSpecBuilder + Send>;
-
-/// Describes a download; see [`Session::download`].
-pub struct DownloadBuilder {
-    session: Session,
-    url: String,
-    to: Option<PathBuf>,
-    adjust: Vec<Adjust>,
-    start: bool,
-}
-
-impl DownloadBuilder {
-    /// The destination path, as the payload store resolves it (store-fs:
-    /// relative to its root, never outside it).
-    pub fn to(mut self, path: impl Into<PathBuf>) -> Self {
-        self.to = Some(path.into());
-        self
+/// Records what an upload's source file looks like now (size, modification
+/// time), after checking that it can be read. Downloads are left alone.
+pub async fn stamp_source(spec: &mut TaskSpec) -> Result<(), SessionError> {
+    let transfer_core::TaskKind::Upload { source, stamp, .. } = &mut spec.kind else {
+        return Ok(());
+    };
+    let failed = |error: std::io::Error| SessionError::Source {
+        path: source.clone(),
+        error,
+    };
+    let file = tokio::fs::File::open(&*source).await.map_err(failed)?;
+    let meta = file.metadata().await.map_err(failed)?;
+    if !meta.is_file() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
     }
-
-    /// The expected SHA-256 of the whole payload (64 hex digits).
-    pub fn sha256(self, hex: impl Into<String>) -> Self {
-        let hex = hex.into();
-        self.with(move |b| b.expected_sha256(hex))
+    let now = transfer_core::FileStamp::of(&meta);
+    if let Some(before) = stamp
+        && let Some(how) = before.changed(&now)
+    {
+        return Err(failed(std::io::Error::other(format!(
+            "changed since the task was described: {how}"
+        ))));
     }
-
-    /// The task's own rate limit in bytes per second.
-    pub fn max_rate(self, bytes_per_sec: u64) -> Self {
-        self.with(move |b| b.max_rate(bytes_per_sec))
-    }
-
-    /// An idempotency key: enqueueing again with the same key returns the
-    /// unfinished task instead of adding one.
-    pub fn key(self, key: impl Into<String>) -> Self {
-        let key = key.into();
-        self.with(move |b| b.key(key))
-    }
-
-    /// Free text shown in listings.
-    pub fn label(self, label: impl Into<String>) -> Self {
-        let label = label.into();
-        self.with(move |b| b.label(label))
-    }
-
-    /// Priority from 0.0 to 1.0 (default 0.5).
-    pub fn priority(self, p: f32) -> Self {
-        self.with(move |b| b.priority(p))
-    }
-
-    /// A request header.
-    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let (name, value) = (name.into(), value.into());
-        self.with(move |b| b.header(name, value))
-    }
-
-    /// The expected size; a larger body fails the task.
-    pub fn expected_size(self, bytes: u64) -> Self {
-        self.with(move |b| b.expected_size(bytes))
-    }
-
-    /// Enqueue without starting ([`TaskHandle::resume`] starts it).
-    pub fn suspended(mut self) -> Self {
-        self.start = false;
-        self
-    }
-
-    fn with(mut self, f: impl FnOnce(TaskSpecBuilder) -> TaskSpecBuilder + Send + 'static) -> Self {
-        self.adjust.push(Box::new(f));
-        self
-    }
-
-    /// Validates the task, records it durably, and starts it (unless
-    /// [`suspended`](Self::suspended)).
-    pub async fn enqueue(self) -> Result<TaskHandle, SessionError> {
-        let to = self
-            .to
-            .ok_or(SessionError::Missing("a destination (`to`)"))?;
-        let mut b = TaskSpec::download(&self.url, Destination::Path(to));
-        for f in self.adjust {
-            b = f(b);
-        }
-        let spec = b.build()?;
-        self.session.enqueue(spec, self.start).await
-    }
+    *stamp = Some(now);
+    Ok(())
 }
 
 /// A task of a session.

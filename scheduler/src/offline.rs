@@ -75,7 +75,13 @@ impl Offline {
 
     /// Records many tasks in one commit (each returns the unfinished task
     /// with its key, if there is one).
-    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<TaskId>, SessionError> {
+    pub async fn enqueue_many(
+        &self,
+        mut specs: Vec<TaskSpec>,
+    ) -> Result<Vec<TaskId>, SessionError> {
+        for spec in &mut specs {
+            crate::stamp_source(spec).await?;
+        }
         let records = self.tasks().await?;
         let t = now();
         let mut next = records

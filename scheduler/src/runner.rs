@@ -1,4 +1,4 @@
-//! One attempt of one download: ask from the durable offset, judge the
+//! One attempt of one download (uploads: `upload.rs`): ask from the durable offset, judge the
 //! answer, stream through the throttle and a SHA-256 into the partial,
 //! checkpoint (data durable, then offset recorded), verify, commit.
 //!
@@ -68,7 +68,7 @@ fn storage_error(e: StoreError) -> TransferError {
 }
 
 impl Attempt {
-    fn send(&self, event: Event) {
+    pub(crate) fn send(&self, event: Event) {
         let _ = self.engine.send(Command::Runner {
             task: self.task,
             event,
@@ -92,7 +92,8 @@ impl Attempt {
     /// Runs the attempt to its end and reports how it ended.
     pub(crate) async fn run(mut self) {
         let outcome = match self.begin().await {
-            Ok(Some(request)) => self.download(&request).await,
+            Ok(Some(request)) if self.spec.kind.is_download() => self.download(&request).await,
+            Ok(Some(request)) => self.upload(&request).await,
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
@@ -301,14 +302,7 @@ impl Attempt {
         let request = b
             .body(RequestBody::empty())
             .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
-        let mut request = TransportRequest::new(request);
-        request.options.timeouts = self.config.timeouts;
-        request.options.redirects = self.config.redirects;
-        request.redirect_hook = Some(Arc::new(DelegateRedirects {
-            record: self.record.clone(),
-            delegate: self.delegate.clone(),
-        }));
-        let response = self.transport.send(request).await?;
+        let response = self.transport.send(self.with_options(request)).await?;
         tracing::debug!(
             task = %self.task,
             attempt = self.attempt,
@@ -321,9 +315,22 @@ impl Attempt {
         Ok(response)
     }
 
+    /// `request` with the session's timeouts and redirect rules, and the
+    /// delegate asked about each redirect.
+    pub(crate) fn with_options(&self, request: Request<RequestBody>) -> TransportRequest {
+        let mut request = TransportRequest::new(request);
+        request.options.timeouts = self.config.timeouts;
+        request.options.redirects = self.config.redirects;
+        request.redirect_hook = Some(Arc::new(DelegateRedirects {
+            record: self.record.clone(),
+            delegate: self.delegate.clone(),
+        }));
+        request
+    }
+
     /// Hands a finished request's metrics to the delegate (in order, after
     /// the task's earlier events).
-    fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
+    pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
         let _ = self.engine.send(Command::Metrics {
             task: self.task,
             metrics: Box::new(metrics),

@@ -13,7 +13,13 @@
 //! - a listener that accepts and never answers ([`Origin::silent_url`]).
 //!
 //! `PUT`/`POST` to `/upload/…` is a sink that answers with the length and
-//! SHA-256 of what it received (`x-received-length`, `x-received-sha256`).
+//! SHA-256 of what it received (`x-received-length`, `x-received-sha256`);
+//! a `multipart/form-data` body is answered with JSON describing each part
+//! (name, file name, content type, length, SHA-256, and a text field's
+//! value). [`Fault::RateLimit`] on an upload path reads the body at that
+//! pace; [`Fault::CutAfter`] reads that many bytes of
+//! the request body and drops the connection without an answer (logged as
+//! a 400 that never finished).
 //! [`BlackHole`] is an address whose connects hang. The conformance suites
 //! every store and transport runs are in [`conformance`].
 //!

@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -313,7 +314,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<OriginBody>, Infallible> {
+) -> Result<Response<OriginBody>, Cut> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let path_and_query = parts
@@ -340,21 +341,71 @@ pub(crate) async fn handle(
             if path.starts_with("/upload/")
                 && (parts.method == Method::PUT || parts.method == Method::POST) =>
         {
-            let (len, digest, complete) = consume(body).await;
-            received = len;
-            if complete {
-                let mut r = text(StatusCode::OK, format!("received {len} bytes\n"));
-                let h = r.headers_mut();
-                h.insert("x-received-length", HeaderValue::from(len));
-                if let Ok(v) = HeaderValue::from_str(&digest) {
-                    h.insert("x-received-sha256", v);
+            if let Some(k) = faults.iter().find_map(|f| match f {
+                Fault::CutAfter(k) => Some(*k),
+                _ => None,
+            }) {
+                let got = consume_up_to(body, k).await;
+                // Logged with the status the request never got: none was
+                // sent, the connection drops.
+                shared.record(LogEntry {
+                    method: parts.method.clone(),
+                    path: path_and_query,
+                    range: None,
+                    if_range: None,
+                    status: StatusCode::BAD_REQUEST,
+                    bytes_sent: 0,
+                    bytes_received: got,
+                    finished: false,
+                    protocol,
+                    listener: conn.listener,
+                    connection: conn.id,
+                    headers: parts.headers.clone(),
+                });
+                return Err(Cut);
+            }
+            let boundary =
+                header_str(header::CONTENT_TYPE).and_then(|ct| multer::parse_boundary(ct).ok());
+            if let Some(boundary) = boundary {
+                let (len, summary) = consume_form(body, boundary).await;
+                received = len;
+                match summary {
+                    Ok(json) => {
+                        let mut r = text(StatusCode::OK, json);
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        r.headers_mut()
+                            .insert("x-received-length", HeaderValue::from(len));
+                        r
+                    }
+                    Err(e) => text(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad multipart body after {len} bytes: {e}\n"),
+                    ),
                 }
-                r
             } else {
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!("request body broke after {len} bytes\n"),
-                )
+                let rate = faults.iter().find_map(|f| match f {
+                    Fault::RateLimit(r) => Some((*r).max(1)),
+                    _ => None,
+                });
+                let (len, digest, complete) = consume(body, rate).await;
+                received = len;
+                if complete {
+                    let mut r = text(StatusCode::OK, format!("received {len} bytes\n"));
+                    let h = r.headers_mut();
+                    h.insert("x-received-length", HeaderValue::from(len));
+                    if let Ok(v) = HeaderValue::from_str(&digest) {
+                        h.insert("x-received-sha256", v);
+                    }
+                    r
+                } else {
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        format!("request body broke after {len} bytes\n"),
+                    )
+                }
             }
         }
         Plan::NotFound => {
@@ -518,10 +569,86 @@ async fn linger(body: hyper::body::Incoming) {
 
 /// Reads a request body to its end: its length, hex SHA-256, and whether it
 /// ended cleanly.
-async fn consume(mut body: hyper::body::Incoming) -> (u64, String, bool) {
+/// The connection is dropped on purpose (a scripted cut of an upload).
+#[derive(Debug, thiserror::Error)]
+#[error("connection cut by the script")]
+pub(crate) struct Cut;
+
+/// Reads up to `k` bytes of a request body; returns how many came.
+async fn consume_up_to(mut body: hyper::body::Incoming, k: u64) -> u64 {
+    let mut len = 0u64;
+    while len < k {
+        match body.frame().await {
+            Some(Ok(frame)) => len += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+    len
+}
+
+/// Reads a `multipart/form-data` body and describes each part: name, file
+/// name, content type, length and SHA-256 (JSON, one object per part).
+async fn consume_form(
+    body: hyper::body::Incoming,
+    boundary: String,
+) -> (u64, Result<String, multer::Error>) {
+    use sha2::{Digest, Sha256};
+    let total = Arc::new(AtomicU64::new(0));
+    let counted = total.clone();
+    let stream = http_body_util::BodyStream::new(body).filter_map(move |frame| {
+        let data = match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(Ok(d)) = &data {
+            counted.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        std::future::ready(data)
+    });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    let result = async {
+        while let Some(mut field) = form.next_field().await? {
+            let name = field.name().map(str::to_owned);
+            let file_name = field.file_name().map(str::to_owned);
+            let content_type = field.content_type().map(ToString::to_string);
+            let mut hasher = Sha256::new();
+            let mut len = 0u64;
+            let mut text = Vec::new();
+            while let Some(chunk) = field.chunk().await? {
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                if file_name.is_none() && text.len() < 4096 {
+                    text.extend_from_slice(&chunk);
+                }
+            }
+            let digest: [u8; 32] = hasher.finalize().into();
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let mut part = serde_json::json!({
+                "name": name,
+                "file_name": file_name,
+                "content_type": content_type,
+                "length": len,
+                "sha256": hex,
+            });
+            if file_name.is_none() {
+                part["value"] = String::from_utf8_lossy(&text).into_owned().into();
+            }
+            parts.push(part);
+        }
+        Ok(serde_json::json!({ "parts": parts }).to_string())
+    }
+    .await;
+    (total.load(Ordering::Relaxed), result)
+}
+
+/// Reads a request body (at most `rate` bytes per second when given):
+/// its length, SHA-256, and whether it ended cleanly.
+async fn consume(mut body: hyper::body::Incoming, rate: Option<u64>) -> (u64, String, bool) {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let mut len = 0u64;
+    let start = tokio::time::Instant::now();
     loop {
         match body.frame().await {
             None => break,
@@ -529,6 +656,10 @@ async fn consume(mut body: hyper::body::Incoming) -> (u64, String, bool) {
                 if let Some(data) = frame.data_ref() {
                     hasher.update(data);
                     len += data.len() as u64;
+                }
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(len as f64 / rate as f64);
+                    tokio::time::sleep_until(start + due).await;
                 }
             }
             Some(Err(_)) => return (len, String::new(), false),

@@ -344,6 +344,10 @@ pub enum TaskKind {
         source: PathBuf,
         /// How the body is framed.
         body: UploadBody,
+        /// What the file looked like when the task was enqueued (the session
+        /// records it); an attempt fails if the file differs.
+        #[serde(default)]
+        stamp: Option<crate::transport::FileStamp>,
     },
 }
 
@@ -411,6 +415,7 @@ impl TaskSpec {
             TaskKind::Upload {
                 source: source.into(),
                 body,
+                stamp: None,
             },
         )
     }

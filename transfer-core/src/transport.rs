@@ -35,7 +35,50 @@ pub enum BodyPart {
         offset: u64,
         /// How many bytes.
         len: u64,
+        /// What the file must still look like: checked when the part is
+        /// opened and again before its last bytes are sent, so a file that
+        /// changes meanwhile fails the request (`SourceChanged`) instead of
+        /// arriving as a torn mix of two versions.
+        stamp: Option<FileStamp>,
     },
+}
+
+/// What a file looked like when it was checked: its length and modification
+/// time (nanoseconds since the Unix epoch, where the platform has one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// The length in bytes.
+    pub len: u64,
+    /// The modification time, in nanoseconds since the Unix epoch.
+    pub modified_ns: Option<u64>,
+}
+
+impl FileStamp {
+    /// The stamp of a file's metadata.
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            len: meta.len(),
+            modified_ns: meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_nanos()).ok()),
+        }
+    }
+
+    /// Says how `now` differs from this stamp, or `None` when it does not.
+    pub fn changed(&self, now: &FileStamp) -> Option<String> {
+        if now.len != self.len {
+            Some(format!(
+                "its size changed from {} to {} bytes",
+                self.len, now.len
+            ))
+        } else if now.modified_ns != self.modified_ns {
+            Some("it was modified".to_owned())
+        } else {
+            None
+        }
+    }
 }
 
 impl BodyPart {
@@ -81,6 +124,7 @@ impl RequestBody {
                 path: path.into(),
                 offset,
                 len,
+                stamp: None,
             }],
         }
     }

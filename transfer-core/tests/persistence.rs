@@ -35,17 +35,23 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
             "[a-z0-9/]{1,30}".prop_map(|k| TaskKind::Download {
                 destination: Destination::ObjectKey(k)
             }),
-            ("[a-z/]{1,20}", proptest::option::of("[a-z]+/[a-z]+")).prop_map(|(p, ct)| {
-                TaskKind::Upload {
-                    source: p.into(),
-                    body: UploadBody::Multipart {
-                        field: "file".into(),
-                        file_name: "a.bin".into(),
-                        content_type: ct,
-                        fields: vec![("k".into(), "v é".into())],
-                    },
-                }
-            }),
+            (
+                "[a-z/]{1,20}",
+                proptest::option::of("[a-z]+/[a-z]+"),
+                proptest::option::of((any::<u64>(), proptest::option::of(any::<u64>())))
+            )
+                .prop_map(|(p, ct, stamp)| {
+                    TaskKind::Upload {
+                        source: p.into(),
+                        body: UploadBody::Multipart {
+                            field: "file".into(),
+                            file_name: "a.bin".into(),
+                            content_type: ct,
+                            fields: vec![("k".into(), "v é".into())],
+                        },
+                        stamp: stamp.map(|(len, modified_ns)| FileStamp { len, modified_ns }),
+                    }
+                }),
         ],
         0.0f32..=1.0,
         proptest::collection::vec(("x-[a-z]{1,8}", "[ -~]{0,20}"), 0..4),
@@ -62,14 +68,21 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
     )
         .prop_map(
             |(url, kind, priority, headers, (flags, size, digest), (begin, label, rate))| {
-                let mut b = match kind {
-                    TaskKind::Download { destination } => TaskSpec::download(&url, destination),
-                    TaskKind::Upload { source, body } => TaskSpec::upload(&url, source, body),
-                }
-                .priority(priority)
-                .discretionary(flags[0])
-                .requires_charging(flags[1])
-                .requires_unmetered(flags[2]);
+                let (mut b, stamped) = match kind {
+                    TaskKind::Download { destination } => {
+                        (TaskSpec::download(&url, destination), None)
+                    }
+                    TaskKind::Upload {
+                        source,
+                        body,
+                        stamp,
+                    } => (TaskSpec::upload(&url, source, body), stamp),
+                };
+                b = b
+                    .priority(priority)
+                    .discretionary(flags[0])
+                    .requires_charging(flags[1])
+                    .requires_unmetered(flags[2]);
                 for (k, v) in headers {
                     b = b.header(k, v.trim().to_owned());
                 }
@@ -88,7 +101,11 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 if let Some(r) = rate {
                     b = b.max_rate(r);
                 }
-                b.build().expect("generated specs are valid")
+                let mut spec = b.build().expect("generated specs are valid");
+                if let TaskKind::Upload { stamp, .. } = &mut spec.kind {
+                    *stamp = stamped;
+                }
+                spec
             },
         )
 }

@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use transfer_core::{
-    BodyPart, ByteCount, ErrorKind, RequestBody, SentProgress, TimeoutKind, TransferError,
+    BodyPart, ByteCount, ErrorKind, FileStamp, RequestBody, SentProgress, TimeoutKind,
+    TransferError,
 };
 
 use crate::error::from_hyper;
@@ -101,7 +102,34 @@ enum Source {
         file: tokio::fs::File,
         left: u64,
         path: std::path::PathBuf,
+        /// With the stamp the file must still match: a handle to look at
+        /// its metadata before the last bytes go out.
+        check: Option<(std::fs::File, FileStamp)>,
     },
+}
+
+/// Fails with `SourceChanged` when the open file no longer matches `stamp`.
+fn check_stamp(
+    file: &std::fs::File,
+    stamp: &FileStamp,
+    path: &std::path::Path,
+) -> Result<(), TransferError> {
+    let meta = file.metadata().map_err(|e| {
+        TransferError::new(
+            ErrorKind::SourceChanged,
+            format!("upload source {}: {e}", path.display()),
+        )
+    })?;
+    match stamp.changed(&FileStamp::of(&meta)) {
+        None => Ok(()),
+        Some(how) => Err(TransferError::new(
+            ErrorKind::SourceChanged,
+            format!(
+                "upload source {} changed since it was enqueued: {how}",
+                path.display()
+            ),
+        )),
+    }
 }
 
 /// A request body streamed from its parts, reporting bytes sent.
@@ -125,7 +153,12 @@ impl UploadBody {
         for part in &body.parts {
             match part {
                 BodyPart::Bytes(b) => parts.push_back(Source::Bytes(b.clone())),
-                BodyPart::File { path, offset, len } => {
+                BodyPart::File {
+                    path,
+                    offset,
+                    len,
+                    stamp,
+                } => {
                     let source_error = |e: std::io::Error| {
                         TransferError::new(
                             ErrorKind::SourceChanged,
@@ -144,11 +177,19 @@ impl UploadBody {
                             ),
                         ));
                     }
+                    let check = match stamp {
+                        Some(stamp) => {
+                            check_stamp(&file, stamp, path)?;
+                            Some((file.try_clone().map_err(source_error)?, *stamp))
+                        }
+                        None => None,
+                    };
                     file.seek(SeekFrom::Start(*offset)).map_err(source_error)?;
                     parts.push_back(Source::File {
                         file: tokio::fs::File::from_std(file),
                         left: *len,
                         path: path.clone(),
+                        check,
                     });
                 }
             }
@@ -197,7 +238,12 @@ impl Body for UploadBody {
                 Source::File { left: 0, .. } => {
                     this.parts.pop_front();
                 }
-                Source::File { file, left, path } => {
+                Source::File {
+                    file,
+                    left,
+                    path,
+                    check,
+                } => {
                     let want = (*left).min(UPLOAD_CHUNK as u64) as usize;
                     this.buf.resize(want, 0);
                     let mut rb = ReadBuf::new(&mut this.buf[..want]);
@@ -218,6 +264,14 @@ impl Body for UploadBody {
                         return Poll::Ready(Some(Err(e)));
                     }
                     *left -= n as u64;
+                    // The last bytes of the part go out only if the file is
+                    // still the one that was stamped (an fstat, microseconds).
+                    if *left == 0
+                        && let Some((std_file, stamp)) = check
+                        && let Err(e) = check_stamp(std_file, stamp, path)
+                    {
+                        return Poll::Ready(Some(Err(this.clock.fail(e))));
+                    }
                     this.buf.truncate(n);
                     let chunk = this.buf.split().freeze();
                     return this.advance(chunk);

@@ -675,6 +675,7 @@ pub async fn upload_progress(h: &Harness<'_>) {
                 path: scratch.0.clone(),
                 offset: range.start,
                 len: range.end - range.start,
+                stamp: None,
             },
             BodyPart::Bytes(tail.clone()),
         ],
@@ -745,6 +746,33 @@ pub async fn upload_progress(h: &Harness<'_>) {
     assert!(
         h.origin.log().is_empty(),
         "nothing sent for a missing source"
+    );
+
+    // A file that no longer matches its stamp is refused before sending.
+    let stamp = transfer_core::FileStamp::of(&std::fs::metadata(&scratch.0).expect("scratch"));
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&scratch.0)
+        .expect("scratch");
+    std::io::Write::write_all(&mut grown, b"more").expect("scratch grows");
+    let stale = RequestBody {
+        parts: vec![BodyPart::File {
+            path: scratch.0.clone(),
+            offset: 0,
+            len: stamp.len,
+            stamp: Some(stamp),
+        }],
+    };
+    let e = send_err(
+        &*t,
+        request(Method::PUT, &h.url("/upload/c-stale"), &[], stale),
+    )
+    .await;
+    assert_eq!(e.kind(), ErrorKind::SourceChanged, "changed source: {e}");
+    assert!(e.to_string().contains("size changed"), "{e}");
+    assert!(
+        h.origin.log().is_empty(),
+        "nothing sent for a changed source"
     );
 }
 

@@ -1,0 +1,256 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Uploads through a session to the testkit origin's sink, which answers
+//! with the SHA-256 of what it received (a form: of each part). The answer
+//! comes back in the task's completion.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Fixture, Proto};
+use futures::StreamExt;
+use scheduler::{Session, SessionError, SessionEvent, TaskHandle, UploadBuilder};
+use testkit::{Fault, Script, body};
+use transfer_core::{Completion, Direction, ErrorKind, Outcome};
+
+/// Writes `len` seeded bytes to `dir/name`.
+fn source(dir: &Path, name: &str, seed: u64, len: u64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body::bytes(seed, 0, 0..len)).unwrap();
+    path
+}
+
+/// Enqueues the upload, runs it to its end and returns its completion
+/// (with the server's answer).
+async fn run(s: &Session, upload: UploadBuilder) -> Completion {
+    let (events, task) = start(s, upload).await;
+    ended(events, task).await
+}
+
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = SessionEvent> + Send>>;
+
+/// Enqueues the upload, listening to the session's events from before.
+async fn start(s: &Session, upload: UploadBuilder) -> (Events, TaskHandle) {
+    let events: Events = Box::pin(s.events());
+    (events, upload.enqueue().await.unwrap())
+}
+
+/// The task's completion, from `events`.
+async fn ended(mut events: Events, task: TaskHandle) -> Completion {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(e) = events.next().await {
+            if let SessionEvent::Completed(c) = e
+                && c.task == task.id()
+            {
+                return *c;
+            }
+        }
+        panic!("no completion event");
+    })
+    .await
+    .unwrap()
+}
+
+fn json(c: &Completion) -> serde_json::Value {
+    serde_json::from_slice(&c.response.as_ref().unwrap().body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_uploads_of_0_1_and_100_mib_arrive_intact() {
+    for proto in [Proto::H1, Proto::H2] {
+        let f = Fixture::new(proto).await;
+        let s = f.session().await;
+        for (i, len) in [0u64, 1, 100 << 20].into_iter().enumerate() {
+            let seed = 40 + i as u64;
+            let file = source(&f.out, &format!("up{i}"), seed, len);
+            let mut events = Box::pin(s.events());
+            let task = s
+                .upload(&file)
+                .to(&f.url(&format!("/upload/raw{i}")))
+                .content_type("application/x-test")
+                .enqueue()
+                .await
+                .unwrap();
+            let outcome = common::wait(&task).await;
+            assert_eq!(
+                outcome,
+                Outcome::Completed { bytes: len },
+                "{proto:?} {len}"
+            );
+            let mut done = None;
+            let mut sent = Vec::new();
+            while let Some(e) = events.next().await {
+                match e {
+                    SessionEvent::Progress { task: t, progress } if t == task.id() => {
+                        assert_eq!(progress.direction, Direction::Upload);
+                        assert_eq!(progress.expected, Some(len));
+                        sent.push(progress.total);
+                    }
+                    SessionEvent::Completed(c) if c.task == task.id() => {
+                        done = Some(c);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let c = done.unwrap();
+            let answer = c.response.as_ref().expect("the server's answer");
+            assert_eq!(answer.status, 200);
+            assert_eq!(
+                answer.headers["x-received-sha256"].to_str().unwrap(),
+                hex::encode(body::sha256(seed, 0, len)),
+                "{proto:?} {len}: the server got the file"
+            );
+            assert!(sent.windows(2).all(|w| w[0] <= w[1]), "{sent:?}");
+            if len > 0 {
+                assert_eq!(sent.last(), Some(&len), "progress reaches the size");
+            }
+            let logged = f.origin.log();
+            let entry = logged.last().unwrap();
+            assert_eq!(entry.method, http::Method::PUT);
+            assert_eq!(entry.headers["content-type"], "application/x-test");
+        }
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_of_0_1_and_100_mib_arrive_intact() {
+    let f = Fixture::new(Proto::H2).await;
+    let s = f.session().await;
+    for (i, len) in [0u64, 1, 100 << 20].into_iter().enumerate() {
+        let seed = 50 + i as u64;
+        let file = source(&f.out, &format!("photo{i}.jpg"), seed, len);
+        let upload = s
+            .upload(&file)
+            .to(&f.url(&format!("/upload/form{i}")))
+            .form("photo", format!("photo{i}.jpg"))
+            .content_type("image/jpeg")
+            .field("album \"main\"", "Holidays \"2026\"")
+            .field("note", "line one\r\nline two");
+        let c = run(&s, upload).await;
+        assert!(matches!(c.outcome, Outcome::Completed { .. }), "{c:?}");
+        let parts = json(&c)["parts"].as_array().unwrap().clone();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert_eq!(
+            parts[0]["name"], "album %22main%22",
+            "names quoted as browsers do"
+        );
+        assert_eq!(parts[0]["value"], "Holidays \"2026\"");
+        assert_eq!(parts[1]["name"], "note");
+        assert_eq!(parts[1]["value"], "line one\r\nline two");
+        assert_eq!(parts[2]["name"], "photo");
+        assert_eq!(parts[2]["file_name"], format!("photo{i}.jpg"));
+        assert_eq!(parts[2]["content_type"], "image/jpeg");
+        assert_eq!(parts[2]["length"], len);
+        assert_eq!(parts[2]["sha256"], hex::encode(body::sha256(seed, 0, len)));
+        assert_eq!(f.origin.log().last().unwrap().method, http::Method::POST);
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_unreadable_source_fails_at_enqueue() {
+    let f = Fixture::new(Proto::H1).await;
+    let s = f.session().await;
+    for path in [f.out.join("nothing-here"), f.out.clone()] {
+        let e = s
+            .upload(&path)
+            .to(&f.url("/upload/x"))
+            .enqueue()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SessionError::Source { path: p, .. } if *p == path),
+            "{e}"
+        );
+    }
+    assert!(s.tasks().await.unwrap().is_empty(), "nothing was queued");
+    assert!(f.origin.log().is_empty(), "nothing was sent");
+    s.shutdown().await;
+}
+
+/// The file grows while the server reads it slowly: the attempt fails with
+/// `SourceChanged` before the last bytes go out, so the server never sees
+/// a whole body; the task fails for good (sending again would send the
+/// new version under the old task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_modified_mid_upload_fails_clearly() {
+    let f = Fixture::new(Proto::H1).await;
+    f.origin.script(
+        "/upload/torn",
+        Script::new().always(Fault::RateLimit(16 << 20)),
+    );
+    let s = f.session().await;
+    // Bigger than what the socket buffers hold, so the end of the file is
+    // read after the change.
+    let file = source(&f.out, "torn", 60, 32 << 20);
+    let (events, task) = start(&s, s.upload(&file).to(&f.url("/upload/torn"))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut w = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    std::io::Write::write_all(&mut w, b"appended").unwrap();
+    drop(w);
+    let c = ended(events, task).await;
+    let Outcome::Failed { error, .. } = &c.outcome else {
+        panic!("{c:?}")
+    };
+    assert_eq!(error.kind(), ErrorKind::SourceChanged, "{error}");
+    assert!(
+        error.to_string().contains("changed since it was enqueued"),
+        "{error}"
+    );
+    for e in f.origin.log() {
+        assert!(e.status != 200, "the server never got a whole body: {e:?}");
+    }
+    s.shutdown().await;
+}
+
+/// The connection drops after 1 MiB of the body: the attempt is retried
+/// and the second one sends the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_upload_is_sent_again() {
+    let f = Fixture::new(Proto::H1).await;
+    f.origin.script(
+        "/upload/cut",
+        Script::new().nth(1, Fault::CutAfter(1 << 20)),
+    );
+    let s = f.session().await;
+    let len = 3u64 << 20;
+    let file = source(&f.out, "cut", 61, len);
+    let upload = s.upload(&file).to(&f.url("/upload/cut"));
+    let c = run(&s, upload).await;
+    assert_eq!(c.outcome, Outcome::Completed { bytes: len });
+    assert_eq!(
+        c.response.unwrap().headers["x-received-sha256"],
+        hex::encode(body::sha256(61, 0, len)).as_str()
+    );
+    let log = f.origin.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(!log[0].finished && log[0].bytes_received >= 1 << 20);
+    s.shutdown().await;
+}
+
+/// A 4xx answer fails the task for good and its body comes back in the
+/// completion, as BITS upload-reply jobs do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_fails_with_the_servers_answer() {
+    let f = Fixture::new(Proto::H1).await;
+    let s = f.session().await;
+    let file = source(&f.out, "refused", 62, 1000);
+    let upload = s.upload(&file).to(&f.url("/not-an-upload-path"));
+    let c = run(&s, upload).await;
+    let Outcome::Failed { error, .. } = &c.outcome else {
+        panic!("{c:?}")
+    };
+    assert_eq!(error.kind(), ErrorKind::Status(404), "{error}");
+    let answer = c.response.unwrap();
+    assert_eq!(answer.status, 404);
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("no resource"),
+        "{answer:?}"
+    );
+    s.shutdown().await;
+}
