@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use transfer_core::{Outcome, TaskId};
 
-use crate::{AddArgs, Target, add_tasks, ls_row};
+use crate::{AddArgs, PutArgs, Target, add_tasks, add_upload, ls_row};
 
 /// The socket's path in the state directory.
 pub(crate) fn socket_path(home: &Path) -> PathBuf {
@@ -167,9 +167,15 @@ async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow:
     };
     let result: anyhow::Result<()> = async {
         match req.get("op").and_then(Value::as_str) {
-            Some("add") => {
-                let args: AddArgs = serde_json::from_value(req["args"].clone())?;
-                let added = add_tasks(Target::Live(session), &args).await?;
+            Some(op @ ("add" | "put")) => {
+                let args = req["args"].clone();
+                let added = if op == "add" {
+                    let args: AddArgs = serde_json::from_value(args)?;
+                    add_tasks(Target::Live(session), &args).await?
+                } else {
+                    let args: PutArgs = serde_json::from_value(args)?;
+                    add_upload(Target::Live(session), &args).await?
+                };
                 let tasks: Vec<Value> = added
                     .iter()
                     .map(|(id, name)| json!({"id": id.to_string(), "name": name}))

@@ -1,4 +1,4 @@
-//! `ferry`: background downloads that survive crashes, kills and restarts.
+//! `ferry`: background downloads and uploads that survive crashes, kills and restarts.
 //!
 //! ```text
 //! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
@@ -6,6 +6,8 @@
 //!           [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR] [--checkpoint SIZE|off]
 //! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging]
+//! ferry put FILE URL [-F NAME=VALUE]... [--form-file NAME] [-X METHOD] [--content-type TYPE]
+//!           [--discretionary] [--require-charging] [the runner options of get]
 //! ferry run [--until-idle] [--limit-rate RATE] [--no-cellular] [--no-expensive]
 //!           [--schedule TIMETABLE] [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR]
 //!           [--checkpoint SIZE|off]
@@ -56,7 +58,7 @@ const SESSION: &str = "default";
 #[command(
     name = "ferry",
     version,
-    about = "Background downloads that survive crashes, kills and restarts"
+    about = "Background downloads and uploads that survive crashes, kills and restarts"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -69,6 +71,13 @@ enum Command {
     Get(GetArgs),
     /// Add downloads without waiting (a running `ferry` starts them at once).
     Add(AddArgs),
+    /// Upload a file (PUT, or a POST of a form) and wait until it ends.
+    Put {
+        #[command(flatten)]
+        put: PutArgs,
+        #[command(flatten)]
+        opts: RunnerOpts,
+    },
     /// Run the session: every queued download, until stopped.
     Run {
         /// Stop once nothing is running, queued or waiting to retry.
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => get(args).await,
+            Command::Put { put, opts } => transfer(Job::Put(put.resolved()?), &opts).await,
             Command::Add(args) => add(args).await,
             Command::Run {
                 until_idle,
@@ -285,6 +295,20 @@ impl RunnerOpts {
     }
 }
 
+/// When a task may run: shared by `get`, `add` and `put`.
+#[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WhenArgs {
+    /// Background work: runs only on an unmetered, unconstrained network,
+    /// outside low power mode, and charging or above 30% battery.
+    #[arg(long)]
+    #[serde(default)]
+    discretionary: bool,
+    /// Runs only while on external power.
+    #[arg(long)]
+    #[serde(default)]
+    require_charging: bool,
+}
+
 /// What to download and where: shared by `get`, `add` and the control socket.
 #[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AddArgs {
@@ -308,15 +332,9 @@ pub(crate) struct AddArgs {
     /// Replace existing files instead of choosing a numbered name.
     #[arg(long)]
     overwrite: bool,
-    /// Background work: runs only on an unmetered, unconstrained network,
-    /// outside low power mode, and charging or above 30% battery.
-    #[arg(long)]
-    #[serde(default)]
-    discretionary: bool,
-    /// Runs only while on external power.
-    #[arg(long)]
-    #[serde(default)]
-    require_charging: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    when: WhenArgs,
 }
 
 impl AddArgs {
@@ -437,14 +455,127 @@ pub(crate) async fn add_tasks(
             b = b.max_rate(r);
         }
         b = b
-            .discretionary(args.discretionary)
-            .requires_charging(args.require_charging);
+            .discretionary(args.when.discretionary)
+            .requires_charging(args.when.require_charging);
         specs.push(b.build().with_context(|| url.clone())?);
         labels.push(name);
     }
     let ids = target.enqueue(specs).await?;
     done.extend(ids.into_iter().zip(labels));
     Ok(done)
+}
+
+/// What to upload and where: shared by `put` and the control socket.
+#[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PutArgs {
+    /// The file to upload.
+    file: PathBuf,
+    /// Where to send it (http or https).
+    url: String,
+    /// Send a multipart/form-data form: a text field NAME=VALUE before the
+    /// file (repeatable).
+    #[arg(short = 'F', long = "form", value_name = "NAME=VALUE")]
+    #[serde(default)]
+    form: Vec<String>,
+    /// Send a form whose file part is the field NAME (default `file` when
+    /// `--form` is given).
+    #[arg(long, value_name = "NAME")]
+    form_file: Option<String>,
+    /// The method (default PUT; POST for a form).
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+    /// The file's content type (default application/octet-stream).
+    #[arg(long)]
+    content_type: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    when: WhenArgs,
+}
+
+impl PutArgs {
+    /// Checks the arguments and makes the file's path absolute.
+    fn resolved(mut self) -> anyhow::Result<PutArgs> {
+        self.file = std::fs::canonicalize(&self.file)
+            .with_context(|| format!("upload source {}", self.file.display()))?;
+        for f in &self.form {
+            if !f.contains('=') {
+                bail!("--form {f:?}: NAME=VALUE");
+            }
+        }
+        self.method()?;
+        transfer_core::Url::parse(&self.url).with_context(|| self.url.clone())?;
+        Ok(self)
+    }
+
+    /// The method asked for, if any.
+    fn method(&self) -> anyhow::Result<Option<http::Method>> {
+        self.method
+            .as_deref()
+            .map(|m| {
+                http::Method::from_bytes(m.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--method {m:?} is not a method"))
+            })
+            .transpose()
+    }
+}
+
+/// Enqueues the upload `args` describes, keyed by file and URL so the same
+/// command again finds the same task; an upload that completed before from
+/// the same, unchanged file is not sent again.
+pub(crate) async fn add_upload(
+    target: Target<'_>,
+    args: &PutArgs,
+) -> anyhow::Result<Vec<(TaskId, String)>> {
+    let key = format!("put {} {}", args.file.display(), args.url);
+    let name = display_name(&args.file);
+    let now = std::fs::metadata(&args.file)
+        .map(|m| transfer_core::FileStamp::of(&m))
+        .with_context(|| format!("upload source {}", args.file.display()))?;
+    let records = target.tasks().await?;
+    if let Some(r) = records.iter().find(|r| {
+        r.spec.key.as_deref() == Some(&key)
+            && r.state.phase == Phase::Completed
+            && matches!(&r.spec.kind, TaskKind::Upload { stamp: Some(s), .. } if *s == now)
+    }) {
+        return Ok(vec![(r.id, name)]);
+    }
+    let form = args
+        .form_file
+        .clone()
+        .or_else(|| (!args.form.is_empty()).then(|| "file".to_owned()));
+    let (body, default_method) = match form {
+        Some(field) => (
+            transfer_core::UploadBody::Multipart {
+                field,
+                file_name: name.clone(),
+                content_type: args.content_type.clone(),
+                fields: args
+                    .form
+                    .iter()
+                    .filter_map(|f| f.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            },
+            http::Method::POST,
+        ),
+        None => (
+            transfer_core::UploadBody::Raw {
+                content_type: args.content_type.clone(),
+            },
+            http::Method::PUT,
+        ),
+    };
+    let method = args.method()?.unwrap_or(default_method);
+    let spec = TaskSpec::upload(&args.url, args.file.clone(), body)
+        .method(method)
+        .key(key)
+        .label(name.clone())
+        .discretionary(args.when.discretionary)
+        .requires_charging(args.when.require_charging)
+        .build()
+        .with_context(|| args.url.clone())?;
+    let ids = target.enqueue(vec![spec]).await?;
+    Ok(ids.into_iter().map(|id| (id, name.clone())).collect())
 }
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
@@ -507,16 +638,46 @@ async fn runner(
     Ok((session, home))
 }
 
+/// What `get` and `put` ask for.
+enum Job {
+    Get(AddArgs),
+    Put(PutArgs),
+}
+
+impl Job {
+    /// The request that hands the job to a running ferry.
+    fn request(&self) -> serde_json::Value {
+        match self {
+            Job::Get(args) => serde_json::json!({"op": "add", "args": args}),
+            Job::Put(args) => serde_json::json!({"op": "put", "args": args}),
+        }
+    }
+
+    async fn enqueue(&self, target: Target<'_>) -> anyhow::Result<Vec<(TaskId, String)>> {
+        match self {
+            Job::Get(args) => add_tasks(target, args).await,
+            Job::Put(args) => add_upload(target, args).await,
+        }
+    }
+}
+
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let add = args.add.resolved()?;
+    transfer(Job::Get(args.add.resolved()?), &args.opts).await
+}
+
+/// Runs the job's transfers (here, or in the ferry already running) and
+/// waits until every one ends. An upload's answer goes to standard output.
+#[allow(clippy::print_stdout)]
+async fn transfer(job: Job, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
     let home = home()?;
     let store = match access(&home).await? {
-        Access::Runner(stream) => return get_through_runner(stream, &home, &add).await,
+        Access::Runner(stream) => return transfer_through_runner(stream, &home, &job).await,
         Access::Store(store) => store,
     };
-    let (session, home) = runner(store, &args.opts, Arc::new(NoDelegate)).await?;
+    let (session, home) = runner(store, opts, Arc::new(NoDelegate)).await?;
     let server = control::serve(&home, session.clone())?;
-    let added = add_tasks(Target::Live(&session), &add).await?;
+    let mut events = Box::pin(session.events());
+    let added = job.enqueue(Target::Live(&session)).await?;
     let tasks: Vec<(TaskHandle, String)> = added
         .into_iter()
         .map(|(id, name)| (session.task(id), name))
@@ -525,6 +686,7 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut interrupted = watch_signals(session.clone());
     let shown = show_progress(&session, &tasks);
     let mut failures = 0;
+    let mut answers = Vec::new();
     for (handle, name) in &tasks {
         let outcome = tokio::select! {
             o = handle.wait() => o?,
@@ -538,8 +700,23 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     shown.finish();
+    if matches!(job, Job::Put(_)) {
+        // The completions are in the stream already (recorded before
+        // `wait` returned); take what is there without waiting.
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+            if let SessionEvent::Completed(c) = e
+                && let Some(r) = c.response
+                && c.outcome.is_completed()
+            {
+                answers.push(r.body);
+            }
+        }
+    }
     drop(server);
     session.shutdown().await;
+    for body in answers {
+        std::io::Write::write_all(&mut std::io::stdout(), &body)?;
+    }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -550,19 +727,19 @@ async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
 /// `ferry get` while another process runs the session: hand it the tasks
 /// and follow them until they end.
 #[allow(clippy::print_stderr)]
-async fn get_through_runner(
+async fn transfer_through_runner(
     stream: tokio::net::UnixStream,
     home: &Path,
-    add: &AddArgs,
+    job: &Job,
 ) -> anyhow::Result<ExitCode> {
-    let reply = control::call(stream, &serde_json::json!({"op": "add", "args": add})).await?;
+    let reply = control::call(stream, &job.request()).await?;
     let tasks = reply["tasks"].as_array().cloned().unwrap_or_default();
     let names: HashMap<String, String> = tasks
         .iter()
         .filter_map(|t| Some((t["id"].as_str()?.to_owned(), t["name"].as_str()?.to_owned())))
         .collect();
     eprintln!(
-        "ferry: handed {} download(s) to the running ferry",
+        "ferry: handed {} transfer(s) to the running ferry",
         names.len()
     );
     let stream = control::connect(home)
@@ -595,7 +772,7 @@ async fn get_through_runner(
     }
     if ended < names.len() {
         bail!(
-            "the running ferry stopped before the downloads ended; run `ferry get` again to continue"
+            "the running ferry stopped before the transfers ended; run the command again to continue"
         );
     }
     Ok(if failures == 0 {
@@ -996,14 +1173,17 @@ pub(crate) fn ls_row(r: &TaskRecord, live: bool) -> serde_json::Value {
         Phase::Failed(e) => format!("failed: {e}"),
         p => p.name().to_owned(),
     };
-    let dest = match &r.spec.kind {
+    let (direction, dest, source) = match &r.spec.kind {
         TaskKind::Download {
             destination: Destination::Path(p),
-        } => p.display().to_string(),
-        _ => String::new(),
+        } => ("download", p.display().to_string(), String::new()),
+        TaskKind::Download { .. } => ("download", String::new(), String::new()),
+        TaskKind::Upload { source, .. } => ("upload", String::new(), source.display().to_string()),
     };
     serde_json::json!({
         "id": r.id.to_string(),
+        "direction": direction,
+        "source": source,
         "state": r.state.phase.name(),
         "detail": detail,
         "bytes": r.state.bytes_received,
@@ -1059,7 +1239,15 @@ async fn ls(json: bool) -> anyhow::Result<ExitCode> {
             row["detail"].as_str().unwrap_or(""),
             format!("{}/{total}", row["bytes"]),
             rate,
-            row["destination"].as_str().unwrap_or("")
+            if row["direction"] == "upload" {
+                format!(
+                    "{} -> {}",
+                    row["source"].as_str().unwrap_or(""),
+                    row["url"].as_str().unwrap_or("")
+                )
+            } else {
+                row["destination"].as_str().unwrap_or("").to_owned()
+            }
         )
     });
     print_lines(lines)?;
