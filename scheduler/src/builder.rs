@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use http::Method;
-use transfer_core::{Destination, TaskSpec, TaskSpecBuilder, UploadBody};
+use transfer_core::{Destination, ResumableProtocol, TaskSpec, TaskSpecBuilder, UploadBody};
 
 use crate::{Session, SessionError, TaskHandle};
 
@@ -52,6 +52,7 @@ pub struct FromFile {
     /// Multipart: the file's field name and file name.
     form: Option<(String, String)>,
     fields: Vec<(String, String)>,
+    resumable: Option<ResumableProtocol>,
 }
 
 impl FromFile {
@@ -63,6 +64,7 @@ impl FromFile {
             content_type: None,
             form: None,
             fields: Vec::new(),
+            resumable: None,
         }
     }
 }
@@ -193,6 +195,22 @@ impl TaskBuilder<FromFile> {
         self
     }
 
+    /// Sends the file resumably with the IETF draft ("Resumable Uploads
+    /// for HTTP", interop version 9): an interrupted upload continues from
+    /// the server's offset. A server that does not offer it gets a plain
+    /// upload. Not with a form.
+    pub fn resumable(mut self) -> Self {
+        self.kind.resumable = Some(ResumableProtocol::IetfDraft);
+        self
+    }
+
+    /// Sends the file resumably with tus 1.0 (the URL is the server's
+    /// creation endpoint, e.g. `…/files/`). Not with a form.
+    pub fn tus(mut self) -> Self {
+        self.kind.resumable = Some(ResumableProtocol::Tus);
+        self
+    }
+
     /// Validates the task, checks and stamps the source file, records the
     /// task durably, and starts it (unless [`suspended`](Self::suspended)).
     pub async fn enqueue(mut self) -> Result<TaskHandle, SessionError> {
@@ -211,7 +229,19 @@ impl TaskBuilder<FromFile> {
                 ("file".to_owned(), name)
             })
         });
+        if kind.resumable.is_some() && form.is_some() {
+            return Err(SessionError::Conflict(
+                "a resumable upload sends the file alone, not a form",
+            ));
+        }
         let (body, default_method) = match form {
+            None if kind.resumable.is_some() => (
+                UploadBody::Resumable {
+                    content_type: kind.content_type.take(),
+                    protocol: kind.resumable.unwrap_or_default(),
+                },
+                Method::POST,
+            ),
             Some((field, file_name)) => (
                 UploadBody::Multipart {
                     field,

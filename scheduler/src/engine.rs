@@ -866,6 +866,20 @@ impl Engine {
 
     async fn discard_partial(&self, record: &TaskRecord) {
         let partial = record.state.resume.partial.as_ref();
+        if let Some(transfer_core::PartialLocation::UploadResource { url, protocol }) = partial {
+            // The server's copy: cancelled in the background, best effort.
+            let uri: Option<http::Uri> = url.parse().ok();
+            let transport = uri.and_then(|u| {
+                self.transports
+                    .iter()
+                    .find(|t| t.handles(&u, transfer_core::ProtocolPreference::Auto))
+                    .cloned()
+            });
+            if let Some(t) = transport {
+                let (url, protocol) = (url.clone(), *protocol);
+                tokio::spawn(async move { crate::resumable::cancel(&*t, &url, protocol).await });
+            }
+        }
         if let TaskKind::Download { destination } = &record.spec.kind
             && let Err(e) = self
                 .payloads

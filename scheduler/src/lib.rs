@@ -48,6 +48,7 @@ mod clock;
 pub mod conditions;
 mod engine;
 mod offline;
+mod resumable;
 mod runner;
 pub mod throttle;
 mod upload;
@@ -95,6 +96,9 @@ pub struct SessionConfig {
     /// How much of the server's answer to an upload is kept with its
     /// completion (default 1 MiB; the rest is read and dropped).
     pub upload_response_limit: usize,
+    /// Largest append of a resumable upload (default 64 MiB): a server that
+    /// keeps only whole appends loses at most this much to an interruption.
+    pub upload_chunk_bytes: u64,
 }
 
 impl Default for SessionConfig {
@@ -110,6 +114,7 @@ impl Default for SessionConfig {
             allow_weak_etags: false,
             max_body: None,
             upload_response_limit: 1 << 20,
+            upload_chunk_bytes: 64 << 20,
         }
     }
 }
@@ -133,6 +138,9 @@ pub enum SessionError {
         #[source]
         error: std::io::Error,
     },
+    /// A builder was given choices that do not go together.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A builder was missing a part.
     #[error("the session needs {0}")]
     Missing(&'static str),

@@ -78,7 +78,7 @@ impl Attempt {
 
     /// Sends an event and waits until the engine has made its effects
     /// durable (a restart must be recorded before new bytes are written).
-    async fn send_durably(&self, event: Event) -> Result<(), TransferError> {
+    pub(crate) async fn send_durably(&self, event: Event) -> Result<(), TransferError> {
         let (tx, rx) = oneshot::channel();
         let _ = self.engine.send(Command::Runner {
             task: self.task,

@@ -1,6 +1,7 @@
 //! One attempt of one upload: the file (as the raw body, or as the file part
 //! of a `multipart/form-data` body) streamed by the transport, bytes sent
 //! reported as progress, and the server's answer kept for the completion.
+//! Resumable uploads are in `resumable.rs`.
 //!
 //! The file was stamped (length, modification time) when the task was
 //! enqueued; the transport checks the stamp before the first and before the
@@ -113,10 +114,13 @@ fn frame(
                 content_type: format!("multipart/form-data; boundary={b}"),
             })
         }
-        UploadBody::Resumable { .. } => Err(TransferError::new(
-            ErrorKind::InvalidRequest,
-            "resumable uploads are not supported by this build",
-        )),
+        UploadBody::Resumable { content_type, .. } => frame(
+            &UploadBody::Raw {
+                content_type: content_type.clone(),
+            },
+            path,
+            stamp,
+        ),
     }
 }
 
@@ -151,6 +155,41 @@ impl Attempt {
                 FileStamp::of(&meta)
             }
         };
+        let source = source.clone();
+        match body.clone() {
+            UploadBody::Resumable {
+                content_type,
+                protocol,
+            } => {
+                self.resumable(base, &source, stamp, content_type.as_deref(), protocol)
+                    .await
+            }
+            body => self.send_whole(base, &body, &source, stamp).await,
+        }
+    }
+
+    /// A resumable upload the server does not offer, sent whole.
+    pub(crate) async fn upload_plain(
+        &mut self,
+        base: &http::request::Parts,
+        source: &std::path::Path,
+        stamp: FileStamp,
+        content_type: Option<&str>,
+    ) -> Result<Option<u64>, TransferError> {
+        let body = UploadBody::Raw {
+            content_type: content_type.map(str::to_owned),
+        };
+        self.send_whole(base, &body, source, stamp).await
+    }
+
+    /// Sends the file in one request, framed as `body` says.
+    async fn send_whole(
+        &mut self,
+        base: &http::request::Parts,
+        body: &UploadBody,
+        source: &std::path::Path,
+        stamp: FileStamp,
+    ) -> Result<Option<u64>, TransferError> {
         let framed = frame(body, source, stamp)?;
         let total = framed.body.len();
         self.send(Event::Responded {
@@ -175,7 +214,7 @@ impl Attempt {
             request.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         let mut request = self.with_options(request);
-        request.on_sent = Some(self.sent_progress(total));
+        request.on_sent = Some(self.sent_progress(0, total));
 
         let send = self.transport.send(request);
         let response = tokio::select! {
@@ -213,18 +252,19 @@ impl Attempt {
         }
     }
 
-    /// Reports bytes sent to the engine as progress, at most every
-    /// `progress_interval` (and at the end).
-    fn sent_progress(&self, total: u64) -> transfer_core::SentProgress {
+    /// Reports bytes sent to the engine as progress (`from` plus the bytes
+    /// this request sent), at most every `progress_interval` (and at `end`).
+    pub(crate) fn sent_progress(&self, from: u64, end: u64) -> transfer_core::SentProgress {
         let engine = self.engine.clone();
         let (task, attempt) = (self.task, self.attempt);
         let every = self.config.progress_interval;
         let last = std::sync::Mutex::new(tokio::time::Instant::now());
         let reported = AtomicU64::new(0);
         Arc::new(move |sent: u64| {
+            let sent = from.saturating_add(sent);
             let due = {
                 let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-                let due = sent == total || last.elapsed() >= every;
+                let due = sent == end || last.elapsed() >= every;
                 if due {
                     *last = tokio::time::Instant::now();
                 }
@@ -247,7 +287,7 @@ impl Attempt {
 
 /// The start of a response body, up to `limit` bytes; the rest is read and
 /// dropped so the connection can be reused.
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut body: transfer_core::ResponseBody,
     limit: usize,
 ) -> Result<Bytes, TransferError> {

@@ -5,50 +5,17 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Fixture, Proto};
+use common::{Fixture, Proto, ended, source, start};
 use futures::StreamExt;
-use scheduler::{Session, SessionError, SessionEvent, TaskHandle, UploadBuilder};
+use scheduler::{Session, SessionError, SessionEvent, UploadBuilder};
 use testkit::{Fault, Script, body};
 use transfer_core::{Completion, Direction, ErrorKind, Outcome};
-
-/// Writes `len` seeded bytes to `dir/name`.
-fn source(dir: &Path, name: &str, seed: u64, len: u64) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, body::bytes(seed, 0, 0..len)).unwrap();
-    path
-}
 
 /// Enqueues the upload, runs it to its end and returns its completion
 /// (with the server's answer).
 async fn run(s: &Session, upload: UploadBuilder) -> Completion {
     let (events, task) = start(s, upload).await;
-    ended(events, task).await
-}
-
-type Events = std::pin::Pin<Box<dyn futures::Stream<Item = SessionEvent> + Send>>;
-
-/// Enqueues the upload, listening to the session's events from before.
-async fn start(s: &Session, upload: UploadBuilder) -> (Events, TaskHandle) {
-    let events: Events = Box::pin(s.events());
-    (events, upload.enqueue().await.unwrap())
-}
-
-/// The task's completion, from `events`.
-async fn ended(mut events: Events, task: TaskHandle) -> Completion {
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while let Some(e) = events.next().await {
-            if let SessionEvent::Completed(c) = e
-                && c.task == task.id()
-            {
-                return *c;
-            }
-        }
-        panic!("no completion event");
-    })
-    .await
-    .unwrap()
+    ended(events, &task).await
 }
 
 fn json(c: &Completion) -> serde_json::Value {
@@ -193,7 +160,7 @@ async fn a_source_modified_mid_upload_fails_clearly() {
         .unwrap();
     std::io::Write::write_all(&mut w, b"appended").unwrap();
     drop(w);
-    let c = ended(events, task).await;
+    let c = ended(events, &task).await;
     let Outcome::Failed { error, .. } = &c.outcome else {
         panic!("{c:?}")
     };

@@ -51,6 +51,7 @@
 pub mod body;
 pub mod conformance;
 mod raw;
+mod resumable;
 mod script;
 mod server;
 mod tls;

@@ -40,6 +40,9 @@ pub enum Fault {
     },
     /// Pace the body at this many bytes per second.
     RateLimit(u64),
+    /// A resumable upload to this path (`/resumable/…`): drop the
+    /// connection when the upload reaches this offset, once per upload.
+    CutUploadAt(u64),
     /// Add response headers totalling about this many bytes.
     OversizedHeaders(usize),
     /// Send an RFC 9530 `Repr-Digest: sha-256=:…:` of the whole

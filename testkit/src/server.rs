@@ -111,6 +111,9 @@ pub(crate) struct Shared {
     log: Mutex<Vec<Logged>>,
     pub(crate) next_connection: AtomicU64,
     connections: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Resumable uploads in progress, by id.
+    pub(crate) uploads: Mutex<HashMap<String, crate::resumable::Upload>>,
+    pub(crate) next_upload: AtomicU64,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (a test's panic
@@ -297,7 +300,7 @@ pub enum BodyError {
     Cut,
 }
 
-fn text(status: StatusCode, msg: String) -> Response<OriginBody> {
+pub(crate) fn text(status: StatusCode, msg: String) -> Response<OriginBody> {
     let mut r = Response::new(
         Full::new(Bytes::from(msg))
             .map_err(|n: Infallible| match n {})
@@ -335,6 +338,33 @@ pub(crate) async fn handle(
         Protocol::Http1
     };
 
+    // What a request whose connection is dropped before an answer is
+    // logged as: a 400 that never finished.
+    let unanswered = |path_and_query: String, received: u64| LogEntry {
+        method: parts.method.clone(),
+        path: path_and_query,
+        range: None,
+        if_range: None,
+        status: StatusCode::BAD_REQUEST,
+        bytes_sent: 0,
+        bytes_received: received,
+        finished: false,
+        protocol,
+        listener: conn.listener,
+        connection: conn.id,
+        headers: parts.headers.clone(),
+    };
+    if path.starts_with("/resumable/") {
+        let log = unanswered(path_and_query, 0);
+        let req = crate::resumable::Request {
+            shared: &shared,
+            parts: &parts,
+            path: &path,
+            faults: &faults,
+            log,
+        };
+        return crate::resumable::handle(req, body).await;
+    }
     let mut received = 0;
     let mut response = match plan {
         Plan::NotFound
@@ -346,22 +376,7 @@ pub(crate) async fn handle(
                 _ => None,
             }) {
                 let got = consume_up_to(body, k).await;
-                // Logged with the status the request never got: none was
-                // sent, the connection drops.
-                shared.record(LogEntry {
-                    method: parts.method.clone(),
-                    path: path_and_query,
-                    range: None,
-                    if_range: None,
-                    status: StatusCode::BAD_REQUEST,
-                    bytes_sent: 0,
-                    bytes_received: got,
-                    finished: false,
-                    protocol,
-                    listener: conn.listener,
-                    connection: conn.id,
-                    headers: parts.headers.clone(),
-                });
+                shared.record(unanswered(path_and_query, got));
                 return Err(Cut);
             }
             let boundary =

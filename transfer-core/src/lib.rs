@@ -98,7 +98,7 @@ pub use machine::{
 pub use record::{Completion, ResponseSummary, TaskRecord};
 pub use resume::{
     AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation,
-    RestartReason, ResumeData, Validator, judge_response,
+    RestartReason, ResumableProtocol, ResumeData, Validator, judge_response,
 };
 pub use retry::{RandomSource, RetryPolicy, SplitMix64, parse_retry_after};
 pub use schedule::{Bandwidth, ScheduleError, Timetable, format_rate};

@@ -79,6 +79,24 @@ pub struct PartRecord {
     pub len: u64,
 }
 
+/// The protocol a resumable upload speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResumableProtocol {
+    /// IETF "Resumable Uploads for HTTP", draft-ietf-httpbis-resumable-upload-12
+    /// (`Upload-Draft-Interop-Version: 9`); a plain upload when the server
+    /// does not offer it.
+    #[default]
+    IetfDraft,
+    /// tus 1.0.0 (core protocol, with the creation and termination
+    /// extensions).
+    Tus,
+}
+
+impl ResumableProtocol {
+    /// The interop version of the IETF draft this build speaks.
+    pub const IETF_INTEROP_VERSION: u32 = 9;
+}
+
 /// Where a task's partial payload lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PartialLocation {
@@ -92,6 +110,14 @@ pub enum PartialLocation {
         upload_id: String,
         /// The parts already stored, in order.
         parts: Vec<PartRecord>,
+    },
+    /// A resumable upload's resource on the server, which holds the bytes
+    /// it has received (the durable offset is what it last confirmed).
+    UploadResource {
+        /// The upload resource's absolute URL.
+        url: String,
+        /// The protocol it speaks.
+        protocol: ResumableProtocol,
     },
 }
 
@@ -278,6 +304,9 @@ pub enum RestartReason {
     RangeNotSatisfiable,
     /// The payload failed verification and is fetched again.
     ChecksumMismatch,
+    /// The server no longer has the upload (or has less of it than it
+    /// confirmed): it is sent again from its start.
+    UploadLost,
 }
 
 impl std::fmt::Display for RestartReason {
@@ -288,6 +317,7 @@ impl std::fmt::Display for RestartReason {
             RestartReason::BadContentRange => "the server sent a bad Content-Range",
             RestartReason::RangeNotSatisfiable => "the server refused the range",
             RestartReason::ChecksumMismatch => "the payload failed verification",
+            RestartReason::UploadLost => "the server lost the upload",
         })
     }
 }

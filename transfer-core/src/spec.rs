@@ -327,6 +327,9 @@ pub enum UploadBody {
     Resumable {
         /// `Content-Type` of the uploaded representation.
         content_type: Option<String>,
+        /// The protocol (default: the IETF draft).
+        #[serde(default)]
+        protocol: crate::resume::ResumableProtocol,
     },
 }
 

@@ -148,3 +148,36 @@ pub fn failed_with(outcome: &Outcome) -> ErrorKind {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+/// Writes `len` seeded bytes to `dir/name` (an upload's source).
+pub fn source(dir: &std::path::Path, name: &str, seed: u64, len: u64) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, testkit::body::bytes(seed, 0, 0..len)).unwrap();
+    path
+}
+
+/// A session's events, boxed.
+pub type Events = std::pin::Pin<Box<dyn futures::Stream<Item = scheduler::SessionEvent> + Send>>;
+
+/// Enqueues the upload, listening to the session's events from before.
+pub async fn start(s: &Session, upload: scheduler::UploadBuilder) -> (Events, TaskHandle) {
+    let events: Events = Box::pin(s.events());
+    (events, upload.enqueue().await.unwrap())
+}
+
+/// The task's completion (with the server's answer), from `events`.
+pub async fn ended(mut events: Events, task: &TaskHandle) -> transfer_core::Completion {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = events.next().await {
+            if let scheduler::SessionEvent::Completed(c) = e
+                && c.task == task.id()
+            {
+                return *c;
+            }
+        }
+        panic!("no completion event");
+    })
+    .await
+    .unwrap()
+}
