@@ -7,7 +7,7 @@
 //! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging]
 //! ferry put FILE URL [-F NAME=VALUE]... [--form-file NAME] [-X METHOD] [--content-type TYPE]
-//!           [--discretionary] [--require-charging] [the runner options of get]
+//!           [--resumable | --tus] [--upload-chunk SIZE] [--discretionary] [--require-charging] [the runner options of get]
 //! ferry run [--until-idle] [--limit-rate RATE] [--no-cellular] [--no-expensive]
 //!           [--schedule TIMETABLE] [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR]
 //!           [--checkpoint SIZE|off]
@@ -263,6 +263,10 @@ struct RunnerOpts {
     resolve: Vec<String>,
     #[command(flatten)]
     sensing: Sensing,
+    /// Largest append of a resumable upload (suffixes k, M, G; default
+    /// 64M): at most this much is sent again after an interruption.
+    #[arg(long, value_name = "SIZE")]
+    upload_chunk: Option<String>,
     /// The session's rate limit (`ferry run --limit-rate`).
     #[arg(skip)]
     session_rate: Option<u64>,
@@ -282,6 +286,10 @@ impl RunnerOpts {
                 config.checkpoint_bytes = parse_size(size)
                     .with_context(|| format!("--checkpoint {size:?}: a size such as 8M, or off"))?
             }
+        }
+        if let Some(size) = &self.upload_chunk {
+            config.upload_chunk_bytes = parse_size(size)
+                .with_context(|| format!("--upload-chunk {size:?}: a size such as 8M"))?;
         }
         config.policy.rate_limit = self.session_rate;
         config.policy.allows_cellular = !self.no_cellular;
@@ -487,6 +495,16 @@ pub(crate) struct PutArgs {
     /// The file's content type (default application/octet-stream).
     #[arg(long)]
     content_type: Option<String>,
+    /// Resumable: IETF "Resumable Uploads for HTTP" (draft -12, interop
+    /// version 9); an interrupted upload continues from the server's offset.
+    /// A server that does not offer it gets a plain upload.
+    #[arg(long, conflicts_with_all = ["form", "form_file", "tus"])]
+    #[serde(default)]
+    resumable: bool,
+    /// Resumable with tus 1.0 (URL: the server's creation endpoint).
+    #[arg(long, conflicts_with_all = ["form", "form_file"])]
+    #[serde(default)]
+    tus: bool,
     #[command(flatten)]
     #[serde(flatten)]
     when: WhenArgs,
@@ -543,7 +561,21 @@ pub(crate) async fn add_upload(
         .form_file
         .clone()
         .or_else(|| (!args.form.is_empty()).then(|| "file".to_owned()));
+    let resumable = if args.tus {
+        Some(transfer_core::ResumableProtocol::Tus)
+    } else if args.resumable {
+        Some(transfer_core::ResumableProtocol::IetfDraft)
+    } else {
+        None
+    };
     let (body, default_method) = match form {
+        None if resumable.is_some() => (
+            transfer_core::UploadBody::Resumable {
+                content_type: args.content_type.clone(),
+                protocol: resumable.unwrap_or_default(),
+            },
+            http::Method::POST,
+        ),
         Some(field) => (
             transfer_core::UploadBody::Multipart {
                 field,

@@ -170,3 +170,71 @@ async fn a_killed_put_is_sent_again_by_the_next_run() {
         format!("received {len} bytes\n")
     );
 }
+
+/// `ferry put --resumable` SIGKILLed at three random moments, then run to
+/// the end: every run continues from the offset the server reports, the
+/// server's SHA-256 matches, and each kill costs at most one append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_put_killed_three_times_continues_from_the_servers_offset() {
+    let origin = Origin::start().await.unwrap();
+    origin.script(
+        "/resumable/big",
+        Script::new().always(Fault::RateLimit(16 << 20)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let file = dir.path().join("big.bin");
+    let len = 96u64 << 20;
+    let chunk = 4u64 << 20;
+    std::fs::write(&file, body::bytes(83, 0, 0..len)).unwrap();
+    let url = origin.http_url("/resumable/big");
+    let args = [
+        "put",
+        file.to_str().unwrap(),
+        &url,
+        "--resumable",
+        "--upload-chunk",
+        "4M",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    for _ in 0..3 {
+        let mut child = Command::new(FERRY)
+            .args(args)
+            .env("FERRY_HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(300 + seed % 900)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let got = Command::new(FERRY)
+        .args(args)
+        .env("FERRY_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        format!(
+            "received {len} bytes, sha256 {}\n",
+            hex::encode(body::sha256(83, 0, len))
+        )
+    );
+    let log = origin.log();
+    let took: u64 = log.iter().map(|e| e.bytes_received).sum();
+    assert!(
+        took - len <= 3 * chunk,
+        "{} bytes sent again for 3 kills",
+        took - len
+    );
+    let heads = log
+        .iter()
+        .filter(|e| e.method == http::Method::HEAD)
+        .count();
+    assert!(heads >= 1, "a later run asked the server for its offset");
+}

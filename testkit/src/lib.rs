@@ -20,7 +20,9 @@
 //! pace; [`Fault::CutAfter`] reads that many bytes of
 //! the request body and drops the connection without an answer (logged as
 //! a 400 that never finished).
-//! [`BlackHole`] is an address whose connects hang. The conformance suites
+//! [`BlackHole`] is an address whose connects hang. [`Relay`] sits in front
+//! of a server this crate does not run, counting, pacing and cutting what
+//! clients send. The conformance suites
 //! every store and transport runs are in [`conformance`].
 //!
 //! Bodies are generated from a seed ([`body`]), so any size and any range is
@@ -51,6 +53,7 @@
 pub mod body;
 pub mod conformance;
 mod raw;
+mod relay;
 mod resumable;
 mod script;
 mod server;
@@ -71,6 +74,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+pub use relay::{Relay, RelayConfig};
 pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};
 use server::{ConnInfo, ResourceState, Shared, lock};

@@ -7,7 +7,8 @@
 //!   application/partial-upload`, `Upload-Limit`).
 //! - A request with a body and `Upload-Complete` to `/resumable/NAME`
 //!   creates an upload; its resource is `/resumable/NAME?upload=ID`. With
-//!   `?1` and the whole body the answer is the sink's (length and SHA-256);
+//!   `?1` and the whole body the answer gives its length and SHA-256 (in the
+//!   body and in `x-received-length`, `x-received-sha256`);
 //!   with `?0` it is `201` with `Location` and `Upload-Offset`.
 //! - `HEAD` on the resource gives `Upload-Offset` (and `Upload-Complete`,
 //!   `Upload-Length`); `PATCH` with `application/partial-upload` appends
@@ -243,7 +244,10 @@ fn finish(
         }
         up.complete = true;
         let digest: [u8; 32] = up.hasher.clone().finalize().into();
-        let r = text(StatusCode::OK, format!("received {} bytes\n", up.offset));
+        let r = text(
+            StatusCode::OK,
+            format!("received {} bytes, sha256 {}\n", up.offset, hex(digest)),
+        );
         let r = with(r, "x-received-length", up.offset);
         let r = with(r, "x-received-sha256", hex(digest));
         with(r, "upload-complete", "?1")
