@@ -7,7 +7,8 @@
 //! with Ferry/peer ratios. Outputs go to tmpfs (`/dev/shm`) for every tool,
 //! so the transfer path is compared and not the disk; Ferry's state
 //! directory stays on disk (under `target/bench`). Scenario 5 writes to the
-//! disk on purpose: it measures what durability costs.
+//! disk on purpose: it measures what durability costs. Scenario 7 uploads
+//! the large file to the testkit origin, `ferry put` beside `curl -T`.
 //!
 //! Results: `target/bench/report.json`, `report.md` and `report.svg`.
 
@@ -32,7 +33,7 @@ pub(crate) struct Args {
     /// Runs of each tool in each scenario (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these scenarios (1, 2, 3, 4, 5, 6); all when absent.
+    /// Only these scenarios (1, 2, 3, 4, 5, 6, 7); all when absent.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     /// Size of the large file of scenarios 1, 2 and 5, in MiB.
@@ -78,6 +79,9 @@ struct Scenario {
     out: PathBuf,
     expect: Expect,
     tools: Vec<Tool>,
+    /// For uploads: what the receiving server must have seen after a run
+    /// (`Some(why)` when it did not).
+    received: Option<Box<dyn Fn() -> Option<String>>>,
 }
 
 /// What the run found on this machine.
@@ -170,12 +174,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if wanted(4) {
         report.queue = Some(scenario_4(&env, &args)?);
     }
+    // Kept until the report is written: scenario 7's server.
+    let mut upload_origin = None;
+    if wanted(7) {
+        let origin = std::sync::Arc::new(testkit::Origin::start().await?);
+        let s = scenario_7(&env, &www.join(&env.big), big_len, origin.clone());
+        report
+            .scenarios
+            .push(measure_scenario(&env, &s, args.runs)?);
+        upload_origin = Some(origin);
+    }
     if wanted(6) {
         let why = "transport-quic does not exist yet";
         println!("scenario 6 (HTTP/3): skipped: {why}");
         report.skip("scenario 6 (HTTP/3, ferry vs gtlsclient)", why);
     }
     let _ = std::fs::remove_dir_all(&args.scratch);
+    drop(upload_origin);
 
     report.write(&bench)?;
     println!();
@@ -301,6 +316,7 @@ fn scenario_1(env: &Env, args: &Args, len: u64) -> Scenario {
         out: args.scratch.join("out"),
         expect: one_file(env, len),
         tools,
+        received: None,
     }
 }
 
@@ -319,6 +335,7 @@ fn scenario_2(env: &Env, args: &Args, len: u64) -> Scenario {
         out: args.scratch.join("out"),
         expect: one_file(env, len),
         tools,
+        received: None,
     }
 }
 
@@ -432,6 +449,7 @@ fn scenario_3(env: &Env, args: &Args, tls: bool) -> anyhow::Result<Scenario> {
             sha256: None,
         },
         tools,
+        received: None,
     })
 }
 
@@ -486,6 +504,7 @@ fn scenario_5(env: &Env, args: &Args, len: u64) -> anyhow::Result<Vec<Scenario>>
                 sha256: None,
             },
             tools: on_disk,
+            received: None,
         },
         Scenario {
             id: "5-tmpfs".into(),
@@ -494,8 +513,69 @@ fn scenario_5(env: &Env, args: &Args, len: u64) -> anyhow::Result<Vec<Scenario>>
             out: args.scratch.join("out"),
             expect: one_file(env, len),
             tools: on_tmpfs,
+            received: None,
         },
     ])
+}
+
+/// Scenario 7: uploading the large file (from tmpfs) to the testkit
+/// origin's sink over plain HTTP/1.1: `ferry put` and `curl -T`. The sink
+/// hashes what it receives; each run must have delivered every byte.
+fn scenario_7(
+    env: &Env,
+    file: &Path,
+    len: u64,
+    origin: std::sync::Arc<testkit::Origin>,
+) -> Scenario {
+    let url = origin.http_url("/upload/bench");
+    let file_arg = file.display().to_string();
+    let mut tools = vec![tool("ferry put", ferry_put(env, &file_arg, &url))];
+    if let Some(curl) = env.curl.clone() {
+        let (url, file) = (url.clone(), file_arg.clone());
+        tools.push(tool(
+            "curl -T",
+            Box::new(move |_, _| {
+                let mut c = Command::new(&curl);
+                c.args(["-sS", "--fail", "-o", "/dev/null", "-T", &file, &url]);
+                c
+            }),
+        ));
+    }
+    Scenario {
+        id: "7".into(),
+        title: format!("upload of one {} MiB file, plain HTTP/1.1", len >> 20),
+        unit: Unit::MegabytesPerSecond(len),
+        out: env.bench.join("upload-out"),
+        expect: Expect {
+            files: 0,
+            bytes: 0,
+            sha256: None,
+        },
+        tools,
+        received: Some(Box::new(move || {
+            let log = origin.log();
+            let last = log.last()?;
+            let ok = last.status == 200 && last.bytes_received == len && last.finished;
+            origin.clear_log();
+            (!ok).then(|| {
+                format!(
+                    "the server got {} of {len} bytes (status {})",
+                    last.bytes_received, last.status
+                )
+            })
+        })),
+    }
+}
+
+/// `ferry put FILE URL` with the run's state directory.
+fn ferry_put(env: &Env, file: &str, url: &str) -> MakeCommand {
+    let ferry = env.ferry.clone();
+    let (file, url) = (file.to_owned(), url.to_owned());
+    Box::new(move |_, state| {
+        let mut c = Command::new(&ferry);
+        c.args(["put", &file, &url]).env("FERRY_HOME", state);
+        c
+    })
 }
 
 /// Runs every tool of `s` `runs` times, interleaved, and checks each run's
@@ -522,6 +602,11 @@ fn measure_scenario(env: &Env, s: &Scenario, runs: usize) -> anyhow::Result<Scen
             let mut sample = measure::run(&cmd, &log)?;
             if sample.error.is_none() {
                 sample.error = check_output(&s.out, &s.expect, run == 0)?;
+            }
+            if sample.error.is_none()
+                && let Some(received) = &s.received
+            {
+                sample.error = received();
             }
             println!(
                 "  run {run} {:<24} {:>7.3} s  {:>9}  cpu {:>6.2} s  rss {:>7.1} MiB{}",
