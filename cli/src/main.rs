@@ -505,6 +505,11 @@ pub(crate) struct PutArgs {
     #[arg(long, conflicts_with_all = ["form", "form_file"])]
     #[serde(default)]
     tus: bool,
+    /// Rate limit of this upload in bytes per second (suffixes k, M, G:
+    /// 1024-based).
+    #[arg(long)]
+    #[serde(default)]
+    limit_rate: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
     when: WhenArgs,
@@ -521,6 +526,9 @@ impl PutArgs {
             }
         }
         self.method()?;
+        if let Some(r) = &self.limit_rate {
+            parse_rate(r)?;
+        }
         transfer_core::Url::parse(&self.url).with_context(|| self.url.clone())?;
         Ok(self)
     }
@@ -598,14 +606,16 @@ pub(crate) async fn add_upload(
         ),
     };
     let method = args.method()?.unwrap_or(default_method);
-    let spec = TaskSpec::upload(&args.url, args.file.clone(), body)
+    let mut spec = TaskSpec::upload(&args.url, args.file.clone(), body)
         .method(method)
         .key(key)
         .label(name.clone())
         .discretionary(args.when.discretionary)
-        .requires_charging(args.when.require_charging)
-        .build()
-        .with_context(|| args.url.clone())?;
+        .requires_charging(args.when.require_charging);
+    if let Some(r) = args.limit_rate.as_deref().map(parse_rate).transpose()? {
+        spec = spec.max_rate(r);
+    }
+    let spec = spec.build().with_context(|| args.url.clone())?;
     let ids = target.enqueue(vec![spec]).await?;
     Ok(ids.into_iter().map(|id| (id, name.clone())).collect())
 }

@@ -125,3 +125,28 @@ fn a_bad_timetable_checkpoint_or_resolve_is_refused_and_queues_nothing() {
     }
     assert!(queued(&home).is_empty());
 }
+
+#[test]
+fn a_bad_upload_rate_is_refused_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    for value in ["fast", "0", "1x"] {
+        let got = ferry(
+            &home,
+            &[
+                "put",
+                file.to_str().unwrap(),
+                "http://127.0.0.1:9/up",
+                "--limit-rate",
+                value,
+            ],
+            None,
+        );
+        assert!(!got.status.success(), "--limit-rate {value} accepted");
+        let said = String::from_utf8_lossy(&got.stderr);
+        assert!(said.contains("--limit-rate"), "{said}");
+    }
+    assert!(queued(&home).is_empty());
+}

@@ -1,7 +1,8 @@
 //! The throttle on the real clock: 16 MiB from the testkit origin over
 //! loopback HTTP/1.1 with the session limited to 8 MiB/s, and again with the
-//! task limited to 8 MiB/s. Criterion's throughput line is the rate the
-//! download achieved; read it against the limit (8 MiB/s). The paused-clock
+//! task limited to 8 MiB/s, and a 16 MiB upload to the origin's sink under
+//! the session limit. Criterion's throughput line is the rate the transfer
+//! achieved; read it against the limit (8 MiB/s). The paused-clock
 //! unit test in `throttle.rs` shows the same within 5% without noise.
 //!
 //! `cargo bench -p scheduler --bench rate_limit`
@@ -60,6 +61,16 @@ fn bench_rate_limit(c: &mut Criterion) {
             });
         });
     }
+    session.set_rate_limit(Some(LIMIT)).unwrap();
+    let source = dir.path().join("upload-source");
+    std::fs::write(&source, testkit::body::bytes(9, 0, 0..LEN)).unwrap();
+    let sink = origin.http_url("/upload/paced");
+    g.bench_function("upload_session_limit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let task = session.upload(&source).to(&sink).enqueue().await.unwrap();
+            assert!(task.wait().await.unwrap().is_completed());
+        });
+    });
     g.finish();
     rt.block_on(session.shutdown());
 }

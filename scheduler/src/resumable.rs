@@ -439,6 +439,7 @@ impl Attempt {
             .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let mut request = self.with_options(request);
         request.on_sent = Some(self.sent_progress(offset, end));
+        request.pacer = Some(self.pacer());
         Ok(request)
     }
 }

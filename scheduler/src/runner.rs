@@ -328,6 +328,14 @@ impl Attempt {
         request
     }
 
+    /// Paces a request body at the task's and the session's rates.
+    pub(crate) fn pacer(&self) -> Arc<dyn transfer_core::Pacer> {
+        Arc::new(crate::throttle::BodyPacer::new(
+            self.session_bucket.clone(),
+            self.throttle.clone(),
+        ))
+    }
+
     /// Hands a finished request's metrics to the delegate (in order, after
     /// the task's earlier events).
     pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {

@@ -3,10 +3,14 @@
 //! Public so an application can pace its own traffic the way the session
 //! paces transfers.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
+use transfer_core::{Pacer, Throttle};
 
 /// A token bucket holding at most a quarter second of tokens, so a burst
 /// after a pause stays short.
@@ -73,6 +77,40 @@ impl Bucket {
                 return;
             }
         }
+    }
+}
+
+/// Paces an upload's body through the task's bucket and the session's,
+/// following the rates the engine publishes for the task (a changed rate
+/// takes effect at the next chunk).
+pub(crate) struct BodyPacer {
+    task: Arc<Bucket>,
+    session: Arc<Bucket>,
+    throttle: watch::Receiver<Throttle>,
+}
+
+impl BodyPacer {
+    /// A pacer with a fresh task bucket and the session's shared one.
+    pub(crate) fn new(session: Arc<Bucket>, throttle: watch::Receiver<Throttle>) -> BodyPacer {
+        let task = throttle.borrow().task;
+        BodyPacer {
+            task: Arc::new(Bucket::new(task)),
+            session,
+            throttle,
+        }
+    }
+}
+
+impl Pacer for BodyPacer {
+    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let rates = *self.throttle.borrow();
+        self.task.set_rate(rates.task);
+        self.session.set_rate(rates.session);
+        let (task, session) = (self.task.clone(), self.session.clone());
+        Box::pin(async move {
+            task.take(n).await;
+            session.take(n).await;
+        })
     }
 }
 

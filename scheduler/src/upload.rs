@@ -215,6 +215,7 @@ impl Attempt {
         }
         let mut request = self.with_options(request);
         request.on_sent = Some(self.sent_progress(0, total));
+        request.pacer = Some(self.pacer());
 
         let send = self.transport.send(request);
         let response = tokio::select! {

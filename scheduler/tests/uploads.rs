@@ -221,3 +221,101 @@ async fn a_refusal_fails_with_the_servers_answer() {
     );
     s.shutdown().await;
 }
+
+/// Uploads keep to the same limits as downloads: under a session limit of
+/// 256 KiB/s a 4 MiB body has sent no more than the limit allows after
+/// 1.5 s (and is still going); once the limit is lifted it finishes at
+/// once, whole. A task's own limit paces a resumable upload's chunks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_keep_to_the_session_and_task_limits() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let f = Fixture::new(Proto::H1).await;
+    let s = f.session().await;
+    let len = 4u64 << 20;
+    let rate = 256u64 << 10;
+    for (i, resumable) in [false, true].into_iter().enumerate() {
+        let seed = 70 + i as u64;
+        let file = source(&f.out, &format!("slow{i}"), seed, len);
+        let mut upload = if resumable {
+            s.upload(&file)
+                .to(&f.url(&format!("/resumable/slow{i}")))
+                .resumable()
+                .max_rate(rate)
+        } else {
+            s.set_rate_limit(Some(rate)).unwrap();
+            s.upload(&file).to(&f.url(&format!("/upload/slow{i}")))
+        };
+        upload = upload.label("slow");
+        let (mut events, task) = start(&s, upload).await;
+        let started = std::time::Instant::now();
+        let sent = Arc::new(AtomicU64::new(0));
+        let seen = sent.clone();
+        let id = task.id();
+        let watcher = tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                match e {
+                    SessionEvent::Progress { task, progress } if task == id => {
+                        seen.fetch_max(progress.total, Ordering::Relaxed);
+                    }
+                    SessionEvent::Completed(c) if c.task == id => return *c,
+                    _ => {}
+                }
+            }
+            panic!("no completion");
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let moved = sent.load(Ordering::Relaxed);
+        let allowed = (rate as f64 * started.elapsed().as_secs_f64()) as u64 + (512 << 10);
+        assert!(!watcher.is_finished(), "resumable {resumable}: still going");
+        assert!(moved > 0, "resumable {resumable}: bytes move under a limit");
+        assert!(
+            moved <= allowed,
+            "resumable {resumable}: {moved} bytes sent, the limit allows {allowed}"
+        );
+        if resumable {
+            // The rest would take 14 s at the task's own limit: cancelling
+            // ends the check (and deletes the upload resource).
+            task.cancel().await.unwrap();
+            let c = watcher.await.unwrap();
+            assert!(matches!(c.outcome, Outcome::Cancelled { .. }), "{c:?}");
+        } else {
+            s.set_rate_limit(None).unwrap();
+            let c = watcher.await.unwrap();
+            assert_eq!(c.outcome, Outcome::Completed { bytes: len });
+            assert_eq!(
+                c.response.unwrap().headers["x-received-sha256"],
+                hex::encode(body::sha256(seed, 0, len)).as_str()
+            );
+        }
+    }
+    s.shutdown().await;
+}
+
+/// The server's answer is kept up to the session's `upload_response_limit`
+/// and the rest is dropped: with a limit of 8 bytes the completion holds
+/// the first 8 bytes of "received 1048576 bytes\n" (23 bytes), and the
+/// upload still counts as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_is_kept_up_to_the_limit() {
+    let f = Fixture::new(Proto::H1).await;
+    let payloads = std::sync::Arc::new(store_fs::FsPayloadStore::new(&f.out).unwrap());
+    let config = scheduler::SessionConfig {
+        upload_response_limit: 8,
+        ..Fixture::config()
+    };
+    let s = f.session_with(true, payloads, config).await;
+    for i in 0..2u64 {
+        let file = source(&f.out, &format!("answered{i}"), 80 + i, 1 << 20);
+        let c = run(&s, s.upload(&file).to(&f.url("/upload/answered"))).await;
+        assert_eq!(c.outcome, Outcome::Completed { bytes: 1 << 20 });
+        let answer = c.response.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(&answer.body[..], b"received", "the answer, cut at 8 bytes");
+        assert_eq!(
+            answer.headers["content-length"], "23",
+            "the headers are whole"
+        );
+    }
+    s.shutdown().await;
+}

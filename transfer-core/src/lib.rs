@@ -111,7 +111,7 @@ pub use store::{
 };
 pub use time::Timestamp;
 pub use transport::{
-    BodyPart, ByteCount, FileStamp, Protocol, ProtocolPreference, RedirectDecision, RedirectHook,
-    RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody, SentProgress,
-    Timeouts, Transport, TransportRequest, TransportResponse,
+    BodyPart, ByteCount, FileStamp, Pacer, Protocol, ProtocolPreference, RedirectDecision,
+    RedirectHook, RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody,
+    SentProgress, Timeouts, Transport, TransportRequest, TransportResponse,
 };

@@ -5,8 +5,10 @@
 //! [`RedirectPolicy`], enforce [`Timeouts`], and report [`RequestMetrics`].
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -143,6 +145,16 @@ impl RequestBody {
 /// Called with the total bytes of the body sent so far.
 pub type SentProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Paces a request body: the transport asks before it hands each chunk of
+/// `n` bytes to the connection and sends it once the returned future is
+/// done (the scheduler answers from its token buckets, so uploads obey the
+/// same task, session and timetable rates as downloads). While a chunk waits
+/// here the idle timeout does not run: the pause is the caller's choice.
+pub trait Pacer: Send + Sync {
+    /// Resolves when `n` more bytes may be sent.
+    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
 /// Time limits for one request. Each expiry is a distinct
 /// [`TimeoutKind`](crate::TimeoutKind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +251,8 @@ pub struct TransportRequest {
     pub on_sent: Option<SentProgress>,
     /// Asked before following a redirect.
     pub redirect_hook: Option<Arc<dyn RedirectHook>>,
+    /// Paces the request body (none: as fast as the connection takes it).
+    pub pacer: Option<Arc<dyn Pacer>>,
 }
 
 impl TransportRequest {
@@ -249,6 +263,7 @@ impl TransportRequest {
             options: RequestOptions::default(),
             on_sent: None,
             redirect_hook: None,
+            pacer: None,
         }
     }
 }
@@ -260,6 +275,7 @@ impl fmt::Debug for TransportRequest {
             .field("options", &self.options)
             .field("on_sent", &self.on_sent.is_some())
             .field("redirect_hook", &self.redirect_hook.is_some())
+            .field("pacer", &self.pacer.is_some())
             .finish()
     }
 }

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use transfer_core::{
-    BodyPart, ByteCount, ErrorKind, FileStamp, RequestBody, SentProgress, TimeoutKind,
+    BodyPart, ByteCount, ErrorKind, FileStamp, Pacer, RequestBody, SentProgress, TimeoutKind,
     TransferError,
 };
 
@@ -45,6 +45,8 @@ struct ClockState {
     last: Instant,
     done: Option<Instant>,
     sent: u64,
+    /// A chunk is waiting for the pacer: the idle timeout does not run.
+    pacing: bool,
 }
 
 impl SendClock {
@@ -55,6 +57,7 @@ impl SendClock {
                 last: now,
                 done: empty.then_some(now),
                 sent: 0,
+                pacing: false,
             }),
             failure: Mutex::new(None),
         })
@@ -64,6 +67,7 @@ impl SendClock {
         let mut s = lock(&self.state);
         let now = Instant::now();
         s.last = now;
+        s.pacing = false;
         s.sent += n;
         if done {
             s.done = Some(now);
@@ -76,11 +80,18 @@ impl SendClock {
         lock(&self.state).sent
     }
 
-    /// When waiting for the head must end, and which timeout that is.
+    /// A chunk starts waiting for the pacer.
+    fn pacing(&self) {
+        lock(&self.state).pacing = true;
+    }
+
+    /// When waiting for the head must end, and which timeout that is. While
+    /// a chunk waits for the pacer the idle timeout starts over.
     pub(crate) fn deadline(&self, first_byte: Duration, idle: Duration) -> (Instant, TimeoutKind) {
         let s = lock(&self.state);
         match s.done {
             Some(done) => (done + first_byte, TimeoutKind::FirstByte),
+            None if s.pacing => (Instant::now() + idle, TimeoutKind::Idle),
             None => (s.last + idle, TimeoutKind::Idle),
         }
     }
@@ -132,13 +143,26 @@ fn check_stamp(
     }
 }
 
+/// What a request body reports to and asks of its caller.
+#[derive(Clone, Default)]
+pub(crate) struct BodyHooks {
+    /// Told the bytes sent so far.
+    pub(crate) on_sent: Option<SentProgress>,
+    /// Asked before each chunk goes out.
+    pub(crate) pacer: Option<Arc<dyn Pacer>>,
+}
+
+type Paced = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A request body streamed from its parts, reporting bytes sent.
 pub(crate) struct UploadBody {
     parts: VecDeque<Source>,
     remaining: u64,
     buf: BytesMut,
     clock: Arc<SendClock>,
-    on_sent: Option<SentProgress>,
+    hooks: BodyHooks,
+    /// A chunk read and waiting for the pacer.
+    held: Option<(Bytes, Paced)>,
 }
 
 impl UploadBody {
@@ -147,7 +171,7 @@ impl UploadBody {
     pub(crate) fn open(
         body: &RequestBody,
         clock: Arc<SendClock>,
-        on_sent: Option<SentProgress>,
+        hooks: BodyHooks,
     ) -> Result<Self, TransferError> {
         let mut parts = VecDeque::with_capacity(body.parts.len());
         for part in &body.parts {
@@ -199,15 +223,34 @@ impl UploadBody {
             remaining: body.len(),
             buf: BytesMut::new(),
             clock,
-            on_sent,
+            hooks,
+            held: None,
         })
+    }
+
+    /// Sends `chunk` once the pacer allows it.
+    fn paced(
+        &mut self,
+        chunk: Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
+        let Some(pacer) = &self.hooks.pacer else {
+            return self.advance(chunk);
+        };
+        let mut wait = pacer.pace(chunk.len() as u64);
+        if wait.as_mut().poll(cx).is_ready() {
+            return self.advance(chunk);
+        }
+        self.clock.pacing();
+        self.held = Some((chunk, wait));
+        Poll::Pending
     }
 
     fn advance(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
         let n = chunk.len() as u64;
         self.remaining -= n;
         let total = self.clock.moved(n, self.remaining == 0);
-        if let Some(cb) = &self.on_sent {
+        if let Some(cb) = &self.hooks.on_sent {
             cb(total);
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -223,6 +266,13 @@ impl Body for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
         let this = &mut *self;
+        if let Some((chunk, mut wait)) = this.held.take() {
+            if wait.as_mut().poll(cx).is_pending() {
+                this.held = Some((chunk, wait));
+                return Poll::Pending;
+            }
+            return this.advance(chunk);
+        }
         loop {
             let Some(front) = this.parts.front_mut() else {
                 return Poll::Ready(None);
@@ -232,7 +282,7 @@ impl Body for UploadBody {
                     let chunk = std::mem::take(b);
                     this.parts.pop_front();
                     if !chunk.is_empty() {
-                        return this.advance(chunk);
+                        return this.paced(chunk, cx);
                     }
                 }
                 Source::File { left: 0, .. } => {
@@ -274,7 +324,7 @@ impl Body for UploadBody {
                     }
                     this.buf.truncate(n);
                     let chunk = this.buf.split().freeze();
-                    return this.advance(chunk);
+                    return this.paced(chunk, cx);
                 }
             }
         }

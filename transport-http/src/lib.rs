@@ -70,14 +70,14 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use transfer_core::{
     ByteCount, ErrorKind, ProtocolPreference, RedirectDecision, RequestBody, RequestMetrics,
-    RequestOptions, SentProgress, TimeoutKind, Timeouts, TransferError, Transport,
-    TransportRequest, TransportResponse,
+    RequestOptions, TimeoutKind, Timeouts, TransferError, Transport, TransportRequest,
+    TransportResponse,
 };
 
 pub use config::{HttpConfig, Roots};
 pub use tls::spki_sha256;
 
-use body::{DownloadBody, SendClock, UploadBody};
+use body::{BodyHooks, DownloadBody, SendClock, UploadBody};
 use error::from_hyper;
 use pool::{Checkout, Key, Pool, Sender};
 
@@ -151,7 +151,7 @@ impl HttpTransport {
         key: &Key,
         out: &Outgoing,
         options: &RequestOptions,
-        on_sent: Option<&SentProgress>,
+        hooks: &BodyHooks,
     ) -> Result<Exchange, TransferError> {
         let Outgoing { method, body, .. } = out;
         let idempotent = matches!(
@@ -164,7 +164,7 @@ impl HttpTransport {
         loop {
             let started = Instant::now();
             let clock = SendClock::new(body.is_empty());
-            let upload = UploadBody::open(body, clock.clone(), on_sent.cloned())?;
+            let upload = UploadBody::open(body, clock.clone(), hooks.clone())?;
             let co = self.pool.checkout(key, &options.timeouts).await?;
             let request = self.request_for(&co, key, out, upload)?;
             let Checkout {
@@ -362,7 +362,9 @@ impl Transport for HttpTransport {
             options,
             on_sent,
             redirect_hook,
+            pacer,
         } = request;
+        let hooks = BodyHooks { on_sent, pacer };
         let (parts, body) = request.into_parts();
         let mut out = Outgoing {
             method: parts.method,
@@ -373,9 +375,7 @@ impl Transport for HttpTransport {
         let mut hops = 0u32;
         loop {
             let key = Key::of(&out.uri)?;
-            let ex = self
-                .exchange(&key, &out, &options, on_sent.as_ref())
-                .await?;
+            let ex = self.exchange(&key, &out, &options, &hooks).await?;
             let uri = out.uri.clone();
             let received = ByteCount::new();
             let status = ex.response.status();

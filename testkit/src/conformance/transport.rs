@@ -14,8 +14,10 @@
 // A conformance suite reports a broken behaviour by panicking with a message.
 #![allow(clippy::expect_used)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +27,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use transfer_core::{
-    BodyPart, ErrorClass, ErrorKind, Protocol, RedirectDecision, RedirectHook, RequestBody,
+    BodyPart, ErrorClass, ErrorKind, Pacer, Protocol, RedirectDecision, RedirectHook, RequestBody,
     TimeoutKind, TlsFailure, TransferError, Transport, TransportRequest, TransportResponse,
 };
 
@@ -105,6 +107,7 @@ pub async fn all(h: &Harness<'_>) {
     timeouts(h).await;
     redirects(h).await;
     upload_progress(h).await;
+    paced_uploads(h).await;
     broken_responses(h).await;
     if h.secure {
         tls_failures(h).await;
@@ -773,6 +776,86 @@ pub async fn upload_progress(h: &Harness<'_>) {
     assert!(
         h.origin.log().is_empty(),
         "nothing sent for a changed source"
+    );
+}
+
+/// A pacer that lets chunks through only as permits are added, and counts
+/// the bytes it was asked about.
+struct Gate {
+    permits: Arc<tokio::sync::Semaphore>,
+    asked: AtomicU64,
+}
+
+impl Pacer for Gate {
+    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.asked.fetch_add(n, Ordering::Relaxed);
+        let permits = self.permits.clone();
+        Box::pin(async move {
+            if let Ok(p) = permits.acquire().await {
+                p.forget();
+            }
+        })
+    }
+}
+
+/// A paced body goes out only as its pacer allows: while the pacer holds a
+/// chunk nothing more is sent and no idle timeout fires (the pause is the
+/// caller's), and once it lets go the body arrives whole. Every byte of the
+/// body is put to the pacer.
+pub async fn paced_uploads(h: &Harness<'_>) {
+    let t = h.transport();
+    let file = body::bytes(21, 0, 0..(3 << 20));
+    let scratch = Scratch::new(&file);
+    let gate = Arc::new(Gate {
+        permits: Arc::new(tokio::sync::Semaphore::new(1)),
+        asked: AtomicU64::new(0),
+    });
+    let sent = Arc::new(AtomicU64::new(0));
+    let seen = sent.clone();
+    let idle = Duration::from_millis(300);
+    let mut req = short(
+        request(
+            Method::PUT,
+            &h.url("/upload/c-paced"),
+            &[],
+            RequestBody::file(scratch.0.clone(), 0, file.len() as u64),
+        ),
+        idle,
+    );
+    req.options.timeouts.connect = Duration::from_secs(10);
+    req.options.timeouts.tls = Duration::from_secs(10);
+    req.on_sent = Some(Arc::new(move |n| {
+        seen.fetch_max(n, Ordering::Relaxed);
+    }));
+    req.pacer = Some(gate.clone());
+    let upload = tokio::spawn({
+        let t = t.clone();
+        async move { t.send(req).await }
+    });
+    // Held for five idle timeouts: one chunk out, the rest waiting.
+    tokio::time::sleep(idle * 5).await;
+    assert!(!upload.is_finished(), "a paced upload waits for its pacer");
+    let held = sent.load(Ordering::Relaxed);
+    assert!(
+        held > 0 && held < file.len() as u64,
+        "one chunk goes out before the pacer holds the next ({held} bytes sent)"
+    );
+    gate.permits.add_permits(1 << 20);
+    let r = upload
+        .await
+        .expect("upload task")
+        .unwrap_or_else(|e| panic!("paced upload failed: {e}"));
+    assert_eq!(r.response.status(), StatusCode::OK, "paced upload accepted");
+    assert_eq!(
+        header_str(&r, http::HeaderName::from_static("x-received-sha256")),
+        Some(hex(&sha(&file)).as_str()),
+        "the paced body arrived whole"
+    );
+    let _ = read_all(r).await;
+    assert_eq!(
+        gate.asked.load(Ordering::Relaxed),
+        file.len() as u64,
+        "every byte was put to the pacer"
     );
 }
 
