@@ -87,6 +87,10 @@ enum Command {
         /// k, M, G: 1024-based).
         #[arg(long)]
         limit_rate: Option<String>,
+        /// Every task this run runs is treated as background work or as
+        /// needing external power, on top of its own flags.
+        #[command(flatten)]
+        when: WhenArgs,
         #[command(flatten)]
         opts: RunnerOpts,
     },
@@ -155,9 +159,15 @@ fn main() -> ExitCode {
             Command::Run {
                 until_idle,
                 limit_rate,
+                when,
                 mut opts,
             } => {
                 opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
+                opts.session_constraints = transfer_core::Constraints {
+                    discretionary: when.discretionary,
+                    requires_charging: when.require_charging,
+                    requires_unmetered: false,
+                };
                 run(until_idle, &opts).await
             }
             Command::Conditions { sensing } => conditions(&sensing),
@@ -270,6 +280,10 @@ struct RunnerOpts {
     /// The session's rate limit (`ferry run --limit-rate`).
     #[arg(skip)]
     session_rate: Option<u64>,
+    /// Constraints on every task (`ferry run --discretionary`,
+    /// `--require-charging`).
+    #[arg(skip)]
+    session_constraints: transfer_core::Constraints,
 }
 
 impl RunnerOpts {
@@ -292,6 +306,7 @@ impl RunnerOpts {
                 .with_context(|| format!("--upload-chunk {size:?}: a size such as 8M"))?;
         }
         config.policy.rate_limit = self.session_rate;
+        config.policy.constraints = self.session_constraints;
         config.policy.allows_cellular = !self.no_cellular;
         config.policy.allows_expensive = !self.no_expensive;
         if let Some(t) = &self.schedule {
@@ -303,7 +318,8 @@ impl RunnerOpts {
     }
 }
 
-/// When a task may run: shared by `get`, `add` and `put`.
+/// When a task may run: shared by `get`, `add` and `put` (and `run`, for
+/// every task it runs).
 #[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WhenArgs {
     /// Background work: runs only on an unmetered, unconstrained network,

@@ -2,7 +2,7 @@
 //! `ferry conditions` on a fake sysfs tree (`FERRY_SYSFS_ROOT`): a laptop
 //! on cellular at 20% battery, discharging.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -50,6 +50,32 @@ fn conditions_says_what_it_sees_and_what_waits() {
     ] {
         assert!(line(waits).contains("waits: "), "{text}");
     }
+}
+
+/// A scratch directory with a fake sysfs root, a state directory and an
+/// output directory inside.
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p| dir.path().join(p);
+    let (root, home, out) = (path("root"), path("home"), path("out"));
+    (dir, root, home, out)
+}
+
+/// Starts `ferry ARGS` on the state directory `home` and the fake sysfs
+/// tree `root`, its output discarded.
+fn spawn<S: AsRef<std::ffi::OsStr>>(
+    home: &Path,
+    root: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_HOME", home)
+        .env("FERRY_SYSFS_ROOT", root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn ls(home: &Path) -> Vec<serde_json::Value> {
@@ -134,12 +160,7 @@ fn plug(root: &Path, charging: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resumes_it() {
     use testkit::{Fault, Origin, Resource, Script, body};
-    let dir = tempfile::tempdir().unwrap();
-    let (root, home, out) = (
-        dir.path().join("root"),
-        dir.path().join("home"),
-        dir.path().join("out"),
-    );
+    let (_dir, root, home, out) = scratch();
     write(
         &root,
         "proc/net/route",
@@ -155,16 +176,21 @@ async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resu
         "/plugged.bin",
         Script::new().always(Fault::RateLimit(1 << 20)),
     );
-    let get = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["get", "--require-charging", "--checkpoint", "256k", "-o"])
-        .arg(&out)
-        .arg(origin.http_url("/plugged.bin"))
-        .env("FERRY_HOME", &home)
-        .env("FERRY_SYSFS_ROOT", &root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let url = origin.http_url("/plugged.bin");
+    let out_dir = out.display().to_string();
+    let get = spawn(
+        &home,
+        &root,
+        [
+            "get",
+            "--require-charging",
+            "--checkpoint",
+            "256k",
+            "-o",
+            &out_dir,
+            &url,
+        ],
+    );
     wait_for_detail(&home, "bytes to arrive", |d| d == "running").await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     plug(&root, false);
@@ -204,12 +230,7 @@ fn route(root: &Path, iface: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cellular_and_no_expensive_wait_off_wifi() {
     use testkit::{Fault, Origin, Resource, Script, body};
-    let dir = tempfile::tempdir().unwrap();
-    let (root, home, out) = (
-        dir.path().join("root"),
-        dir.path().join("home"),
-        dir.path().join("out"),
-    );
+    let (_dir, root, home, out) = scratch();
     route(&root, "wlan0");
     write(&root, "sys/class/net/wlan0/uevent", "DEVTYPE=wlan\n");
     std::fs::create_dir_all(root.join("sys/class/net/wlan0/wireless")).unwrap();
@@ -221,25 +242,29 @@ async fn no_cellular_and_no_expensive_wait_off_wifi() {
     // Slow only the first request, so the story happens mid-download.
     origin.script("/roam.bin", Script::new().nth(1, Fault::RateLimit(1 << 20)));
     let port = origin.http_addr().port();
-    let get = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
+    let (resolve, out_dir) = (
+        format!("origin.test:{port}:127.0.0.1"),
+        out.display().to_string(),
+    );
+    let url = format!("http://origin.test:{port}/roam.bin");
+    let get = spawn(
+        &home,
+        &root,
+        [
             "get",
             "--no-cellular",
             "--no-expensive",
             "--metered",
             "usb0",
-        ])
-        .args(["--checkpoint", "256k", "--resolve"])
-        .arg(format!("origin.test:{port}:127.0.0.1"))
-        .arg("-o")
-        .arg(&out)
-        .arg(format!("http://origin.test:{port}/roam.bin"))
-        .env("FERRY_HOME", &home)
-        .env("FERRY_SYSFS_ROOT", &root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+            "--checkpoint",
+            "256k",
+            "--resolve",
+            &resolve,
+            "-o",
+            &out_dir,
+            &url,
+        ],
+    );
     wait_for_detail(&home, "bytes to arrive", |d| d == "running").await;
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
 
@@ -266,4 +291,41 @@ async fn no_cellular_and_no_expensive_wait_off_wifi() {
     route(&root, "wlan0");
     let file = out.join("roam.bin");
     resumed_intact(get, &origin, &file, body::bytes(23, 0, 0..len), durable).await;
+}
+
+/// `ferry run --discretionary` makes every task it runs background work: a
+/// download queued without flags waits while the battery is at 20% and
+/// discharging ("battery low"), and runs once the machine is plugged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_discretionary_holds_every_task_on_a_low_battery() {
+    use testkit::{Origin, Resource, body};
+    let (_dir, root, home, out) = scratch();
+    plug(&root, false);
+    write(&root, "sys/class/power_supply/BAT0/capacity", "20\n");
+    let origin = Origin::start().await.unwrap();
+    let len = 1u64 << 20;
+    origin.resource("/later.bin", Resource::seeded(22, len));
+    let added = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["add", "-o"])
+        .arg(&out)
+        .arg(origin.http_url("/later.bin"))
+        .env("FERRY_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let mut run = spawn(&home, &root, ["run", "--discretionary"]);
+    let row = wait_for_detail(&home, "the wait", |d| d.starts_with("waiting")).await;
+    let detail = row["detail"].as_str().unwrap();
+    assert!(detail.contains("battery low (20% < 30%)"), "{detail}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(origin.log().is_empty(), "nothing was fetched while waiting");
+    plug(&root, true);
+    let row = wait_for_detail(&home, "the download", |d| d == "completed").await;
+    let _ = run.kill();
+    let _ = run.wait();
+    assert_eq!(row["bytes"].as_u64(), Some(len), "{row:?}");
+    assert_eq!(
+        std::fs::read(out.join("later.bin")).unwrap(),
+        body::bytes(22, 0, 0..len)
+    );
 }

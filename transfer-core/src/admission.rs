@@ -144,6 +144,11 @@ pub struct Policy {
     pub battery_floor: u8,
     /// Tasks at or above this priority are high-priority (default 0.75).
     pub high_priority: Priority,
+    /// Constraints every task of the session meets on top of its own
+    /// (default none): a session that only does background work makes all
+    /// its tasks discretionary here.
+    #[serde(default)]
+    pub constraints: Constraints,
 }
 
 impl Default for Policy {
@@ -162,6 +167,7 @@ impl Default for Policy {
             battery_threshold: 30,
             battery_floor: 10,
             high_priority: Priority::HIGH_DEFAULT,
+            constraints: Constraints::default(),
         }
     }
 }
@@ -325,7 +331,7 @@ impl Policy {
         {
             return Verdict::Wait(WaitReason::NotBefore(t));
         }
-        let c = task.constraints;
+        let c = task.constraints.and(self.constraints);
         if !task.local
             && let Some(wait) = self.network_verdict(&conditions.network, c)
         {

@@ -248,6 +248,17 @@ pub struct Constraints {
     pub requires_unmetered: bool,
 }
 
+impl Constraints {
+    /// Both sets of constraints at once: each one that either asks.
+    pub fn and(self, other: Constraints) -> Constraints {
+        Constraints {
+            discretionary: self.discretionary || other.discretionary,
+            requires_charging: self.requires_charging || other.requires_charging,
+            requires_unmetered: self.requires_unmetered || other.requires_unmetered,
+        }
+    }
+}
+
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -1,5 +1,6 @@
-//! Property tests of admission: monotone in the conditions, and every wait
-//! reason reads as words.
+//! Property tests of admission: it never admits what a task's constraints
+//! (or the session's) forbid, more constraints never admit more, it is
+//! monotone in the conditions, and every wait reason reads as words.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -104,26 +105,38 @@ const TIMETABLES: [&str; 3] = [
     "00:00,10M",
 ];
 
+fn constraints() -> impl Strategy<Value = Constraints> {
+    any::<[bool; 3]>().prop_map(|[d, c, u]| Constraints {
+        discretionary: d,
+        requires_charging: c,
+        requires_unmetered: u,
+    })
+}
+
 fn policy() -> impl Strategy<Value = Policy> {
     (
         any::<[bool; 4]>(),
         (0u8..=100, 0u8..=100),
         proptest::array::uniform3(proptest::option::of(1u64..1 << 30)),
         proptest::option::of(0..TIMETABLES.len()),
+        prop_oneof![3 => Just(Constraints::default()), 1 => constraints()],
     )
         .prop_map(
-            |([cell, exp, cons, waits], (a, b), [total, cellular, low], timetable)| Policy {
-                allows_cellular: cell,
-                allows_expensive: exp,
-                allows_constrained: cons,
-                waits_for_connectivity: waits,
-                rate_limit: total,
-                cellular_rate_limit: cellular,
-                low_power_rate_limit: low,
-                battery_threshold: a.max(b),
-                battery_floor: a.min(b),
-                timetable: timetable.map(|i| Timetable::parse(TIMETABLES[i]).unwrap()),
-                ..Policy::default()
+            |([cell, exp, cons, waits], (a, b), [total, cellular, low], timetable, constraints)| {
+                Policy {
+                    allows_cellular: cell,
+                    allows_expensive: exp,
+                    allows_constrained: cons,
+                    waits_for_connectivity: waits,
+                    rate_limit: total,
+                    cellular_rate_limit: cellular,
+                    low_power_rate_limit: low,
+                    battery_threshold: a.max(b),
+                    battery_floor: a.min(b),
+                    timetable: timetable.map(|i| Timetable::parse(TIMETABLES[i]).unwrap()),
+                    constraints,
+                    ..Policy::default()
+                }
             },
         )
 }
@@ -137,8 +150,106 @@ fn rate_at_least(better: Option<u64>, worse: Option<u64>) -> bool {
     }
 }
 
+/// Why admitting `task` under `c` broke one of its constraints (its own
+/// or the session's) or the session's network rules, if it did.
+fn broken_rule(policy: &Policy, task: &Demand, c: &Conditions, now: Timestamp) -> Option<String> {
+    let k = task.constraints.and(policy.constraints);
+    let (net, power) = (&c.network, &c.power);
+    let on_battery_below =
+        |level: u8| !power.external_power && power.battery.is_some_and(|b| b < level);
+    let rules = [
+        (
+            task.earliest_begin.is_some_and(|t| t > now),
+            "ran before its earliest begin",
+        ),
+        (
+            k.requires_charging && !power.external_power,
+            "required charging, ran on battery",
+        ),
+        (
+            k.discretionary && power.low_power,
+            "discretionary, ran in low power mode",
+        ),
+        (
+            k.discretionary && on_battery_below(policy.battery_threshold),
+            "discretionary, ran on battery below the threshold",
+        ),
+        (
+            task.priority < policy.high_priority && on_battery_below(policy.battery_floor),
+            "not high-priority, ran on battery below the floor",
+        ),
+        (!task.local && !net.is_connected(), "ran with no network"),
+        (
+            !task.local && (k.requires_unmetered || k.discretionary) && net.is_metered(),
+            "wanted an unmetered network, ran on a metered one",
+        ),
+        (
+            !task.local && k.discretionary && net.constrained,
+            "discretionary, ran on a constrained network",
+        ),
+        (
+            !task.local && !policy.allows_cellular && net.kind == NetworkKind::Cellular,
+            "ran on cellular, which the session forbids",
+        ),
+        (
+            !task.local && !policy.allows_expensive && net.expensive,
+            "ran on an expensive network, which the session forbids",
+        ),
+        (
+            !task.local && !policy.allows_constrained && net.constrained,
+            "ran on a constrained network, which the session forbids",
+        ),
+    ];
+    rules
+        .iter()
+        .find(|(broken, _)| *broken)
+        .map(|(_, why)| (*why).to_owned())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn admission_never_admits_what_the_constraints_forbid(
+        policy in policy(),
+        task in demand(),
+        c in conditions(),
+        offset in 0u64..7 * 86_400_000,
+    ) {
+        let now = Timestamp::from_millis(1_800_000_000_000 + offset);
+        if let Verdict::Run(_) = policy.admit(&task, &c, Load::default(), now)
+            && let Some(why) = broken_rule(&policy, &task, &c, now)
+        {
+            return Err(TestCaseError::fail(format!("{why}: {task:?} {c:?} {policy:?}")));
+        }
+    }
+
+    /// More constraints, on the task or on the whole session, never admit a
+    /// task that fewer constraints kept waiting.
+    #[test]
+    fn adding_constraints_never_admits_more(
+        policy in policy(),
+        task in demand(),
+        more in constraints(),
+        on_session in any::<bool>(),
+        c in conditions(),
+        offset in 0u64..7 * 86_400_000,
+    ) {
+        let now = Timestamp::from_millis(1_800_000_000_000 + offset);
+        let (stricter_policy, stricter_task) = if on_session {
+            (Policy { constraints: policy.constraints.and(more), ..policy.clone() }, task)
+        } else {
+            (policy.clone(), Demand { constraints: task.constraints.and(more), ..task })
+        };
+        let before = policy.admit(&task, &c, Load::default(), now);
+        let after = stricter_policy.admit(&stricter_task, &c, Load::default(), now);
+        if let Verdict::Run(_) = after {
+            prop_assert!(
+                matches!(before, Verdict::Run(_)),
+                "more constraints ({more:?}) admitted a task fewer kept out: {before:?}"
+            );
+        }
+    }
 
     #[test]
     fn better_conditions_never_turn_run_into_wait(
