@@ -1,7 +1,7 @@
 //! # testkit
 //!
 //! Ferry's origin server for tests and benchmarks, started in-process on
-//! 127.0.0.1 with ephemeral ports. One [`Origin`] runs five listeners that
+//! 127.0.0.1 with ephemeral ports. One [`Origin`] runs eight listeners that
 //! share one route table and one request log:
 //!
 //! - plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c);
@@ -10,7 +10,10 @@
 //!   `localhost`, `127.0.0.1` and `::1`;
 //! - a raw HTTP/1.1 responder for lying `Content-Length`s ([`Fault::LieLength`]);
 //! - TLS with an expired certificate ([`Origin::expired_https_url`]);
-//! - a listener that accepts and never answers ([`Origin::silent_url`]).
+//! - a listener that accepts and never answers ([`Origin::silent_url`]);
+//! - HTTP/3 over QUIC on UDP, on the port numbers of the TLS listener
+//!   ([`Origin::https_url`] serves both), of the expired one, and of the
+//!   silent one (datagrams in, nothing out).
 //!
 //! `PUT`/`POST` to `/upload/…` is a sink that answers with the length and
 //! SHA-256 of what it received (`x-received-length`, `x-received-sha256`);
@@ -52,6 +55,7 @@
 
 pub mod body;
 pub mod conformance;
+mod h3;
 mod raw;
 mod relay;
 mod resumable;
@@ -64,6 +68,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::StatusCode;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -153,8 +158,17 @@ impl Origin {
         )?));
         let shared = Arc::new(Shared::default());
         let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0));
-        let (plain, secure, raw) = (bind().await?, bind().await?, bind().await?);
-        let (expired, silent) = (bind().await?, bind().await?);
+        let (plain, raw) = (bind().await?, bind().await?);
+        let (secure, quic) = twin_ports().await?;
+        let (expired, expired_quic) = twin_ports().await?;
+        let (silent, silent_udp) = twin_ports().await?;
+        let quic = h3::endpoint(quic, tls::server_config(&certs.chain, &certs.key)?)?;
+        let expired_quic = h3::endpoint(
+            expired_quic,
+            tls::server_config(&certs.expired_chain, &certs.expired_key)?,
+        )?;
+        silent_udp.set_nonblocking(true)?;
+        let silent_udp = tokio::net::UdpSocket::from_std(silent_udp)?;
         let addr = |l: &TcpListener| l.local_addr();
         let (http, https, raw_addr) = (addr(&plain)?, addr(&secure)?, addr(&raw)?);
         let (expired_addr, silent_addr) = (addr(&expired)?, addr(&silent)?);
@@ -191,6 +205,17 @@ impl Origin {
                 Listener::Silent,
                 hold_silently,
             )),
+            tokio::spawn(h3::accept_loop(quic, shared.clone(), Listener::Quic)),
+            tokio::spawn(h3::accept_loop(
+                expired_quic,
+                shared.clone(),
+                Listener::ExpiredQuic,
+            )),
+            tokio::spawn(async move {
+                // Datagrams in, nothing out: a QUIC handshake that never ends.
+                let mut buf = vec![0u8; 65536];
+                while silent_udp.recv_from(&mut buf).await.is_ok() {}
+            }),
         ];
         Ok(Origin {
             shared,
@@ -377,6 +402,22 @@ where
     }
 }
 
+/// A TCP listener and a UDP socket with the same port number on 127.0.0.1
+/// (HTTP/3 beside HTTPS, as `Alt-Svc: h3=":PORT"` advertises it).
+async fn twin_ports() -> Result<(TcpListener, std::net::UdpSocket), Error> {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = tcp.local_addr()?.port();
+        if let Ok(udp) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok((tcp, udp));
+        }
+    }
+    Err(Error::Io(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no port free for both TCP and UDP",
+    )))
+}
+
 /// Reads and discards whatever the client sends, answering nothing, until the
 /// client goes away or the origin stops.
 async fn hold_silently(mut stream: TcpStream, _shared: Arc<Shared>, _conn: ConnInfo) {
@@ -438,7 +479,10 @@ where
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_frame_size(H2_MAX_FRAME);
-    let service = service_fn(move |req| server::handle(shared.clone(), conn, req));
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let req = req.map(|b| b.map_err(server::BoxError::from).boxed_unsync());
+        server::handle(shared.clone(), conn, req)
+    });
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(error = %e, connection = conn.id, "connection ended with an error");
     }

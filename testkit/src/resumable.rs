@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
 use crate::script::Fault;
-use crate::server::{Cut, LogEntry, OriginBody, Shared, lock, text};
+use crate::server::{Cut, LogEntry, OriginBody, ReqBody, Shared, lock, text};
 
 /// The interop version spoken here.
 const INTEROP: &str = "9";
@@ -78,10 +78,7 @@ fn hex(digest: [u8; 32]) -> String {
 }
 
 /// Answers a request under `/resumable/`; `Err(Cut)` drops the connection.
-pub(crate) async fn handle(
-    req: Request<'_>,
-    body: hyper::body::Incoming,
-) -> Result<Response<OriginBody>, Cut> {
+pub(crate) async fn handle(req: Request<'_>, body: ReqBody) -> Result<Response<OriginBody>, Cut> {
     let Request {
         shared,
         parts,
@@ -269,7 +266,7 @@ fn finish(
 async fn take(
     shared: &Arc<Shared>,
     id: Option<&str>,
-    mut body: hyper::body::Incoming,
+    mut body: ReqBody,
     cuts: &[u64],
     rate: Option<u64>,
     log: &mut LogEntry,

@@ -25,6 +25,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2.
     Http2,
+    /// HTTP/3.
+    Http3,
 }
 
 /// Which listener took the request.
@@ -40,6 +42,10 @@ pub enum Listener {
     ExpiredTls,
     /// The listener that never answers.
     Silent,
+    /// QUIC (HTTP/3) on the TLS listener's port number.
+    Quic,
+    /// QUIC with the expired certificate, on the expired listener's port.
+    ExpiredQuic,
 }
 
 /// One request as the origin saw it.
@@ -292,6 +298,12 @@ pub(crate) struct ConnInfo {
 
 pub(crate) type OriginBody = BoxBody<Bytes, BodyError>;
 
+/// Why reading a request body failed, whatever protocol carried it.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as the handlers read it, whatever protocol carried it.
+pub(crate) type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// Why a generated body stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -316,7 +328,7 @@ pub(crate) fn text(status: StatusCode, msg: String) -> Response<OriginBody> {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    req: Request<hyper::body::Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<OriginBody>, Cut> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -332,10 +344,10 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let protocol = if parts.version == Version::HTTP_2 {
-        Protocol::Http2
-    } else {
-        Protocol::Http1
+    let protocol = match parts.version {
+        Version::HTTP_2 => Protocol::Http2,
+        Version::HTTP_3 => Protocol::Http3,
+        _ => Protocol::Http1,
     };
 
     // What a request whose connection is dropped before an answer is
@@ -568,7 +580,7 @@ pub(crate) async fn handle(
 /// Reads and drops a request body the answer does not need (up to 64 MiB),
 /// as nginx's lingering close does: answering first and closing would reset
 /// the connection under a client still sending, losing the answer.
-async fn linger(body: hyper::body::Incoming) {
+async fn linger(body: ReqBody) {
     if body.is_end_stream() {
         return;
     }
@@ -590,7 +602,7 @@ async fn linger(body: hyper::body::Incoming) {
 pub(crate) struct Cut;
 
 /// Reads up to `k` bytes of a request body; returns how many came.
-async fn consume_up_to(mut body: hyper::body::Incoming, k: u64) -> u64 {
+async fn consume_up_to(mut body: ReqBody, k: u64) -> u64 {
     let mut len = 0u64;
     while len < k {
         match body.frame().await {
@@ -603,10 +615,7 @@ async fn consume_up_to(mut body: hyper::body::Incoming, k: u64) -> u64 {
 
 /// Reads a `multipart/form-data` body and describes each part: name, file
 /// name, content type, length and SHA-256 (JSON, one object per part).
-async fn consume_form(
-    body: hyper::body::Incoming,
-    boundary: String,
-) -> (u64, Result<String, multer::Error>) {
+async fn consume_form(body: ReqBody, boundary: String) -> (u64, Result<String, multer::Error>) {
     use sha2::{Digest, Sha256};
     let total = Arc::new(AtomicU64::new(0));
     let counted = total.clone();
@@ -659,7 +668,7 @@ async fn consume_form(
 
 /// Reads a request body (at most `rate` bytes per second when given):
 /// its length, SHA-256, and whether it ended cleanly.
-async fn consume(mut body: hyper::body::Incoming, rate: Option<u64>) -> (u64, String, bool) {
+async fn consume(mut body: ReqBody, rate: Option<u64>) -> (u64, String, bool) {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let mut len = 0u64;

@@ -339,6 +339,46 @@ impl Body for UploadBody {
     }
 }
 
+/// A request body read from its parts as it is sent: files a chunk at a
+/// time (a missing source fails at [`open`](Self::open)), the sent-bytes
+/// callback told as chunks go, the pacer asked before each, and a file
+/// that no longer matches its stamp failing with `SourceChanged` before its
+/// last bytes go out.
+pub struct RequestBodyStream(UploadBody);
+
+impl RequestBodyStream {
+    /// Opens every part of `body`.
+    pub fn open(
+        body: &RequestBody,
+        on_sent: Option<SentProgress>,
+        pacer: Option<Arc<dyn Pacer>>,
+    ) -> Result<RequestBodyStream, TransferError> {
+        let clock = SendClock::new(body.is_empty());
+        let hooks = BodyHooks { on_sent, pacer };
+        Ok(RequestBodyStream(UploadBody::open(body, clock, hooks)?))
+    }
+}
+
+impl Body for RequestBodyStream {
+    type Data = Bytes;
+    type Error = TransferError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
 /// A response body passed through frame by frame, with an idle timeout
 /// between frames, errors classified, bytes counted, and the connection given
 /// back to the pool when the body ends cleanly.

@@ -180,7 +180,17 @@ impl HttpConfig {
         self
     }
 
+    /// The most bytes of response headers accepted (default 256 KiB).
+    pub fn header_limit(&self) -> u32 {
+        self.max_header_bytes
+    }
+
     /// The `User-Agent` sent when a request has none.
+    pub fn agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    /// Sets the `User-Agent` sent when a request has none.
     pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
         self.user_agent = agent.into();
         self

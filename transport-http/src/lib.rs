@@ -52,9 +52,22 @@
 mod body;
 mod config;
 mod error;
+mod headers;
 mod pool;
 mod redirect;
 mod tls;
+
+/// What another Ferry transport (HTTP/3 in transport-quic) shares with this
+/// one, so the two behave alike: TLS roots, pins and the classification of
+/// refusals; request bodies read from files with progress and pacing;
+/// redirect rules; name resolution with `--resolve` overrides.
+pub mod shared {
+    pub use crate::body::RequestBodyStream;
+    pub use crate::headers::finish_headers;
+    pub use crate::pool::resolve;
+    pub use crate::redirect::{Outgoing, Redirects};
+    pub use crate::tls::{Refusal, TlsSetup, tls_error};
+}
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,15 +76,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use transfer_core::{
-    ByteCount, ErrorKind, ProtocolPreference, RedirectDecision, RequestBody, RequestMetrics,
-    RequestOptions, TimeoutKind, Timeouts, TransferError, Transport, TransportRequest,
-    TransportResponse,
+    ByteCount, ErrorKind, ProtocolPreference, RequestMetrics, RequestOptions, TimeoutKind,
+    Timeouts, TransferError, Transport, TransportRequest, TransportResponse,
 };
 
 pub use config::{HttpConfig, Roots};
@@ -80,6 +92,7 @@ pub use tls::spki_sha256;
 use body::{BodyHooks, DownloadBody, SendClock, UploadBody};
 use error::from_hyper;
 use pool::{Checkout, Key, Pool, Sender};
+use redirect::{Outgoing, Redirects};
 
 /// Why a transport could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +124,6 @@ impl std::fmt::Debug for HttpTransport {
 }
 
 type HeadFuture = Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>;
-
-/// The request as it stands at the current hop.
-struct Outgoing {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RequestBody,
-}
 
 /// One request's answer on one connection, before redirects are judged.
 struct Exchange {
@@ -249,18 +254,7 @@ impl HttpTransport {
         };
         let h = request.headers_mut();
         *h = headers.clone();
-        if h2 {
-            for name in [
-                header::CONNECTION,
-                header::HOST,
-                header::TRANSFER_ENCODING,
-                header::UPGRADE,
-                http::HeaderName::from_static("keep-alive"),
-                http::HeaderName::from_static("proxy-connection"),
-            ] {
-                h.remove(name);
-            }
-        } else if !h.contains_key(header::HOST) {
+        if !h2 && !h.contains_key(header::HOST) {
             let default_port = if key.tls { 443 } else { 80 };
             let host = if key.host.contains(':') {
                 format!("[{}]", key.host)
@@ -277,23 +271,7 @@ impl HttpTransport {
             })?;
             h.insert(header::HOST, value);
         }
-        if (*method == Method::GET || *method == Method::HEAD)
-            && !h.contains_key(header::ACCEPT_ENCODING)
-        {
-            // Ranges and lengths must count bytes of the file itself.
-            h.insert(
-                header::ACCEPT_ENCODING,
-                HeaderValue::from_static("identity"),
-            );
-        }
-        if !h.contains_key(header::USER_AGENT)
-            && let Ok(v) = HeaderValue::from_str(&self.pool.config().user_agent)
-        {
-            h.insert(header::USER_AGENT, v);
-        }
-        if !body.is_empty() {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
+        headers::finish_headers(h, method, body.len(), self.pool.config().agent(), h2);
         Ok(request)
     }
 }
@@ -372,7 +350,7 @@ impl Transport for HttpTransport {
             headers: parts.headers,
             body,
         };
-        let mut hops = 0u32;
+        let mut redirects = Redirects::new(&options.redirects, redirect_hook.as_ref());
         loop {
             let key = Key::of(&out.uri)?;
             let ex = self.exchange(&key, &out, &options, &hooks).await?;
@@ -387,34 +365,8 @@ impl Transport for HttpTransport {
                 received.clone(),
                 ex.returner,
             );
-            if let Some(hop) = redirect::hop(status, &out.method, &uri, location.as_ref())? {
-                hops += 1;
-                redirect::check(&uri, &hop.to, &options.redirects, hops)?;
-                let mut to = hop.to;
-                if let Some(hook) = &redirect_hook {
-                    match hook.redirect(&uri, &to, status).await {
-                        RedirectDecision::Follow => {}
-                        RedirectDecision::FollowTo(other) => {
-                            redirect::check(&uri, &other, &options.redirects, hops)?;
-                            to = other;
-                        }
-                        RedirectDecision::Refuse => {
-                            return Err(TransferError::new(
-                                ErrorKind::RedirectRefused,
-                                format!("redirect from {uri} to {to} vetoed"),
-                            ));
-                        }
-                    }
-                }
+            if redirects.next(status, location.as_ref(), &mut out).await? {
                 drain(download).await;
-                redirect::strip_for(&uri, &to, &mut out.headers);
-                if hop.drop_body {
-                    out.body = RequestBody::empty();
-                    redirect::strip_body_headers(&mut out.headers);
-                }
-                tracing::debug!(%uri, %to, %status, "following redirect");
-                out.method = hop.method;
-                out.uri = to;
                 continue;
             }
             let facts = &ex.checkout_facts;
@@ -427,7 +379,7 @@ impl Transport for HttpTransport {
                 tls: facts.tls.filter(|_| fresh),
                 first_byte: ex.first_byte,
                 bytes_sent: ex.sent,
-                redirects: hops,
+                redirects: redirects.hops(),
                 remote_addr: facts.remote,
             };
             return Ok(TransportResponse {

@@ -306,7 +306,7 @@ async fn connect(
 ) -> Result<(Sender, ConnFacts), TransferError> {
     let started = Instant::now();
     let deadline = started + timeouts.connect;
-    let (addrs, dns) = resolve(&inner.config, key, deadline).await?;
+    let (addrs, dns) = resolve(&inner.config, &key.host, key.port, deadline).await?;
 
     let t = Instant::now();
     let mut last_error = None;
@@ -402,11 +402,20 @@ async fn tls_handshake(
     }
 }
 
-async fn resolve(
+/// The addresses of `host`: the config's `--resolve` override, an IP
+/// literal as is, else a lookup of `host:port` that must end by `deadline`;
+/// with the lookup's time when there was one.
+pub async fn resolve(
     config: &HttpConfig,
-    key: &Key,
+    host: &str,
+    port: u16,
     deadline: Instant,
 ) -> Result<(Vec<SocketAddr>, Option<Duration>), TransferError> {
+    let key = Key {
+        tls: true,
+        host: host.to_owned(),
+        port,
+    };
     if let Some(addrs) = config.resolve.get(&key.host) {
         return Ok((addrs.clone(), None));
     }

@@ -2,10 +2,96 @@
 //! limit, only to http(s), never https→http unless allowed, credentials
 //! dropped when the origin changes, methods rewritten as browsers do.
 
-use http::{HeaderMap, Method, StatusCode, Uri, header};
-use transfer_core::{ErrorKind, RedirectPolicy, TransferError};
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use transfer_core::{
+    ErrorKind, RedirectDecision, RedirectHook, RedirectPolicy, RequestBody, TransferError,
+};
 
 use crate::pool::Key;
+
+/// A request as it stands at the current hop.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The method.
+    pub method: Method,
+    /// The URL.
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body (replayed on a 307/308).
+    pub body: RequestBody,
+}
+
+/// Follows redirects the way every Ferry transport does: at most the
+/// policy's limit, only to http(s), never https→http unless allowed,
+/// credentials dropped across origins, 303 (and 301/302 after a POST) as a
+/// body-less GET, and the hook asked about each hop.
+pub struct Redirects<'a> {
+    policy: &'a RedirectPolicy,
+    hook: Option<&'a Arc<dyn RedirectHook>>,
+    hops: u32,
+}
+
+impl<'a> Redirects<'a> {
+    /// Redirects under `policy`, each put to `hook` first.
+    pub fn new(policy: &'a RedirectPolicy, hook: Option<&'a Arc<dyn RedirectHook>>) -> Self {
+        Redirects {
+            policy,
+            hook,
+            hops: 0,
+        }
+    }
+
+    /// Redirects followed so far.
+    pub fn hops(&self) -> u32 {
+        self.hops
+    }
+
+    /// Judges a response to `out`: `Ok(true)` when it is a redirect to
+    /// follow and `out` now describes the next hop (the caller drops the
+    /// old response and sends again), `Ok(false)` when the response is the
+    /// answer, an error when the redirect is refused.
+    pub async fn next(
+        &mut self,
+        status: StatusCode,
+        location: Option<&HeaderValue>,
+        out: &mut Outgoing,
+    ) -> Result<bool, TransferError> {
+        let uri = out.uri.clone();
+        let Some(hop) = hop(status, &out.method, &uri, location)? else {
+            return Ok(false);
+        };
+        self.hops += 1;
+        check(&uri, &hop.to, self.policy, self.hops)?;
+        let mut to = hop.to;
+        if let Some(hook) = self.hook {
+            match hook.redirect(&uri, &to, status).await {
+                RedirectDecision::Follow => {}
+                RedirectDecision::FollowTo(other) => {
+                    check(&uri, &other, self.policy, self.hops)?;
+                    to = other;
+                }
+                RedirectDecision::Refuse => {
+                    return Err(TransferError::new(
+                        ErrorKind::RedirectRefused,
+                        format!("redirect from {uri} to {to} vetoed"),
+                    ));
+                }
+            }
+        }
+        strip_for(&uri, &to, &mut out.headers);
+        if hop.drop_body {
+            out.body = RequestBody::empty();
+            strip_body_headers(&mut out.headers);
+        }
+        tracing::debug!(%uri, %to, %status, "following redirect");
+        out.method = hop.method;
+        out.uri = to;
+        Ok(true)
+    }
+}
 
 /// One redirect to follow.
 #[derive(Debug, PartialEq, Eq)]

@@ -32,47 +32,98 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub(crate) fn client_config(config: &HttpConfig) -> Result<rustls::ClientConfig, ConfigError> {
-    let mut roots = RootCertStore::empty();
-    if matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki) {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::debug!(error = %e, "platform root store: skipped an entry");
+/// The trusted roots and pins of an [`HttpConfig`], loaded once: makes
+/// rustls client configurations for any ALPN (HTTP/3 uses the same roots,
+/// pins and verification as HTTP/1.1 and HTTP/2).
+#[derive(Clone, Debug)]
+pub struct TlsSetup {
+    webpki: Arc<WebPkiServerVerifier>,
+    pins: HashMap<String, Vec<[u8; 32]>>,
+}
+
+impl TlsSetup {
+    /// Loads the roots `config` asks for and builds the verifier.
+    pub fn new(config: &HttpConfig) -> Result<TlsSetup, ConfigError> {
+        let mut roots = RootCertStore::empty();
+        if matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki) {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "platform root store: skipped an entry");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "platform roots loaded");
         }
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        tracing::debug!(added, ignored, "platform roots loaded");
-    }
-    if matches!(config.roots, Roots::Webpki | Roots::PlatformAndWebpki) {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    for cert in &config.extra_roots {
-        roots
-            .add(cert.clone())
+        if matches!(config.roots, Roots::Webpki | Roots::PlatformAndWebpki) {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for cert in &config.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| ConfigError::Certificate(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ConfigError::NoRoots);
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
             .map_err(|e| ConfigError::Certificate(e.to_string()))?;
+        Ok(TlsSetup {
+            webpki,
+            pins: config.pins.clone(),
+        })
     }
-    if roots.is_empty() {
-        return Err(ConfigError::NoRoots);
+
+    /// A client configuration offering `alpn`. With a [`Refusal`], the
+    /// reason the verifier refuses a certificate is also kept there (QUIC
+    /// stacks report only the TLS alert).
+    pub fn client_config(
+        &self,
+        alpn: Vec<Vec<u8>>,
+        refusal: Option<Refusal>,
+    ) -> Result<rustls::ClientConfig, ConfigError> {
+        let verifier = Arc::new(PinningVerifier {
+            inner: self.webpki.clone(),
+            pins: self.pins.clone(),
+            refusal,
+        });
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Certificate(e.to_string()))?
+            .dangerous() // only to install the pinning wrapper; it verifies first
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        tls.alpn_protocols = alpn;
+        Ok(tls)
     }
-    let provider = provider();
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ConfigError::Certificate(e.to_string()))?;
-    let verifier = Arc::new(PinningVerifier {
-        inner: webpki,
-        pins: config.pins.clone(),
-    });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::Certificate(e.to_string()))?
-        .dangerous() // only to install the pinning wrapper; it verifies first
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = if config.http1_only {
+}
+
+/// Where a verifier keeps why it refused a certificate.
+#[derive(Clone, Debug, Default)]
+pub struct Refusal(Arc<std::sync::Mutex<Option<rustls::Error>>>);
+
+impl Refusal {
+    /// An empty slot.
+    pub fn new() -> Refusal {
+        Refusal::default()
+    }
+
+    /// The refusal, if there was one (taken out).
+    pub fn take(&self) -> Option<rustls::Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn keep(&self, e: &rustls::Error) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+    }
+}
+
+pub(crate) fn client_config(config: &HttpConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    let alpn = if config.http1_only {
         vec![b"http/1.1".to_vec()]
     } else {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     };
-    Ok(tls)
+    TlsSetup::new(config)?.client_config(alpn, None)
 }
 
 /// Why a pinned host was refused (carried inside rustls' error).
@@ -86,10 +137,11 @@ struct PinMismatch {
 struct PinningVerifier {
     inner: Arc<WebPkiServerVerifier>,
     pins: HashMap<String, Vec<[u8; 32]>>,
+    refusal: Option<Refusal>,
 }
 
-impl ServerCertVerifier for PinningVerifier {
-    fn verify_server_cert(
+impl PinningVerifier {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -117,6 +169,23 @@ impl ServerCertVerifier for PinningVerifier {
             }
         }
         Ok(verified)
+    }
+}
+
+impl ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.check(end_entity, intermediates, server_name, ocsp_response, now);
+        if let (Err(e), Some(refusal)) = (&verdict, &self.refusal) {
+            refusal.keep(e);
+        }
+        verdict
     }
 
     fn verify_tls12_signature(
@@ -151,6 +220,13 @@ pub(crate) fn handshake_error(host: &str, e: std::io::Error) -> TransferError {
             format!("TLS handshake with {host}: {e}"),
         );
     };
+    tls_error(host, tls)
+}
+
+/// Classifies rustls' refusal of a handshake with `host`: a permanent
+/// [`ErrorKind::Tls`] naming the reason (unknown issuer, expired, wrong
+/// name, revoked, pin mismatch, or another bad certificate or handshake).
+pub fn tls_error(host: &str, tls: &rustls::Error) -> TransferError {
     let failure = match tls {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
