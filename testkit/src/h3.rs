@@ -4,8 +4,10 @@
 //! listeners. A body cut by a script resets the stream; a cut upload stops
 //! it without an answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::Request;
@@ -25,6 +27,8 @@ const CONNECTION_WINDOW: u32 = 32 << 20;
 pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     mut tls: rustls::ServerConfig,
+    blocked: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
 ) -> Result<quinn::Endpoint, Error> {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     tls.max_early_data_size = 0;
@@ -37,12 +41,71 @@ pub(crate) fn endpoint(
         .receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW));
     config.transport_config(Arc::new(transport));
-    Ok(quinn::Endpoint::new(
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = Switched {
+        inner: quinn::Runtime::wrap_udp_socket(&*runtime, socket)?,
+        blocked,
+        dropped,
+    };
+    Ok(quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
+        Arc::new(socket),
+        runtime,
     )?)
+}
+
+/// A UDP socket that drops every datagram, both ways, while `blocked`.
+#[derive(Debug)]
+struct Switched {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    blocked: Arc<AtomicBool>,
+    /// Datagrams that arrived while blocked.
+    dropped: Arc<AtomicU64>,
+}
+
+impl quinn::AsyncUdpSocket for Switched {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
+        if self.blocked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            if !self.blocked.load(Ordering::Relaxed) {
+                return Poll::Ready(Ok(n));
+            }
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
 }
 
 /// Accepts QUIC connections until aborted.

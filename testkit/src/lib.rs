@@ -125,6 +125,8 @@ pub struct Origin {
     root_der: CertificateDer<'static>,
     leaf_der: CertificateDer<'static>,
     leaf_spki: [u8; 32],
+    udp_blocked: Arc<std::sync::atomic::AtomicBool>,
+    udp_dropped: Arc<std::sync::atomic::AtomicU64>,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -162,10 +164,19 @@ impl Origin {
         let (secure, quic) = twin_ports().await?;
         let (expired, expired_quic) = twin_ports().await?;
         let (silent, silent_udp) = twin_ports().await?;
-        let quic = h3::endpoint(quic, tls::server_config(&certs.chain, &certs.key)?)?;
+        let udp_blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let udp_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let quic = h3::endpoint(
+            quic,
+            tls::server_config(&certs.chain, &certs.key)?,
+            udp_blocked.clone(),
+            udp_dropped.clone(),
+        )?;
         let expired_quic = h3::endpoint(
             expired_quic,
             tls::server_config(&certs.expired_chain, &certs.expired_key)?,
+            udp_blocked.clone(),
+            udp_dropped.clone(),
         )?;
         silent_udp.set_nonblocking(true)?;
         let silent_udp = tokio::net::UdpSocket::from_std(silent_udp)?;
@@ -228,6 +239,8 @@ impl Origin {
             root_der: certs.root_der,
             leaf_der: certs.chain[0].clone(),
             leaf_spki: certs.leaf_spki_sha256,
+            udp_blocked,
+            udp_dropped,
             listeners,
         })
     }
@@ -329,6 +342,26 @@ impl Origin {
         lock(&self.shared.routes)
             .redirects
             .insert(from.to_owned(), (status, location.to_owned()));
+    }
+
+    /// Advertises the HTTP/3 listener on the TLS listener's answers
+    /// (`Alt-Svc: h3=":PORT"; ma=MAX_AGE`), or stops (`None`).
+    pub fn advertise_h3(&self, max_age: Option<u64>) {
+        let value = max_age.and_then(|ma| {
+            http::HeaderValue::from_str(&format!("h3=\":{}\"; ma={ma}", self.https.port())).ok()
+        });
+        *lock(&self.shared.alt_svc) = value;
+    }
+
+    /// Drops every datagram to and from the HTTP/3 listeners while `true`,
+    /// as a network that blocks UDP does.
+    pub fn block_udp(&self, blocked: bool) {
+        self.udp_blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// Datagrams the HTTP/3 listeners dropped while UDP was blocked.
+    pub fn udp_dropped(&self) -> u64 {
+        self.udp_dropped.load(Ordering::Relaxed)
     }
 
     /// Every request so far, in arrival order.

@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     /// Resumable uploads in progress, by id.
     pub(crate) uploads: Mutex<HashMap<String, crate::resumable::Upload>>,
     pub(crate) next_upload: AtomicU64,
+    /// The `Alt-Svc` value the TLS listener sends, when HTTP/3 is advertised.
+    pub(crate) alt_svc: Mutex<Option<HeaderValue>>,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (a test's panic
@@ -541,6 +543,11 @@ pub(crate) async fn handle(
             r
         }
     };
+    if conn.listener == Listener::Tls
+        && let Some(v) = lock(&shared.alt_svc).clone()
+    {
+        response.headers_mut().insert("alt-svc", v);
+    }
     for f in &faults {
         if let Fault::OversizedHeaders(n) = f {
             add_filler_headers(response.headers_mut(), *n);

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod choice;
 mod error;
 
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ use transport_http::shared::{Outgoing, Redirects, Refusal, RequestBodyStream, Tl
 use crate::body::H3Body;
 use crate::error::{connection_error, stream_error};
 
+pub use choice::ProtocolChoice;
 pub use transport_http::ConfigError;
 
 /// Settings of a [`QuicTransport`].
@@ -304,7 +306,10 @@ impl QuicTransport {
                     if let Some(refused) = refusal.take() {
                         return Err(transport_http::shared::tls_error(&origin.host, &refused));
                     }
-                    last = Some(connection_error(&e, &format!("QUIC handshake with {addr}")));
+                    // Whatever broke it, a handshake that failed is a QUIC
+                    // failure (the caller may fall back to TCP).
+                    let e = connection_error(&e, &format!("QUIC handshake with {addr}"));
+                    last = Some(TransferError::new(ErrorKind::Quic, e.to_string()));
                     continue;
                 }
                 Err(_) => {
@@ -350,7 +355,12 @@ impl QuicTransport {
 
     /// One request and its response head, on the origin's connection.
     async fn exchange(&self, out: &Outgoing, request: &Hooks) -> Result<Exchange, TransferError> {
-        let origin = origin_of(&out.uri)?;
+        let mut origin = origin_of(&out.uri)?;
+        if let Some((authority, port)) = &request.alternative
+            && out.uri.authority().map(|a| a.as_str()) == Some(authority.as_str())
+        {
+            origin.port = *port;
+        }
         let timeouts = &request.timeouts;
         let idempotent = matches!(
             out.method,
@@ -480,6 +490,8 @@ impl QuicTransport {
 
 /// What a request brings beside its head and body.
 struct Hooks {
+    /// An `Alt-Svc` port for the authority of the first request.
+    alternative: Option<(String, u16)>,
     timeouts: Timeouts,
     on_sent: Option<transfer_core::SentProgress>,
     pacer: Option<Arc<dyn transfer_core::Pacer>>,
@@ -529,6 +541,19 @@ impl Transport for QuicTransport {
     }
 
     async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {
+        self.send_via(request, None).await
+    }
+}
+
+impl QuicTransport {
+    /// Sends `request` over HTTP/3, to `port` on the URL's host instead of
+    /// the URL's own port when one is given (an `Alt-Svc` alternative:
+    /// `h3=":PORT"`); the request keeps its authority.
+    pub async fn send_via(
+        &self,
+        request: TransportRequest,
+        port: Option<u16>,
+    ) -> Result<TransportResponse, TransferError> {
         let TransportRequest {
             request,
             options,
@@ -536,7 +561,14 @@ impl Transport for QuicTransport {
             redirect_hook,
             pacer,
         } = request;
+        let alternative = port.and_then(|p| {
+            request
+                .uri()
+                .authority()
+                .map(|a| (a.as_str().to_owned(), p))
+        });
         let hooks = Hooks {
+            alternative,
             timeouts: options.timeouts,
             on_sent,
             pacer,
