@@ -273,6 +273,13 @@ struct RunnerOpts {
     resolve: Vec<String>,
     #[command(flatten)]
     sensing: Sensing,
+    /// HTTP/3 only (over QUIC; https URLs).
+    #[arg(long, conflicts_with = "prefer_http3")]
+    http3: bool,
+    /// HTTP/3 where the server answers over QUIC, else HTTP/2 or HTTP/1.1
+    /// (servers that advertise HTTP/3 with Alt-Svc get it anyway).
+    #[arg(long)]
+    prefer_http3: bool,
     /// Largest append of a resumable upload (suffixes k, M, G; default
     /// 64M): at most this much is sent again after an interruption.
     #[arg(long, value_name = "SIZE")]
@@ -305,6 +312,13 @@ impl RunnerOpts {
             config.upload_chunk_bytes = parse_size(size)
                 .with_context(|| format!("--upload-chunk {size:?}: a size such as 8M"))?;
         }
+        config.protocol = if self.http3 {
+            transfer_core::ProtocolPreference::RequireHttp3
+        } else if self.prefer_http3 {
+            transfer_core::ProtocolPreference::PreferHttp3
+        } else {
+            transfer_core::ProtocolPreference::Auto
+        };
         config.policy.rate_limit = self.session_rate;
         config.policy.constraints = self.session_constraints;
         config.policy.allows_cellular = !self.no_cellular;
@@ -678,8 +692,13 @@ async fn runner(
         })?;
         http = http.resolve(&host, addr);
     }
-    let transport = HttpTransport::new(http).context("TLS setup")?;
     let home = home()?;
+    let tcp = HttpTransport::new(http.clone()).context("TLS setup")?;
+    let quic = transport_quic::QuicTransport::new(transport_quic::QuicConfig::default().http(http))
+        .context("TLS setup")?;
+    // What servers advertised (Alt-Svc) outlives the process, as the session does.
+    let transport = transport_quic::ProtocolChoice::new(Arc::new(tcp), quic)
+        .remember_in(home.join("alt-svc.json"));
     let sensing = opts.sensing.config();
     // Destinations are absolute paths this command chose (sanitized names
     // inside the output directory), so the payload root is `/`.

@@ -12,10 +12,11 @@ use testkit::{Fault, Origin, Resource, Script, body};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn ferry_get(home: &Path, out: &Path, url: &str) -> Child {
+fn ferry_get(home: &Path, out: &Path, url: &str, extra: &[&str]) -> Child {
     Command::new(FERRY)
         .args(["get", url, "-o"])
         .arg(out)
+        .args(extra)
         .env("FERRY_HOME", home)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -38,17 +39,42 @@ fn range_start(range: &Option<String>) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_downloads_resume_and_land_intact() {
     let origin = Origin::start().await.unwrap();
+    let url = origin.http_url("/big.bin");
+    killed_and_resumed(&origin, &url, &[]).await;
+}
+
+/// The same over HTTP/3 (`--http3`): every request of every run went over
+/// QUIC, and the restarts resumed with a Range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_http3_downloads_resume_and_land_intact() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, origin.root_cert_pem()).unwrap();
+    let url = origin.https_url("/big.bin");
+    let extra = ["--http3", "--cacert", root.to_str().unwrap()];
+    killed_and_resumed(&origin, &url, &extra).await;
+    let log = origin.log();
+    assert!(
+        log.iter().all(|e| e.protocol == testkit::Protocol::Http3),
+        "{log:?}"
+    );
+}
+
+/// Starts `ferry get URL EXTRA` five times, SIGKILLing it at random moments,
+/// then lets a sixth run finish, and checks the file and what was fetched
+/// again.
+async fn killed_and_resumed(origin: &Origin, url: &str, extra: &[&str]) {
     let len = 256u64 << 20;
     let rate = 48u64 << 20;
     origin.resource("/big.bin", Resource::seeded(9, len));
     origin.script("/big.bin", Script::new().always(Fault::RateLimit(rate)));
     let dir = tempfile::tempdir().unwrap();
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
-    let url = origin.http_url("/big.bin");
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     for kill in 0..5 {
-        let mut child = ferry_get(&home, &out, &url);
+        let mut child = ferry_get(&home, &out, url, extra);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -58,7 +84,7 @@ async fn sigkilled_downloads_resume_and_land_intact() {
         child.wait().unwrap();
         eprintln!("kill {kill} after {after:?}");
     }
-    let mut child = ferry_get(&home, &out, &url);
+    let mut child = ferry_get(&home, &out, url, extra);
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -110,7 +136,7 @@ async fn sigterm_checkpoints_and_the_next_run_continues_from_there() {
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
     let url = origin.http_url("/t.bin");
 
-    let mut child = ferry_get(&home, &out, &url);
+    let mut child = ferry_get(&home, &out, &url, &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -147,7 +173,7 @@ async fn sigterm_checkpoints_and_the_next_run_continues_from_there() {
         "the checkpoint at the stop is close to what had arrived: {durable} of {sent}"
     );
 
-    let mut child = ferry_get(&home, &out, &url);
+    let mut child = ferry_get(&home, &out, &url, &[]);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();

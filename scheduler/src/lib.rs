@@ -99,6 +99,9 @@ pub struct SessionConfig {
     /// Largest append of a resumable upload (default 64 MiB): a server that
     /// keeps only whole appends loses at most this much to an interruption.
     pub upload_chunk_bytes: u64,
+    /// Which HTTP version to ask for when a task does not say (default:
+    /// whatever the transport and the server agree on).
+    pub protocol: transfer_core::ProtocolPreference,
 }
 
 impl Default for SessionConfig {
@@ -115,6 +118,7 @@ impl Default for SessionConfig {
             max_body: None,
             upload_response_limit: 1 << 20,
             upload_chunk_bytes: 64 << 20,
+            protocol: transfer_core::ProtocolPreference::Auto,
         }
     }
 }

@@ -413,6 +413,9 @@ pub struct TaskSpec {
     /// An idempotency key: enqueueing a second task with the same key in one
     /// session returns the existing task instead (like WorkManager's unique work).
     pub key: Option<String>,
+    /// Which HTTP version to ask for (default: the session's choice).
+    #[serde(default)]
+    pub protocol: crate::transport::ProtocolPreference,
 }
 
 impl TaskSpec {
@@ -457,6 +460,7 @@ pub struct TaskSpecBuilder {
     label: Option<String>,
     group: Option<String>,
     key: Option<String>,
+    protocol: crate::transport::ProtocolPreference,
 }
 
 impl TaskSpecBuilder {
@@ -475,6 +479,7 @@ impl TaskSpecBuilder {
             label: None,
             group: None,
             key: None,
+            protocol: crate::transport::ProtocolPreference::Auto,
         }
     }
 
@@ -556,6 +561,12 @@ impl TaskSpecBuilder {
         self
     }
 
+    /// Asks for an HTTP version (HTTP/3 required or preferred).
+    pub fn protocol(mut self, protocol: crate::transport::ProtocolPreference) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// Validates everything and returns the spec.
     pub fn build(self) -> Result<TaskSpec, SpecError> {
         let url = Url::parse(&self.url)?;
@@ -622,6 +633,7 @@ impl TaskSpecBuilder {
             label: self.label,
             group: self.group,
             key: self.key,
+            protocol: self.protocol,
         })
     }
 }
