@@ -395,6 +395,12 @@ impl Engine {
                 self.handle(Command::Conditions(self.conditions));
             }
             Command::Conditions(c) => {
+                if c.network != self.conditions.network && c.network.is_connected() {
+                    // A new path: QUIC connections move to it at once.
+                    for t in &self.transports {
+                        t.network_changed();
+                    }
+                }
                 self.conditions = c;
                 self.judge_bandwidth();
                 // Running tasks are judged again; waiting ones by the pump.
@@ -897,7 +903,7 @@ impl Engine {
             .find(|t| {
                 t.handles(
                     record.spec.url().as_uri(),
-                    transfer_core::ProtocolPreference::Auto,
+                    crate::protocol_for(&record.spec, &self.config),
                 )
             })
             .cloned();

@@ -104,6 +104,17 @@ pub struct SessionConfig {
     pub protocol: transfer_core::ProtocolPreference,
 }
 
+/// The HTTP version a task asks for: its own choice, else the session's.
+pub(crate) fn protocol_for(
+    spec: &transfer_core::TaskSpec,
+    config: &SessionConfig,
+) -> transfer_core::ProtocolPreference {
+    match spec.protocol {
+        transfer_core::ProtocolPreference::Auto => config.protocol,
+        asked => asked,
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {

@@ -321,10 +321,7 @@ impl Attempt {
         let mut request = TransportRequest::new(request);
         request.options.timeouts = self.config.timeouts;
         request.options.redirects = self.config.redirects;
-        request.options.protocol = match self.spec.protocol {
-            transfer_core::ProtocolPreference::Auto => self.config.protocol,
-            asked => asked,
-        };
+        request.options.protocol = crate::protocol_for(&self.spec, &self.config);
         request.redirect_hook = Some(Arc::new(DelegateRedirects {
             record: self.record.clone(),
             delegate: self.delegate.clone(),

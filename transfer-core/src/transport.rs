@@ -373,4 +373,10 @@ pub trait Transport: Send + Sync {
     /// head has arrived; the body streams from the response. Errors are
     /// classified [`TransferError`]s.
     async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError>;
+
+    /// The network path changed (another network or interface). A
+    /// transport whose connections can move (QUIC) moves them now, so
+    /// transfers in flight continue; the default does nothing (TCP
+    /// transfers that break are resumed with a Range).
+    fn network_changed(&self) {}
 }

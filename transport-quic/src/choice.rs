@@ -281,6 +281,13 @@ impl Transport for ProtocolChoice {
         self.learn(key, &r);
         Ok(r)
     }
+
+    fn network_changed(&self) {
+        self.tcp.network_changed();
+        self.quic.network_changed();
+        // A path that blocked UDP may not block it any more.
+        lock(&self.broken).clear();
+    }
 }
 
 #[cfg(test)]

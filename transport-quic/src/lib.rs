@@ -543,6 +543,15 @@ impl Transport for QuicTransport {
     async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {
         self.send_via(request, None).await
     }
+
+    fn network_changed(&self) {
+        match self.rebind() {
+            Ok(()) => {
+                tracing::debug!(local = ?self.local_addrs(), "QUIC endpoints moved to new sockets")
+            }
+            Err(e) => tracing::warn!(error = %e, "QUIC endpoints could not move to new sockets"),
+        }
+    }
 }
 
 impl QuicTransport {
