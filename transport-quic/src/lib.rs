@@ -272,85 +272,92 @@ impl QuicTransport {
     async fn connect(&self, origin: &Origin, timeouts: &Timeouts) -> Result<Conn, TransferError> {
         let started = Instant::now();
         let deadline = started + timeouts.connect;
-        let (addrs, dns) = transport_http::shared::resolve(
-            &self.inner.config.http,
-            &origin.host,
-            origin.port,
-            deadline,
-        )
-        .await?;
-        let mut last = None;
-        for addr in addrs {
-            let endpoint = self.endpoint_for(addr)?;
-            let refusal = Refusal::new();
-            let tls = self
-                .inner
-                .tls
-                .client_config(vec![b"h3".to_vec()], Some(refusal.clone()))
-                .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-                .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
-            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-            client.transport_config(self.inner.transport.clone());
-            let connecting = endpoint
-                .connect_with(client, addr, &origin.host)
-                .map_err(|e| {
-                    TransferError::new(
-                        ErrorKind::InvalidRequest,
-                        format!("QUIC connection to {}: {e}", origin.host),
-                    )
-                })?;
-            let quic = match timeout_at(deadline, connecting).await {
-                Ok(Ok(quic)) => quic,
-                Ok(Err(e)) => {
-                    if let Some(refused) = refusal.take() {
-                        return Err(transport_http::shared::tls_error(&origin.host, &refused));
-                    }
-                    // Whatever broke it, a handshake that failed is a QUIC
-                    // failure (the caller may fall back to TCP).
-                    let e = connection_error(&e, &format!("QUIC handshake with {addr}"));
-                    last = Some(TransferError::new(ErrorKind::Quic, e.to_string()));
-                    continue;
-                }
-                Err(_) => {
-                    last = Some(TransferError::new(
-                        ErrorKind::Timeout(TimeoutKind::Connect),
-                        format!(
-                            "no QUIC handshake with {} ({addr}) within {:?}",
-                            origin.host, timeouts.connect
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            let limit = u64::from(self.inner.config.http.header_limit());
-            let mut builder = h3::client::builder();
-            builder.max_field_section_size(limit);
-            let h3 = builder.build(h3_quinn::Connection::new(quic.clone()));
-            let h3 = timeout_at(deadline, h3).await.map_err(|_| {
-                TransferError::new(
-                    ErrorKind::Timeout(TimeoutKind::Connect),
-                    format!("HTTP/3 settings from {} took too long", origin.host),
-                )
-            })?;
-            let (mut driver, send) = h3.map_err(|e| {
-                TransferError::new(ErrorKind::Quic, format!("HTTP/3 with {}: {e}", origin.host))
-            })?;
-            let host = origin.host.clone();
-            tokio::spawn(async move {
-                let e = driver.wait_idle().await;
-                tracing::debug!(%host, error = %e, "HTTP/3 connection ended");
-            });
-            return Ok(Conn {
-                quic,
-                send,
-                dns,
-                handshake: started.elapsed(),
-            });
+        let http = &self.inner.config.http;
+        let (addrs, dns) =
+            transport_http::shared::resolve(http, &origin.host, origin.port, deadline).await?;
+        if addrs.is_empty() {
+            return Err(TransferError::new(
+                ErrorKind::Dns,
+                format!("{} has no addresses", origin.host),
+            ));
         }
-        Err(last.unwrap_or_else(|| {
-            TransferError::new(ErrorKind::Dns, format!("{} has no addresses", origin.host))
-        }))
+        // Every address at once (a name may resolve to ::1 and 127.0.0.1
+        // while the server listens on one): the first handshake wins.
+        let attempts = addrs
+            .iter()
+            .map(|&addr| Box::pin(self.handshake(origin, addr, deadline, timeouts.connect)));
+        let quic = match futures::future::select_ok(attempts).await {
+            Ok((quic, _)) => quic,
+            Err(e) => return Err(e),
+        };
+        let limit = u64::from(http.header_limit());
+        let mut builder = h3::client::builder();
+        builder.max_field_section_size(limit);
+        let h3 = builder.build(h3_quinn::Connection::new(quic.clone()));
+        let h3 = timeout_at(deadline, h3).await.map_err(|_| {
+            TransferError::new(
+                ErrorKind::Timeout(TimeoutKind::Connect),
+                format!("HTTP/3 settings from {} took too long", origin.host),
+            )
+        })?;
+        let (mut driver, send) = h3.map_err(|e| {
+            TransferError::new(ErrorKind::Quic, format!("HTTP/3 with {}: {e}", origin.host))
+        })?;
+        let host = origin.host.clone();
+        tokio::spawn(async move {
+            let e = driver.wait_idle().await;
+            tracing::debug!(%host, error = %e, "HTTP/3 connection ended");
+        });
+        Ok(Conn {
+            quic,
+            send,
+            dns,
+            handshake: started.elapsed(),
+        })
+    }
+
+    /// A QUIC handshake with `addr`, by `deadline`.
+    async fn handshake(
+        &self,
+        origin: &Origin,
+        addr: SocketAddr,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<quinn::Connection, TransferError> {
+        let endpoint = self.endpoint_for(addr)?;
+        let refusal = Refusal::new();
+        let invalid = |e: String| TransferError::new(ErrorKind::InvalidRequest, e);
+        let tls = self
+            .inner
+            .tls
+            .client_config(vec![b"h3".to_vec()], Some(refusal.clone()))
+            .map_err(|e| invalid(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.inner.transport.clone());
+        let connecting = endpoint
+            .connect_with(client, addr, &origin.host)
+            .map_err(|e| invalid(format!("QUIC connection to {}: {e}", origin.host)))?;
+        match timeout_at(deadline, connecting).await {
+            Ok(Ok(quic)) => Ok(quic),
+            Ok(Err(e)) => {
+                if let Some(refused) = refusal.take() {
+                    return Err(transport_http::shared::tls_error(&origin.host, &refused));
+                }
+                // Whatever broke it, a handshake that failed is a QUIC
+                // failure (the caller may fall back to TCP).
+                let e = connection_error(&e, &format!("QUIC handshake with {addr}"));
+                Err(TransferError::new(ErrorKind::Quic, e.to_string()))
+            }
+            Err(_) => Err(TransferError::new(
+                ErrorKind::Timeout(TimeoutKind::Connect),
+                format!(
+                    "no QUIC handshake with {} ({addr}) within {limit:?}",
+                    origin.host
+                ),
+            )),
+        }
     }
 
     /// One request and its response head, on the origin's connection.
