@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The download fault matrix through a whole session, over HTTP/1.1 (plain)
-//! and HTTP/2 (TLS): each fault from the testkit origin, and what the task
-//! must do about it.
+//! The download fault matrix through a whole session, over HTTP/1.1 (plain),
+//! HTTP/2 (TLS) and HTTP/3 (QUIC): each fault from the testkit origin, and
+//! what the task must do about it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +31,10 @@ macro_rules! both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn http2() {
                 super::$name(super::Proto::H2).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn http3() {
+                super::$name(super::Proto::H3).await;
             }
         }
     };
@@ -214,7 +218,7 @@ async fn redirects_are_followed_and_refused_by_policy(p: Proto) {
         failed_with(&wait(&looped).await),
         ErrorKind::TooManyRedirects
     );
-    if p == Proto::H2 {
+    if p != Proto::H1 {
         let down = f.get(&s, &f.url("/r/down"), "down").await;
         assert_eq!(failed_with(&wait(&down).await), ErrorKind::RedirectRefused);
     }

@@ -18,6 +18,8 @@ use transport_http::{HttpConfig, HttpTransport, Roots};
 pub enum Proto {
     H1,
     H2,
+    /// HTTP/3 to the TLS listener's UDP twin, through transport-quic.
+    H3,
 }
 
 pub struct Fixture {
@@ -45,7 +47,7 @@ impl Fixture {
     pub fn url(&self, path: &str) -> String {
         match self.proto {
             Proto::H1 => self.origin.http_url(path),
-            Proto::H2 => self.origin.https_url(path),
+            Proto::H2 | Proto::H3 => self.origin.https_url(path),
         }
     }
 
@@ -91,12 +93,25 @@ impl Fixture {
             .unwrap()
             .store(Arc::new(FsTaskStore::open(&self.state).unwrap()))
             .payloads(payloads)
-            .transport(Arc::new(HttpTransport::new(http).unwrap()))
+            .transport(self.transport(http))
             .config(config)
             .delegate(delegate)
             .build()
             .await
             .unwrap()
+    }
+
+    /// The transport of the fixture's protocol.
+    pub fn transport(&self, http: HttpConfig) -> Arc<dyn transfer_core::Transport> {
+        match self.proto {
+            Proto::H3 => Arc::new(
+                transport_quic::QuicTransport::new(
+                    transport_quic::QuicConfig::default().http(http),
+                )
+                .unwrap(),
+            ),
+            _ => Arc::new(HttpTransport::new(http).unwrap()),
+        }
     }
 
     pub async fn session(&self) -> Session {
