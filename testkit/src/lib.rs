@@ -62,6 +62,7 @@ mod resumable;
 mod script;
 mod server;
 mod tls;
+mod udp_relay;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};
 use server::{ConnInfo, ResourceState, Shared, lock};
 pub use tls::{PemCertificates, pem_certificates};
+pub use udp_relay::{UdpRelay, UdpRelayConfig};
 
 /// Why the origin could not start.
 #[derive(Debug, thiserror::Error)]
