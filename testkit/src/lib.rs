@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 pub mod body;
+mod caddy;
 pub mod conformance;
 mod h3;
 mod raw;
@@ -80,6 +81,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+pub use caddy::Caddy;
 pub use relay::{Relay, RelayConfig};
 pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};

@@ -4,13 +4,11 @@
 //! caddy's `Alt-Svc` followed from HTTP/2 to HTTP/3. `.ci/run` installs
 //! caddy; where it is missing the test says so and fails.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
+use testkit::Caddy;
 use transfer_core::{
     Protocol, ProtocolPreference, RequestBody, Transport, TransportRequest, TransportResponse,
 };
@@ -19,91 +17,21 @@ use transport_quic::{ProtocolChoice, QuicConfig, QuicTransport};
 
 const LEN: usize = 64 << 20;
 
-/// caddy serving `www/` over h1, h2 and h3 on one port of 127.0.0.1 with a
-/// certificate from a root made for the run. Killed on drop.
-struct Caddy {
-    child: Child,
-    port: u16,
-    root_pem: String,
-    www: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn start_caddy() -> Caddy {
+/// caddy serving a 64 MiB file, and that file.
+fn start_caddy() -> (Caddy, Vec<u8>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let certs = testkit::pem_certificates().unwrap();
-    let write = |name: &str, text: &str| -> PathBuf {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let leaf = write("leaf.pem", &certs.leaf);
-    let key = write("key.pem", &certs.key);
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(
-        www.join("f.bin"),
-        testkit::body::bytes(51, 0, 0..LEN as u64),
-    )
-    .unwrap();
-    let port = free_port();
-    let caddyfile = write(
-        "Caddyfile",
-        &format!(
-            "{{\n  admin off\n  auto_https off\n  servers {{\n    protocols h1 h2 h3\n  }}\n}}\n\
-             https://localhost:{port} {{\n  bind 127.0.0.1\n  tls {} {}\n  root * {}\n  file_server\n}}\n",
-            leaf.display(),
-            key.display(),
-            www.display()
-        ),
-    );
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("caddy (Debian package `caddy`; .ci/run installs it)");
-    let caddy = Caddy {
-        child,
-        port,
-        root_pem: certs.root,
-        www,
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return caddy;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("caddy did not start on port {port}");
+    let want = testkit::body::bytes(51, 0, 0..LEN as u64);
+    std::fs::write(www.join("f.bin"), &want).unwrap();
+    let caddy = Caddy::start(&www).expect("caddy (Debian package `caddy`; .ci/run installs it)");
+    (caddy, want, dir)
 }
 
 fn http_config(caddy: &Caddy) -> HttpConfig {
     HttpConfig::default()
         .roots(Roots::Webpki)
-        .add_roots_pem(caddy.root_pem.as_bytes())
+        .add_roots_pem(caddy.root_pem().as_bytes())
         .unwrap()
 }
 
@@ -128,9 +56,8 @@ fn sha(data: &[u8]) -> [u8; 32] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_over_http3_resumes_after_a_cut_and_its_alt_svc_is_followed() {
-    let caddy = start_caddy();
-    let want = std::fs::read(caddy.www.join("f.bin")).unwrap();
-    let url = format!("https://localhost:{}/f.bin", caddy.port);
+    let (caddy, want, _dir) = start_caddy();
+    let url = caddy.url("/f.bin");
 
     // A whole download over HTTP/3.
     let quic = QuicTransport::new(QuicConfig::default().http(http_config(&caddy))).unwrap();

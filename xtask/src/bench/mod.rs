@@ -185,9 +185,48 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         upload_origin = Some(origin);
     }
     if wanted(6) {
-        let why = "transport-quic does not exist yet";
-        println!("scenario 6 (HTTP/3): skipped: {why}");
-        report.skip("scenario 6 (HTTP/3, ferry vs gtlsclient)", why);
+        let origin = testkit::Origin::start().await?;
+        origin.resource("/big.bin", testkit::Resource::seeded(1, big_len));
+        let s = scenario_6_origin(&env, &args, &origin, big_len)?;
+        report
+            .scenarios
+            .push(measure_scenario(&env, &s, args.runs)?);
+        match which("caddy") {
+            None => {
+                println!("skipping scenario 6 against caddy: not on PATH");
+                report.skip(
+                    "scenario 6 against caddy (apt-get install caddy)",
+                    "not on PATH",
+                );
+            }
+            Some(_) => {
+                let caddy = testkit::Caddy::start(&www)?;
+                let gtlsclient = which("gtlsclient");
+                if gtlsclient.is_none() {
+                    report.skip("gtlsclient (apt-get install ngtcp2-client)", "not on PATH");
+                }
+                let s = scenario_6_caddy(&env, &args, &caddy, gtlsclient)?;
+                report
+                    .scenarios
+                    .push(measure_scenario(&env, &s, args.runs)?);
+            }
+        }
+        let stalls = migration_stalls(&origin, args.runs).await?;
+        let line = format!(
+            "QUIC connection migration (rebind of the client socket mid-download from the testkit origin): \
+             stall median {:.1} ms (longest gap between body frames in the 0.5 s after the rebind; runs: {}), \
+             against a median gap of {:.3} ms elsewhere",
+            stalls.0,
+            stalls
+                .2
+                .iter()
+                .map(|s| format!("{s:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            stalls.1
+        );
+        println!("{line}");
+        report.notes.push(line);
     }
     let _ = std::fs::remove_dir_all(&args.scratch);
     drop(upload_origin);
@@ -516,6 +555,158 @@ fn scenario_5(env: &Env, args: &Args, len: u64) -> anyhow::Result<Vec<Scenario>>
             received: None,
         },
     ])
+}
+
+/// Scenario 6 from the testkit origin: the large file over HTTP/3 and over
+/// TLS HTTP/2, both by ferry.
+fn scenario_6_origin(
+    env: &Env,
+    args: &Args,
+    origin: &testkit::Origin,
+    len: u64,
+) -> anyhow::Result<Scenario> {
+    let ca = env.bench.join("origin-root.pem");
+    std::fs::write(&ca, origin.root_cert_pem())?;
+    let ca = ca.display().to_string();
+    let url = origin.https_url("/big.bin");
+    let tools = vec![
+        tool(
+            "ferry --http3",
+            ferry(env, &["get", &url, "--http3", "--cacert", &ca], &[]),
+        ),
+        tool(
+            "ferry (HTTP/2)",
+            ferry(env, &["get", &url, "--cacert", &ca], &[]),
+        ),
+    ];
+    Ok(Scenario {
+        id: "6-origin".into(),
+        title: format!(
+            "one {} MiB file from the testkit origin, HTTP/3 vs TLS HTTP/2",
+            args.size_mib
+        ),
+        unit: Unit::MegabytesPerSecond(len),
+        out: args.scratch.join("out"),
+        expect: Expect {
+            files: 1,
+            bytes: len,
+            sha256: Some(testkit::body::sha256(1, 0, len)),
+        },
+        tools,
+        received: None,
+    })
+}
+
+/// Scenario 6 against caddy: 256 MiB over HTTP/3, ferry and gtlsclient.
+fn scenario_6_caddy(
+    env: &Env,
+    args: &Args,
+    caddy: &testkit::Caddy,
+    gtlsclient: Option<PathBuf>,
+) -> anyhow::Result<Scenario> {
+    let len = 256u64 << 20;
+    let file = "h3.bin";
+    let sha256 = write_body(&args.scratch.join("www").join(file), 6, len)?;
+    let ca = env.bench.join("caddy-root.pem");
+    std::fs::write(&ca, caddy.root_pem())?;
+    let ca = ca.display().to_string();
+    let url = caddy.url(&format!("/{file}"));
+    let mut tools = vec![tool(
+        "ferry --http3",
+        ferry(env, &["get", &url, "--http3", "--cacert", &ca], &[]),
+    )];
+    if let Some(client) = gtlsclient {
+        let port = caddy.port().to_string();
+        tools.push(tool(
+            "gtlsclient",
+            Box::new(move |out, _| {
+                let mut c = Command::new(&client);
+                c.args(["-q", "--exit-on-all-streams-close", "--download"])
+                    .arg(out)
+                    .args(["localhost", &port, &url]);
+                c
+            }),
+        ));
+    }
+    Ok(Scenario {
+        id: "6-caddy".into(),
+        title: "one 256 MiB file from caddy over HTTP/3".into(),
+        unit: Unit::MegabytesPerSecond(len),
+        out: args.scratch.join("out"),
+        expect: Expect {
+            files: 1,
+            bytes: len,
+            sha256: Some(sha256),
+        },
+        tools,
+        received: None,
+    })
+}
+
+/// The cost of a QUIC migration: 256 MiB from the testkit origin over
+/// HTTP/3 in this process, the client socket rebound a third of the way
+/// in; the longest gap between body frames in the half second after the
+/// rebind, per run (ms).
+/// Returns the median stall, the median ordinary gap (ms) and every stall.
+async fn migration_stalls(
+    origin: &testkit::Origin,
+    runs: usize,
+) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+    use http_body_util::BodyExt;
+    use transfer_core::Transport;
+    let len = 256u64 << 20;
+    origin.resource("/move.bin", testkit::Resource::seeded(2, len));
+    let http = transport_http::HttpConfig::default()
+        .roots(transport_http::Roots::Webpki)
+        .add_root(origin.root_cert_der());
+    let mut stalls = Vec::new();
+    let mut gaps = Vec::new();
+    for _ in 0..runs {
+        let quic = transport_quic::QuicTransport::new(
+            transport_quic::QuicConfig::default().http(http.clone()),
+        )?;
+        let request = http::Request::get(origin.https_url("/move.bin"))
+            .body(transfer_core::RequestBody::empty())?;
+        let r = quic
+            .send(transfer_core::TransportRequest::new(request))
+            .await?;
+        let mut body = r.response.into_body();
+        let (mut got, mut moved) = (0u64, None::<std::time::Instant>);
+        let mut last = std::time::Instant::now();
+        let mut ordinary = Vec::new();
+        let mut stall = 0f64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            let gap = last.elapsed().as_secs_f64() * 1000.0;
+            last = std::time::Instant::now();
+            got += frame.data_ref().map_or(0, |d| d.len() as u64);
+            match moved {
+                // The half second after the move: the new path's validation.
+                Some(at) if at.elapsed() < std::time::Duration::from_millis(500) => {
+                    stall = stall.max(gap);
+                }
+                Some(_) => {}
+                None => ordinary.push(gap),
+            }
+            if moved.is_none() && got > len / 3 {
+                quic.rebind()?;
+                last = std::time::Instant::now();
+                moved = Some(last);
+            }
+        }
+        if got != len {
+            bail!("the migrated download got {got} of {len} bytes");
+        }
+        stalls.push(stall);
+        ordinary.sort_by(f64::total_cmp);
+        gaps.push(ordinary.get(ordinary.len() / 2).copied().unwrap_or(0.0));
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Ok((median(&stalls), median(&gaps), stalls))
 }
 
 /// Scenario 7: uploading the large file (from tmpfs) to the testkit

@@ -134,6 +134,9 @@ pub(crate) struct Report {
     pub(crate) scenarios: Vec<ScenarioReport>,
     pub(crate) queue: Option<QueueReport>,
     pub(crate) skipped: Vec<(String, String)>,
+    /// Figures that are not a tool-beside-tool table (the cost of a QUIC
+    /// migration), one line each.
+    pub(crate) notes: Vec<String>,
 }
 
 impl Report {
@@ -146,6 +149,7 @@ impl Report {
             scenarios: Vec::new(),
             queue: None,
             skipped: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -235,6 +239,13 @@ impl Report {
                     a.cpu_s,
                     a.peak_rss_kib as f64 / 1024.0
                 );
+            }
+            md.push('\n');
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(md, "## Also measured\n");
+            for n in &self.notes {
+                let _ = writeln!(md, "- {n}");
             }
             md.push('\n');
         }
