@@ -7,9 +7,13 @@
 //!
 //! - **One QUIC connection per origin**, shared by every request to it (one
 //!   stream each); a closed connection is replaced on the next request.
-//! - **Bulk settings**: receive windows of 16 MiB per stream and 32 MiB per
-//!   connection, a 30 s idle timeout kept open by 5 s keep-alives (see
-//!   [`QuicConfig`]).
+//! - **Bulk settings**: receive windows of 4 MiB per stream and 8 MiB per
+//!   connection (chosen by measurement, `benches/windows.rs`), a 30 s idle
+//!   timeout kept open by 5 s keep-alives (see [`QuicConfig`]).
+//! - **Choice of protocol**: [`ProtocolChoice`] sends a request over HTTP/3
+//!   when it asks for it or its origin advertised HTTP/3 (`Alt-Svc`,
+//!   remembered for its `ma`), over TCP otherwise or when QUIC does not get
+//!   through, and remembers that for a while.
 //! - **Timeouts**: the handshake (connect and TLS together) under the
 //!   connect timeout, the response head under the first-byte timeout counted
 //!   from the end of the request body, the body under the idle timeout.
@@ -79,8 +83,8 @@ impl Default for QuicConfig {
             http: HttpConfig::default(),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
-            stream_window: 16 << 20,
-            connection_window: 32 << 20,
+            stream_window: 4 << 20,
+            connection_window: 8 << 20,
         }
     }
 }
@@ -106,8 +110,9 @@ impl QuicConfig {
         self
     }
 
-    /// Receive windows per stream and per connection (default 16 and
-    /// 32 MiB).
+    /// Receive windows per stream and per connection (default 4 and
+    /// 8 MiB: `cargo bench -p transport-quic --bench windows` measured them
+    /// ahead of quinn's defaults and of 16/32 MiB on loopback).
     pub fn windows(mut self, stream: u32, connection: u32) -> Self {
         self.stream_window = stream;
         self.connection_window = connection.max(stream);

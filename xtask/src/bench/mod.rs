@@ -215,7 +215,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let line = format!(
             "QUIC connection migration (rebind of the client socket mid-download from the testkit origin): \
              stall median {:.1} ms (longest gap between body frames in the 0.5 s after the rebind; runs: {}), \
-             against a median gap of {:.3} ms elsewhere",
+             against a median gap of {:.0} µs elsewhere",
             stalls.0,
             stalls
                 .2
@@ -223,7 +223,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|s| format!("{s:.1}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            stalls.1
+            stalls.1 * 1000.0
         );
         println!("{line}");
         report.notes.push(line);
