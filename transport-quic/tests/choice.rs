@@ -114,3 +114,24 @@ async fn asking_for_http3_uses_it_without_an_advertisement() {
         Protocol::Http2
     );
 }
+
+/// A name that resolves to ::1 first and 127.0.0.1 second reaches a
+/// server that listens only on 127.0.0.1: the handshakes race, and the one
+/// that gets an answer wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_both_families_reaches_an_ipv4_only_server() {
+    let origin = Origin::start().await.unwrap();
+    origin.resource("/f", Resource::seeded(31, 1 << 20));
+    let port = origin.https_addr().port();
+    let http = HttpConfig::default()
+        .roots(Roots::Webpki)
+        .add_root(origin.root_cert_der())
+        .resolve("localhost", (std::net::Ipv6Addr::LOCALHOST, port).into())
+        .resolve("localhost", (std::net::Ipv4Addr::LOCALHOST, port).into());
+    let quic = QuicTransport::new(QuicConfig::default().http(http)).unwrap();
+    let url = origin.https_url("/f");
+    assert_eq!(
+        get(&quic, &url, ProtocolPreference::RequireHttp3).await,
+        Protocol::Http3
+    );
+}
