@@ -60,6 +60,33 @@ async fn cut_mid_body_resumes_with_a_range(p: Proto) {
     assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
 }
 
+both!(a_dropped_connection_resumes_with_a_range);
+/// The whole connection goes (over HTTP/3 the QUIC connection closes; over
+/// HTTP/1.1 the TCP one; over HTTP/2 the stream resets): the next attempt
+/// opens a new one and continues from the durable offset.
+async fn a_dropped_connection_resumes_with_a_range(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 6u64 << 20;
+    f.origin.resource("/drop", Resource::seeded(2, len));
+    f.origin.script(
+        "/drop",
+        Script::new()
+            .nth(1, Fault::DropConnectionAfter(4 << 20))
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let t = f.get(&s, &f.url("/drop"), "drop").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file("drop").unwrap(), body::bytes(2, 0, 0..len));
+    let ranges = f.ranges("/drop");
+    assert_eq!(ranges.len(), 2);
+    assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
+    let log = f.origin.log();
+    if p != Proto::H2 {
+        assert_ne!(log[0].connection, log[1].connection, "a new connection");
+    }
+}
+
 both!(a_stall_past_the_idle_timeout_is_retried);
 async fn a_stall_past_the_idle_timeout_is_retried(p: Proto) {
     let f = Fixture::new(p).await;

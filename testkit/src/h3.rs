@@ -124,6 +124,7 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, 
 }
 
 async fn serve(quic: quinn::Connection, shared: Arc<Shared>, conn: ConnInfo) {
+    let handle = quic.clone();
     let mut h3 =
         match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(quic)).await {
             Ok(h3) => h3,
@@ -135,11 +136,11 @@ async fn serve(quic: quinn::Connection, shared: Arc<Shared>, conn: ConnInfo) {
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
-                let shared = shared.clone();
                 let inner = shared.clone();
+                let quic = handle.clone();
                 shared.spawn_connection(async move {
                     match resolver.resolve_request().await {
-                        Ok((req, stream)) => answer(req, stream, inner, conn).await,
+                        Ok((req, stream)) => answer(req, stream, inner, conn, quic).await,
                         Err(e) => tracing::debug!(error = %e, "HTTP/3 request refused"),
                     }
                 });
@@ -177,7 +178,13 @@ impl Drop for Unread {
 }
 
 /// Answers one request stream with the origin's handler.
-async fn answer(req: Request<()>, stream: Stream, shared: Arc<Shared>, conn: ConnInfo) {
+async fn answer(
+    req: Request<()>,
+    stream: Stream,
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    quic: quinn::Connection,
+) {
     let (mut send, recv) = stream.split();
     let unread = Unread {
         recv,
@@ -231,6 +238,13 @@ async fn answer(req: Request<()>, stream: Stream, shared: Arc<Shared>, conn: Con
                     tracing::debug!(error = %e, "HTTP/3 body not sent");
                     return;
                 }
+            }
+            Some(Err(server::BodyError::Dropped)) => {
+                quic.close(
+                    quinn::VarInt::from_u32(0x102),
+                    b"dropped by the test script",
+                );
+                return;
             }
             Some(Err(_cut)) => {
                 send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);

@@ -32,7 +32,7 @@
 //! served without storage and checked with [`body::bytes`] / [`body::sha256`].
 //! Resources carry a strong ETag and a Last-Modified; `Range` and `If-Range`
 //! are honoured (one range; several ranges get the whole body). [`Script`]s
-//! make requests fail on purpose: cuts, stalls, status sequences, changed
+//! make requests fail on purpose: cuts, dropped connections, stalls, status sequences, changed
 //! representations, ignored ranges, lying lengths, redirect chains, rate
 //! limits, oversized headers.
 //!

@@ -11,6 +11,11 @@ pub enum Fault {
     /// Send the head and `k` body bytes, then break the connection (HTTP/1.1)
     /// or reset the stream (HTTP/2): the client sees an error, never a clean end.
     CutAfter(u64),
+    /// Send the head and `k` body bytes, then drop the whole connection:
+    /// over HTTP/3 the QUIC connection is closed (every stream on it ends);
+    /// over HTTP/1.1 it is [`CutAfter`](Fault::CutAfter); over HTTP/2 the
+    /// stream is reset.
+    DropConnectionAfter(u64),
     /// Send `after` body bytes, pause for `duration`, then go on.
     Stall {
         /// Body bytes before the pause.
@@ -130,6 +135,8 @@ impl Script {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BodyFaults {
     pub(crate) cut_after: Option<u64>,
+    /// The cut drops the whole connection.
+    pub(crate) drop_connection: bool,
     pub(crate) stall: Option<(u64, Duration)>,
     pub(crate) rate: Option<u64>,
 }
@@ -140,6 +147,10 @@ impl BodyFaults {
         for f in faults {
             match f {
                 Fault::CutAfter(k) => b.cut_after = Some(*k),
+                Fault::DropConnectionAfter(k) => {
+                    b.cut_after = Some(*k);
+                    b.drop_connection = true;
+                }
                 Fault::Stall { after, duration } => b.stall = Some((*after, *duration)),
                 Fault::RateLimit(r) => b.rate = Some((*r).max(1)),
                 _ => {}

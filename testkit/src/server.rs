@@ -312,6 +312,9 @@ pub enum BodyError {
     /// The script cut the body.
     #[error("body cut by the test script")]
     Cut,
+    /// The script drops the whole connection.
+    #[error("connection dropped by the test script")]
+    Dropped,
 }
 
 pub(crate) fn text(status: StatusCode, msg: String) -> Response<OriginBody> {
@@ -822,7 +825,12 @@ impl Body for GenBody {
             if let Some(cut) = this.faults.cut_after {
                 if this.sent >= cut {
                     if this.cut_armed {
-                        return Poll::Ready(Some(Err(BodyError::Cut)));
+                        let e = if this.faults.drop_connection {
+                            BodyError::Dropped
+                        } else {
+                            BodyError::Cut
+                        };
+                        return Poll::Ready(Some(Err(e)));
                     }
                     this.cut_armed = true;
                     this.wait(FLUSH_BEFORE_CUT);
