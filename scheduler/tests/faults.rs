@@ -42,22 +42,7 @@ macro_rules! both {
 
 both!(cut_mid_body_resumes_with_a_range);
 async fn cut_mid_body_resumes_with_a_range(p: Proto) {
-    let f = Fixture::new(p).await;
-    let len = 6u64 << 20;
-    f.origin.resource("/cut", Resource::seeded(1, len));
-    f.origin.script(
-        "/cut",
-        Script::new()
-            .nth(1, Fault::CutAfter(4 << 20))
-            .always(Fault::RateLimit(32 << 20)),
-    );
-    let s = f.session().await;
-    let t = f.get(&s, &f.url("/cut"), "cut").await;
-    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
-    assert_eq!(f.file("cut").unwrap(), body::bytes(1, 0, 0..len));
-    let ranges = f.ranges("/cut");
-    assert_eq!(ranges.len(), 2);
-    assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
+    interrupted_then_resumed(p, Fault::CutAfter(4 << 20), "/cut", 1).await;
 }
 
 both!(a_dropped_connection_resumes_with_a_range);
@@ -65,26 +50,36 @@ both!(a_dropped_connection_resumes_with_a_range);
 /// HTTP/1.1 the TCP one; over HTTP/2 the stream resets): the next attempt
 /// opens a new one and continues from the durable offset.
 async fn a_dropped_connection_resumes_with_a_range(p: Proto) {
-    let f = Fixture::new(p).await;
-    let len = 6u64 << 20;
-    f.origin.resource("/drop", Resource::seeded(2, len));
-    f.origin.script(
-        "/drop",
-        Script::new()
-            .nth(1, Fault::DropConnectionAfter(4 << 20))
-            .always(Fault::RateLimit(32 << 20)),
-    );
-    let s = f.session().await;
-    let t = f.get(&s, &f.url("/drop"), "drop").await;
-    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
-    assert_eq!(f.file("drop").unwrap(), body::bytes(2, 0, 0..len));
-    let ranges = f.ranges("/drop");
-    assert_eq!(ranges.len(), 2);
-    assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
+    let f = interrupted_then_resumed(p, Fault::DropConnectionAfter(4 << 20), "/drop", 2).await;
     let log = f.origin.log();
     if p != Proto::H2 {
         assert_ne!(log[0].connection, log[1].connection, "a new connection");
     }
+}
+
+/// A 6 MiB download at `path` whose first response breaks with `fault`
+/// after 4 MiB completes intact, the second request asking from the
+/// durable offset.
+async fn interrupted_then_resumed(p: Proto, fault: Fault, path: &str, seed: u64) -> Fixture {
+    let f = Fixture::new(p).await;
+    let len = 6u64 << 20;
+    f.origin.resource(path, Resource::seeded(seed, len));
+    f.origin.script(
+        path,
+        Script::new()
+            .nth(1, fault)
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let name = path.trim_start_matches('/');
+    let t = f.get(&s, &f.url(path), name).await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.file(name).unwrap(), body::bytes(seed, 0, 0..len));
+    let ranges = f.ranges(path);
+    assert_eq!(ranges.len(), 2);
+    assert!(ranges[1] > 0 && ranges[1] <= 4 << 20, "{ranges:?}");
+    s.shutdown().await;
+    f
 }
 
 both!(a_stall_past_the_idle_timeout_is_retried);
