@@ -1,8 +1,10 @@
 //! # store-s3
 //!
-//! Ferry's [`TaskStore`] over any [`ObjectStore`]: S3 and S3-compatible
-//! servers (`object_store`'s `AmazonS3`), and also its in-memory and
-//! local-filesystem stores.
+//! Ferry's [`TaskStore`] and [`PayloadStore`](transfer_core::PayloadStore)
+//! over any [`ObjectStore`]: S3 and S3-compatible servers (`object_store`'s
+//! `AmazonS3`), and also its in-memory and local-filesystem stores.
+//! [`S3PayloadStore`] writes downloads into multipart uploads a part at a
+//! time (see its module); the rest of this page is the task store.
 //!
 //! A session is a **log of batches**. Each committed [`Batch`] is one
 //! object, `{prefix}/sessions/{session}/log/{seq:020}`, written with
@@ -43,6 +45,10 @@
 //! ```
 
 #![warn(missing_docs)]
+
+mod payload;
+
+pub use payload::{MIN_PART, S3PayloadStore};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -129,7 +135,7 @@ impl std::fmt::Debug for S3TaskStore {
     }
 }
 
-fn io(doing: &str, e: object_store::Error) -> StoreError {
+pub(crate) fn io(doing: &str, e: object_store::Error) -> StoreError {
     let kind = match &e {
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             StoreErrorKind::Conflict

@@ -274,6 +274,13 @@ async fn take(
     let mut own = Sha256::new();
     let mut n = 0u64;
     let began = tokio::time::Instant::now();
+    // A client that goes away mid-request may take the connection, and with
+    // it this future, down before the body says so: the bytes appended so
+    // far are logged all the same.
+    let mut unlogged = Unlogged {
+        shared: shared.clone(),
+        log: Some(log.clone()),
+    };
     let generation = id.and_then(|id| lock(&shared.uploads).get(id).map(|u| u.generation));
     loop {
         let data: Bytes = match body.frame().await {
@@ -283,6 +290,7 @@ async fn take(
                 Err(_) => continue,
             },
             Some(Err(_)) => {
+                unlogged.log = None;
                 log.bytes_received = n;
                 shared.record(log.clone());
                 return Err(Cut);
@@ -296,15 +304,20 @@ async fn take(
         let Some(id) = id else {
             own.update(&data);
             n += data.len() as u64;
+            if let Some(l) = unlogged.log.as_mut() {
+                l.bytes_received = n;
+            }
             continue;
         };
         let mut uploads = lock(&shared.uploads);
         let Some(up) = uploads.get_mut(id) else {
+            unlogged.log = None;
             return Err(Cut);
         };
         if Some(up.generation) != generation {
             // A newer request took over the upload.
             drop(uploads);
+            unlogged.log = None;
             log.bytes_received = n;
             shared.record(log.clone());
             return Err(Cut);
@@ -319,14 +332,33 @@ async fn take(
         up.hasher.update(&data[..keep]);
         up.offset += keep as u64;
         n += keep as u64;
+        if let Some(l) = unlogged.log.as_mut() {
+            l.bytes_received = n;
+        }
         if let Some(p) = cut {
             up.cuts_done.insert(p);
             drop(uploads);
+            unlogged.log = None;
             log.bytes_received = n;
             shared.record(log.clone());
             return Err(Cut);
         }
     }
+    unlogged.log = None;
     log.bytes_received = n;
     Ok((n, own.finalize().into()))
+}
+
+/// Records its log entry when dropped before the request was logged.
+struct Unlogged {
+    shared: Arc<Shared>,
+    log: Option<LogEntry>,
+}
+
+impl Drop for Unlogged {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            self.shared.record(log);
+        }
+    }
 }

@@ -1,0 +1,143 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Downloads into an object store: multipart parts as checkpoints, a
+//! partial reopened from its record after a "kill" keeps its parts, and a
+//! whole session (tasks and payloads both in S3, on moto) resumes a cut
+//! download from the last stored part.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use store_s3::{S3PayloadStore, S3TaskStore};
+use testkit::{Fault, Origin, Resource, Script, body};
+use transfer_core::{
+    Destination, Outcome, PartialLocation, PayloadStore, ResumeData, SessionId, TaskId, TaskSpec,
+};
+
+const MIB: usize = 1 << 20;
+
+/// The object at `key`, whole.
+async fn object(store: &dyn ObjectStore, key: &str) -> object_store::Result<Bytes> {
+    store.get(&Path::from(key)).await?.bytes().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_the_checkpoints_and_survive_a_kill() {
+    let memory = Arc::new(InMemory::new());
+    let store = S3PayloadStore::new(memory.clone()).part_size(5 * MIB);
+    let (session, task) = (SessionId::new("s").unwrap(), TaskId::from_u64(1));
+    let dest = Destination::ObjectKey("dl/a.bin".into());
+    let data = body::bytes(71, 0, 0..(23 * MIB) as u64);
+
+    let mut p = store
+        .open(&session, task, &dest, &ResumeData::default())
+        .await
+        .unwrap();
+    for chunk in data[..12 * MIB].chunks(MIB) {
+        p.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let (durable, location) = p.sync().await.unwrap();
+    assert_eq!(durable, (10 * MIB) as u64, "two whole parts are durable");
+    assert_eq!(p.offset(), (12 * MIB) as u64);
+    let PartialLocation::Multipart { parts, .. } = &location else {
+        panic!("{location:?}")
+    };
+    assert_eq!(parts.len(), 2);
+    drop(p); // killed: the 2 MiB being filled are lost
+
+    let resume = ResumeData {
+        durable_offset: durable,
+        partial: Some(location),
+        ..ResumeData::default()
+    };
+    let mut p = store.open(&session, task, &dest, &resume).await.unwrap();
+    assert_eq!(p.offset(), durable, "continues after the stored parts");
+    for chunk in data[durable as usize..].chunks(MIB) {
+        p.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert!(
+        object(&*memory, "dl/a.bin").await.is_err(),
+        "nothing is visible before the commit"
+    );
+    p.commit().await.unwrap();
+    let got = object(&*memory, "dl/a.bin").await.unwrap();
+    assert!(got == data, "the object is whole and right");
+
+    // A small payload is one plain put; a cancelled one leaves nothing.
+    let small = Destination::ObjectKey("dl/small.bin".into());
+    let mut p = store
+        .open(&session, task, &small, &ResumeData::default())
+        .await
+        .unwrap();
+    p.write(Bytes::from_static(b"tiny")).await.unwrap();
+    p.commit().await.unwrap();
+    let got = object(&*memory, "dl/small.bin").await.unwrap();
+    assert_eq!(&got[..], b"tiny");
+    let gone = Destination::ObjectKey("dl/gone.bin".into());
+    let mut p = store
+        .open(&session, task, &gone, &ResumeData::default())
+        .await
+        .unwrap();
+    p.write(Bytes::from(vec![0u8; 6 * MIB])).await.unwrap();
+    p.discard().await.unwrap();
+    assert!(object(&*memory, "dl/gone.bin").await.is_err());
+}
+
+/// A session whose tasks and payloads are both in S3 (moto): a 24 MiB
+/// download cut after 13 MiB continues from the last stored part (10 MiB
+/// with 5 MiB parts), and the object lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_s3_resumes_a_cut_download_from_the_last_part() {
+    common::one_provider();
+    let moto = common::Moto::start("ferry-payloads");
+    let s3 = Arc::new(moto.bucket("ferry-payloads"));
+    let objects: Arc<dyn ObjectStore> = s3.clone();
+    let origin = Origin::start().await.unwrap();
+    let len = 24u64 << 20;
+    origin.resource("/f.bin", Resource::seeded(72, len));
+    origin.script(
+        "/f.bin",
+        Script::new()
+            .nth(1, Fault::CutAfter(13 << 20))
+            .always(Fault::RateLimit(64 << 20)),
+    );
+    let session = scheduler::Session::builder("s3.session")
+        .unwrap()
+        .store(Arc::new(S3TaskStore::new(objects.clone(), "ferry")))
+        .payloads(Arc::new(S3PayloadStore::new(s3).part_size(5 * MIB)))
+        .transport(Arc::new(
+            transport_http::HttpTransport::new(transport_http::HttpConfig::default()).unwrap(),
+        ))
+        .build()
+        .await
+        .unwrap();
+    let spec = TaskSpec::download(
+        &origin.http_url("/f.bin"),
+        Destination::ObjectKey("downloads/f.bin".into()),
+    )
+    .build()
+    .unwrap();
+    let task = session.enqueue(spec, true).await.unwrap();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), task.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Completed { bytes: len });
+    let got = object(&*objects, "downloads/f.bin").await.unwrap();
+    assert!(
+        got == body::bytes(72, 0, 0..len),
+        "the object is whole and right"
+    );
+    let log = origin.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        log[1].range.as_deref(),
+        Some("bytes=10485760-"),
+        "resumed from the end of the second part"
+    );
+    session.shutdown().await;
+}
