@@ -31,6 +31,7 @@
 
 mod control;
 mod names;
+mod payloads;
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -147,6 +148,10 @@ impl Sensing {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rustls is built with two providers here (the S3 client brings
+    // aws-lc-rs): name ring, which every other part already uses, for the
+    // process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::anyhow!("starting the runtime: {e}")),
@@ -273,6 +278,10 @@ struct RunnerOpts {
     resolve: Vec<String>,
     #[command(flatten)]
     sensing: Sensing,
+    /// The S3-compatible endpoint for `--to s3://…` (default: `AWS_ENDPOINT_URL`,
+    /// else AWS). Credentials and region come from the `AWS_*` variables.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
     /// HTTP/3 only (over QUIC; https URLs).
     #[arg(long, conflicts_with = "prefer_http3")]
     http3: bool,
@@ -361,6 +370,11 @@ pub(crate) struct AddArgs {
     /// The output directory (created if missing).
     #[arg(short = 'o', long = "output", default_value = ".")]
     output: PathBuf,
+    /// Download into an object instead of a file: `s3://BUCKET/KEY` (one
+    /// URL), through a multipart upload whose parts are the checkpoints.
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    #[serde(default)]
+    to: Option<String>,
     /// Expected SHA-256 of the payload (64 hex digits; one URL only).
     #[arg(long)]
     sha256: Option<String>,
@@ -376,6 +390,23 @@ pub(crate) struct AddArgs {
 }
 
 impl AddArgs {
+    /// What these arguments ask of every download: checksum, rate limit,
+    /// when it may run.
+    fn finish(
+        &self,
+        mut b: transfer_core::TaskSpecBuilder,
+        rate: Option<u64>,
+    ) -> transfer_core::TaskSpecBuilder {
+        if let Some(hex) = &self.sha256 {
+            b = b.expected_sha256(hex.clone());
+        }
+        if let Some(r) = rate {
+            b = b.max_rate(r);
+        }
+        b.discretionary(self.when.discretionary)
+            .requires_charging(self.when.require_charging)
+    }
+
     /// Checks the arguments and makes the output directory absolute.
     fn resolved(mut self) -> anyhow::Result<AddArgs> {
         if let Some(list) = self.input_file.take() {
@@ -393,6 +424,14 @@ impl AddArgs {
             );
             if self.urls.is_empty() {
                 bail!("{} lists no URLs", list.display());
+            }
+        }
+        if let Some(to) = &self.to {
+            if payloads::parse_s3(to).is_none() {
+                bail!("--to {to:?}: s3://BUCKET/KEY");
+            }
+            if self.urls.len() != 1 {
+                bail!("--to names one object; give one URL");
             }
         }
         if self.sha256.is_some() && self.urls.len() != 1 {
@@ -449,6 +488,9 @@ pub(crate) async fn add_tasks(
     let mut specs = Vec::new();
     let mut labels = Vec::new();
     let mut done = Vec::new();
+    if let (Some(to), [url]) = (&args.to, args.urls.as_slice()) {
+        return add_object(target, args, to, url, rate, &records).await;
+    }
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
         let destination_of = |r: &TaskRecord| match &r.spec.kind {
@@ -483,19 +525,10 @@ pub(crate) async fn add_tasks(
         };
         taken.insert(dest.clone());
         let name = display_name(&dest);
-        let mut b = TaskSpec::download(url, Destination::Path(dest))
+        let b = TaskSpec::download(url, Destination::Path(dest))
             .key(key)
             .label(name.clone());
-        if let Some(hex) = &args.sha256 {
-            b = b.expected_sha256(hex.clone());
-        }
-        if let Some(r) = rate {
-            b = b.max_rate(r);
-        }
-        b = b
-            .discretionary(args.when.discretionary)
-            .requires_charging(args.when.require_charging);
-        specs.push(b.build().with_context(|| url.clone())?);
+        specs.push(args.finish(b, rate).build().with_context(|| url.clone())?);
         labels.push(name);
     }
     let ids = target.enqueue(specs).await?;
@@ -650,6 +683,35 @@ pub(crate) async fn add_upload(
     Ok(ids.into_iter().map(|id| (id, name.clone())).collect())
 }
 
+/// Enqueues one download into the object `to` (`s3://BUCKET/KEY`), unless
+/// the same command already completed it (and `--overwrite` is not given).
+async fn add_object(
+    target: Target<'_>,
+    args: &AddArgs,
+    to: &str,
+    url: &str,
+    rate: Option<u64>,
+    records: &[TaskRecord],
+) -> anyhow::Result<Vec<(TaskId, String)>> {
+    let key = format!("get {to} {url}");
+    // Done before (and not to be done again), or under way: that task.
+    if let Some(r) = records.iter().find(|r| {
+        r.spec.key.as_deref() == Some(&key)
+            && (!r.state.is_terminal() || (r.state.phase == Phase::Completed && !args.overwrite))
+    }) {
+        return Ok(vec![(r.id, to.to_owned())]);
+    }
+    let b = TaskSpec::download(url, Destination::ObjectKey(to.to_owned()))
+        .key(key)
+        .label(to);
+    let spec = args
+        .finish(b, rate)
+        .build()
+        .with_context(|| url.to_owned())?;
+    let ids = target.enqueue(vec![spec]).await?;
+    Ok(ids.into_iter().map(|id| (id, to.to_owned())).collect())
+}
+
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
 fn parse_rate(s: &str) -> anyhow::Result<u64> {
     parse_size(s).with_context(|| format!("--limit-rate {s:?} is not a rate such as 500k or 2M"))
@@ -702,7 +764,10 @@ async fn runner(
     let sensing = opts.sensing.config();
     // Destinations are absolute paths this command chose (sanitized names
     // inside the output directory), so the payload root is `/`.
-    let payloads = FsPayloadStore::new("/").context("payload store")?;
+    let payloads = payloads::Payloads::new(
+        FsPayloadStore::new("/").context("payload store")?,
+        opts.endpoint.clone(),
+    );
     let session = Session::builder(SESSION)?
         .store(Arc::new(store))
         .payloads(Arc::new(payloads))
@@ -739,7 +804,12 @@ impl Job {
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    transfer(Job::Get(args.add.resolved()?), &args.opts).await
+    let mut opts = args.opts;
+    if args.add.to.is_some() && opts.checkpoint.is_none() {
+        // A checkpoint at each stored part: a kill costs the part in flight.
+        opts.checkpoint = Some("8M".to_owned());
+    }
+    transfer(Job::Get(args.add.resolved()?), &opts).await
 }
 
 /// Runs the job's transfers (here, or in the ferry already running) and
@@ -1050,7 +1120,8 @@ impl Delegate for Announce {
 
 /// The state on disk, for commands run while no `ferry` runs the session.
 fn offline(store: FsTaskStore) -> anyhow::Result<Offline> {
-    let payloads = FsPayloadStore::new("/").context("payload store")?;
+    let payloads =
+        payloads::Payloads::new(FsPayloadStore::new("/").context("payload store")?, None);
     Ok(Offline::new(
         SESSION,
         Arc::new(store),
@@ -1254,7 +1325,9 @@ pub(crate) fn ls_row(r: &TaskRecord, live: bool) -> serde_json::Value {
         TaskKind::Download {
             destination: Destination::Path(p),
         } => ("download", p.display().to_string(), String::new()),
-        TaskKind::Download { .. } => ("download", String::new(), String::new()),
+        TaskKind::Download {
+            destination: Destination::ObjectKey(k),
+        } => ("download", k.clone(), String::new()),
         TaskKind::Upload { source, .. } => ("upload", String::new(), source.display().to_string()),
     };
     serde_json::json!({

@@ -50,6 +50,25 @@ mod payload;
 
 pub use payload::{MIN_PART, S3PayloadStore};
 
+/// A client builder for `bucket`, from the usual `AWS_*` variables. With an
+/// `endpoint` (an S3-compatible server), requests are path-style and a
+/// plain `http://` endpoint is allowed. The region is `us-east-1` unless
+/// the environment names one.
+pub fn s3_builder(bucket: &str, endpoint: Option<&str>) -> object_store::aws::AmazonS3Builder {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(e) = endpoint {
+        b = b
+            .with_allow_http(e.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .with_endpoint(e);
+    }
+    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        b = b.with_region("us-east-1");
+    }
+    b
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

@@ -9,16 +9,28 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use store_s3::S3TaskStore;
 
-mod common;
-
-use common::{Moto, one_provider};
 use transfer_core::{SessionId, TaskStore};
+
+/// object_store's S3 client for `bucket` on `moto`.
+fn bucket(moto: &testkit::Moto, bucket: &str) -> object_store::aws::AmazonS3 {
+    store_s3::s3_builder(bucket, Some(&moto.endpoint()))
+        .with_access_key_id("ferry")
+        .with_secret_access_key("ferry")
+        .build()
+        .unwrap()
+}
+
+/// rustls is built with two providers in this workspace (object_store's
+/// client brings aws-lc-rs): name one for the process.
+fn one_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_moto() {
     one_provider();
-    let moto = Moto::start("ferry-conformance");
-    let objects: Arc<dyn ObjectStore> = Arc::new(moto.bucket("ferry-conformance"));
+    let moto = testkit::Moto::start(&["ferry-conformance"]).unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(bucket(&moto, "ferry-conformance"));
     testkit::conformance::task_store(|| {
         let objects = objects.clone();
         async move { S3TaskStore::new(objects, "ferry").compact_every(8) }
@@ -31,8 +43,8 @@ async fn conformance_against_moto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_one_session_lose_nothing() {
     one_provider();
-    let moto = Moto::start("ferry-writers");
-    let objects: Arc<dyn ObjectStore> = Arc::new(moto.bucket("ferry-writers"));
+    let moto = testkit::Moto::start(&["ferry-writers"]).unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(bucket(&moto, "ferry-writers"));
     let session = SessionId::new("shared").unwrap();
     let a = Arc::new(S3TaskStore::new(objects.clone(), "ferry").compact_every(16));
     let b = Arc::new(S3TaskStore::new(objects, "ferry").compact_every(16));

@@ -4,8 +4,6 @@
 //! whole session (tasks and payloads both in S3, on moto) resumes a cut
 //! download from the last stored part.
 
-mod common;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +21,21 @@ const MIB: usize = 1 << 20;
 /// The object at `key`, whole.
 async fn object(store: &dyn ObjectStore, key: &str) -> object_store::Result<Bytes> {
     store.get(&Path::from(key)).await?.bytes().await
+}
+
+/// object_store's S3 client for `bucket` on `moto`.
+fn bucket(moto: &testkit::Moto, bucket: &str) -> object_store::aws::AmazonS3 {
+    store_s3::s3_builder(bucket, Some(&moto.endpoint()))
+        .with_access_key_id("ferry")
+        .with_secret_access_key("ferry")
+        .build()
+        .unwrap()
+}
+
+/// rustls is built with two providers in this workspace (object_store's
+/// client brings aws-lc-rs): name one for the process.
+fn one_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,9 +105,9 @@ async fn parts_are_the_checkpoints_and_survive_a_kill() {
 /// with 5 MiB parts), and the object lands whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_s3_resumes_a_cut_download_from_the_last_part() {
-    common::one_provider();
-    let moto = common::Moto::start("ferry-payloads");
-    let s3 = Arc::new(moto.bucket("ferry-payloads"));
+    one_provider();
+    let moto = testkit::Moto::start(&["ferry-payloads"]).unwrap();
+    let s3 = Arc::new(bucket(&moto, "ferry-payloads"));
     let objects: Arc<dyn ObjectStore> = s3.clone();
     let origin = Origin::start().await.unwrap();
     let len = 24u64 << 20;

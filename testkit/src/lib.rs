@@ -57,6 +57,7 @@ pub mod body;
 mod caddy;
 pub mod conformance;
 mod h3;
+mod moto;
 mod raw;
 mod relay;
 mod resumable;
@@ -82,6 +83,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub use caddy::Caddy;
+pub use moto::Moto;
 pub use relay::{Relay, RelayConfig};
 pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};
