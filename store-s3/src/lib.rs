@@ -143,6 +143,9 @@ pub struct S3TaskStore {
     prefix: Path,
     replicas: tokio::sync::Mutex<HashMap<SessionId, Replica>>,
     compact_every: u64,
+    /// Objects written (log entries, checkpoints, folded markers): what the
+    /// store costs in billed requests.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for S3TaskStore {
@@ -177,6 +180,7 @@ impl S3TaskStore {
             prefix: Path::from(prefix),
             replicas: tokio::sync::Mutex::new(HashMap::new()),
             compact_every: COMPACT_EVERY,
+            writes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -185,6 +189,17 @@ impl S3TaskStore {
     pub fn compact_every(mut self, entries: u64) -> S3TaskStore {
         self.compact_every = entries.max(1);
         self
+    }
+
+    /// Objects this store has written so far (log entries, checkpoints and
+    /// folded markers; a conditional create that lost a race counts too).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn wrote(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn sessions_dir(&self) -> Path {
@@ -308,6 +323,7 @@ impl S3TaskStore {
             None => PutMode::Create,
         };
         let old = replica.checkpoint.as_ref().map_or(0, |(t, _)| *t);
+        self.wrote();
         match self
             .objects
             .put_opts(
@@ -382,6 +398,7 @@ impl TaskStore for S3TaskStore {
         let bytes = serde_json::to_vec(&entry).map_err(|e| corrupt("encoding a batch", e))?;
         loop {
             let path = self.entry_path(session, replica.next);
+            self.wrote();
             let put = self
                 .objects
                 .put_opts(

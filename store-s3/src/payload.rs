@@ -17,6 +17,7 @@
 //!   whole payload fails with a storage error rather than skip the check.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -39,6 +40,7 @@ pub struct S3PayloadStore {
     objects: Arc<dyn ObjectStore>,
     multipart: Arc<dyn MultipartStore>,
     part_size: usize,
+    requests: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for S3PayloadStore {
@@ -61,7 +63,14 @@ impl S3PayloadStore {
             objects: store.clone(),
             multipart: store,
             part_size: 8 << 20,
+            requests: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Requests sent so far (creates, parts, completions, aborts, puts):
+    /// what the payloads cost in billed requests.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Bytes per part (default 8 MiB; at least 5 MiB): what a kill costs
@@ -127,6 +136,7 @@ impl PayloadStore for S3PayloadStore {
                 stored: at,
                 buf: BytesMut::new(),
                 part_size: self.part_size,
+                requests: self.requests.clone(),
             }));
         }
         if let Some(PartialLocation::Multipart { key, upload_id, .. }) = &resume.partial {
@@ -134,6 +144,7 @@ impl PayloadStore for S3PayloadStore {
             let old = Path::from(key.as_str());
             let _ = self.multipart.abort_multipart(&old, upload_id).await;
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let upload_id = self
             .multipart
             .create_multipart(&key)
@@ -148,6 +159,7 @@ impl PayloadStore for S3PayloadStore {
             stored: 0,
             buf: BytesMut::new(),
             part_size: self.part_size,
+            requests: self.requests.clone(),
         }))
     }
 
@@ -184,9 +196,14 @@ struct S3Partial {
     /// Bytes of the part being filled.
     buf: BytesMut,
     part_size: usize,
+    requests: Arc<AtomicU64>,
 }
 
 impl S3Partial {
+    fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn location(&self) -> PartialLocation {
         PartialLocation::Multipart {
             key: self.key.to_string(),
@@ -198,6 +215,7 @@ impl S3Partial {
     async fn put_part(&mut self, data: Bytes) -> Result<(), StoreError> {
         let len = data.len() as u64;
         let idx = self.parts.len();
+        self.request();
         let id = self
             .store
             .put_part(&self.key, &self.upload_id, idx, PutPayload::from(data))
@@ -236,6 +254,8 @@ impl Partial for S3Partial {
         if self.parts.is_empty() {
             // Nothing uploaded as parts (a small payload): one plain put.
             let body = std::mem::take(&mut self.buf).freeze();
+            self.request();
+            self.request(); // and the abort below
             self.objects
                 .put(&self.key, PutPayload::from(body))
                 .await
@@ -254,6 +274,7 @@ impl Partial for S3Partial {
                 content_id: p.id.clone(),
             })
             .collect();
+        self.request();
         self.store
             .complete_multipart(&self.key, &self.upload_id, ids)
             .await
