@@ -40,16 +40,7 @@ fn form_quote(s: &str) -> String {
 /// randomly keyed hasher), checked against the text fields; the file is not
 /// read to check, and a collision with it is as likely as guessing the key.
 fn boundary(fields: &[(String, String)]) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let random = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    };
+    let random = transfer_core::random_u64;
     loop {
         let b = format!("ferry-{:016x}{:016x}", random(), random());
         if !fields.iter().any(|(n, v)| n.contains(&b) || v.contains(&b)) {

@@ -46,8 +46,10 @@
 
 #![warn(missing_docs)]
 
+mod lease;
 mod payload;
 
+pub use lease::{Lease, Leases};
 pub use payload::{MIN_PART, S3PayloadStore};
 
 /// A client builder for `bucket`, from the usual `AWS_*` variables. With an

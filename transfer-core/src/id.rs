@@ -99,3 +99,17 @@ hex_id!(
     /// A completion event's identifier in the session's outbox.
     EventId
 );
+
+/// A random 64-bit number from the standard library's randomly keyed hasher
+/// and the time: for values that must differ between writes and processes
+/// (multipart boundaries, lease beats), not for secrets.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}

@@ -91,7 +91,7 @@ pub use admission::{Demand, Load, Policy, Throttle, Verdict, WaitReason};
 pub use conditions::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 pub use delegate::{BeginDecision, Delegate, Direction, NoDelegate, Progress};
 pub use error::{ErrorClass, ErrorKind, TimeoutKind, TlsFailure, TransferError};
-pub use id::{EventId, SessionId, TaskId};
+pub use id::{EventId, SessionId, TaskId, random_u64};
 pub use machine::{
     Effect, Event, InvalidTransition, Notification, Outcome, Phase, TaskState, Transition, apply,
 };
