@@ -804,12 +804,7 @@ impl Job {
 }
 
 async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = args.opts;
-    if args.add.to.is_some() && opts.checkpoint.is_none() {
-        // A checkpoint at each stored part: a kill costs the part in flight.
-        opts.checkpoint = Some("8M".to_owned());
-    }
-    transfer(Job::Get(args.add.resolved()?), &opts).await
+    transfer(Job::Get(args.add.resolved()?), &args.opts).await
 }
 
 /// Runs the job's transfers (here, or in the ferry already running) and

@@ -432,14 +432,11 @@ impl Attempt {
             }
             partial.write(data).await.map_err(storage_error)?;
             since_checkpoint += n;
-            // A flush started at the last checkpoint has finished: record
-            // its offset now rather than at the next checkpoint.
-            if let Some(durable) = partial.durable_update() {
-                self.send(Event::Checkpoint {
-                    attempt: self.attempt,
-                    durable,
-                    partial: None,
-                });
+            // The storage made more durable since the last checkpoint (a
+            // flush finished, a part was stored): record it now rather than
+            // at the next checkpoint.
+            if let Some((durable, location)) = partial.durable_update() {
+                self.record_durable(partial.offset(), durable, location);
             }
             if last_progress.elapsed() >= self.config.progress_interval {
                 last_progress = Instant::now();
@@ -472,16 +469,27 @@ impl Attempt {
             partial.sync().await
         };
         let (durable, location) = synced.map_err(storage_error)?;
+        self.record_durable(partial.offset(), durable, location);
+        Ok(())
+    }
+
+    /// Records a checkpoint: the bytes received first, since a durable
+    /// offset may not run ahead of them.
+    fn record_durable(
+        &self,
+        received: u64,
+        durable: u64,
+        location: transfer_core::PartialLocation,
+    ) {
         self.send(Event::Progress {
             attempt: self.attempt,
-            received: partial.offset(),
+            received,
         });
         self.send(Event::Checkpoint {
             attempt: self.attempt,
             durable,
             partial: Some(location),
         });
-        Ok(())
     }
 
     /// The SHA-256 the payload must have, and who says so: the task's

@@ -361,7 +361,7 @@ impl Partial for FsPartial {
         Ok((self.durable, PartialLocation::File(self.path.clone())))
     }
 
-    fn durable_update(&mut self) -> Option<u64> {
+    fn durable_update(&mut self) -> Option<(u64, PartialLocation)> {
         use std::future::Future;
         let syncing = self.syncing.as_mut()?;
         if !syncing.is_finished() {
@@ -374,7 +374,7 @@ impl Partial for FsPartial {
         self.syncing = None;
         // A failure is kept by `settle` and reported by the next sync.
         match self.settle(result) {
-            Ok(true) => Some(self.durable),
+            Ok(true) => Some((self.durable, PartialLocation::File(self.path.clone()))),
             _ => None,
         }
     }

@@ -601,7 +601,7 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
             PayloadOp::DurableUpdate => {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 let p = partial.as_mut().unwrap();
-                if let Some(durable) = p.durable_update() {
+                if let Some((durable, _)) = p.durable_update() {
                     prop_assert!(
                         durable > model.synced && durable <= model.written.len() as u64,
                         "durable_update's offset {} outside ({}, {}] at {}",

@@ -4,7 +4,8 @@
 //! - **Parts**: each part holds `part_size` bytes (at least 5 MiB, S3's
 //!   floor for all but the last part; 8 MiB by default).
 //! - **Checkpoints**: the upload id and the parts stored so far are the
-//!   partial's location, kept in the task record at each checkpoint. After
+//!   partial's location, kept in the task record as each part is stored
+//!   (`durable_update`), whatever the session's checkpoint interval. After
 //!   a crash or a kill, the upload continues with those parts. Only the part
 //!   that was in flight is fetched and uploaded again.
 //! - **Durable offset**: it is the end of the last stored part. The bytes
@@ -134,6 +135,7 @@ impl PayloadStore for S3PayloadStore {
                 upload_id: upload_id.clone(),
                 parts: kept,
                 stored: at,
+                reported: at,
                 buf: BytesMut::new(),
                 part_size: self.part_size,
                 requests: self.requests.clone(),
@@ -157,6 +159,7 @@ impl PayloadStore for S3PayloadStore {
             upload_id,
             parts: Vec::new(),
             stored: 0,
+            reported: 0,
             buf: BytesMut::new(),
             part_size: self.part_size,
             requests: self.requests.clone(),
@@ -193,6 +196,8 @@ struct S3Partial {
     parts: Vec<PartRecord>,
     /// Bytes in the stored parts.
     stored: u64,
+    /// The durable offset last handed out (`sync` or `durable_update`).
+    reported: u64,
     /// Bytes of the part being filled.
     buf: BytesMut,
     part_size: usize,
@@ -247,7 +252,17 @@ impl Partial for S3Partial {
     }
 
     async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        self.reported = self.stored;
         Ok((self.stored, self.location()))
+    }
+
+    /// Each stored part is a checkpoint: a kill costs the part in flight,
+    /// whatever the session's checkpoint interval.
+    fn durable_update(&mut self) -> Option<(u64, PartialLocation)> {
+        (self.stored > self.reported).then(|| {
+            self.reported = self.stored;
+            (self.stored, self.location())
+        })
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

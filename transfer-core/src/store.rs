@@ -247,11 +247,13 @@ pub trait Partial: Send {
         self.sync().await
     }
 
-    /// A durable offset newer than the last one returned, when a flush that
-    /// [`sync_behind`](Self::sync_behind) started has finished since; never
-    /// waits. A transfer asks between chunks, so what the storage made
-    /// durable is recorded at once and not only at the next checkpoint.
-    fn durable_update(&mut self) -> Option<u64> {
+    /// A durable offset newer than the last one returned, and the location
+    /// to record with it, when the storage made more durable since (a flush
+    /// that [`sync_behind`](Self::sync_behind) started has finished, a part
+    /// was stored); never waits. A transfer asks between chunks, so what the
+    /// storage made durable is recorded at once and not only at the next
+    /// checkpoint.
+    fn durable_update(&mut self) -> Option<(u64, PartialLocation)> {
         None
     }
 
