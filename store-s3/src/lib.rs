@@ -308,6 +308,22 @@ impl S3TaskStore {
         }
     }
 
+    /// This process's replica of `session`, started from its checkpoint the
+    /// first time.
+    async fn replica<'a>(
+        &self,
+        replicas: &'a mut HashMap<SessionId, Replica>,
+        session: &SessionId,
+    ) -> Result<&'a mut Replica, StoreError> {
+        if !replicas.contains_key(session) {
+            let fresh = self.replica_at_checkpoint(session).await?;
+            replicas.insert(session.clone(), fresh);
+        }
+        replicas
+            .get_mut(session)
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Io, "replica vanished"))
+    }
+
     /// Writes a checkpoint of `replica` and folds the entries it covers
     /// (best effort: another writer may have done it first).
     async fn compact(&self, session: &SessionId, replica: &mut Replica) {
@@ -366,11 +382,7 @@ impl S3TaskStore {
 impl TaskStore for S3TaskStore {
     async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
         let mut replicas = self.replicas.lock().await;
-        let replica = match replicas.remove(session) {
-            Some(r) => r,
-            None => self.replica_at_checkpoint(session).await?,
-        };
-        let replica = replicas.entry(session.clone()).or_insert(replica);
+        let replica = self.replica(&mut replicas, session).await?;
         self.catch_up(session, replica).await?;
         Ok(Snapshot {
             records: replica.records.values().cloned().collect(),
@@ -383,14 +395,9 @@ impl TaskStore for S3TaskStore {
             return Ok(());
         }
         let mut replicas = self.replicas.lock().await;
-        if !replicas.contains_key(session) {
-            let fresh = self.replica_at_checkpoint(session).await?;
-            replicas.insert(session.clone(), fresh);
-        }
-        let Some(replica) = replicas.get_mut(session) else {
-            return Err(StoreError::new(StoreErrorKind::Io, "replica vanished"));
-        };
-        self.catch_up(session, replica).await?;
+        let replica = self.replica(&mut replicas, session).await?;
+        // No listing first: the create below fails if another writer took
+        // this place, and only then is the log read.
         let entry = Entry {
             save: batch.save,
             remove: batch.remove,
