@@ -4,6 +4,9 @@
 //! contender after one time to live (measured by the contender), the old
 //! holder's next renewal fails, and a released lease is taken at once.
 
+mod common;
+
+use common::{bucket, one_provider};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,14 +15,8 @@ use store_s3::Leases;
 use transfer_core::StoreErrorKind;
 
 fn leases(moto: &testkit::Moto) -> Leases {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let s3: Arc<dyn ObjectStore> = Arc::new(
-        store_s3::s3_builder("ferry-leases", Some(&moto.endpoint()))
-            .with_access_key_id("ferry")
-            .with_secret_access_key("ferry")
-            .build()
-            .unwrap(),
-    );
+    one_provider();
+    let s3: Arc<dyn ObjectStore> = Arc::new(bucket(moto, "ferry-leases"));
     Leases::new(s3, "ferry")
 }
 

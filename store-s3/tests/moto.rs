@@ -4,27 +4,15 @@
 //! object_store's `AmazonS3` client. Two stores on one session (two
 //! processes, as far as the store can tell) write at once and lose nothing.
 
+mod common;
+
+use common::{bucket, one_provider};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 use store_s3::S3TaskStore;
 
 use transfer_core::{SessionId, TaskStore};
-
-/// object_store's S3 client for `bucket` on `moto`.
-fn bucket(moto: &testkit::Moto, bucket: &str) -> object_store::aws::AmazonS3 {
-    store_s3::s3_builder(bucket, Some(&moto.endpoint()))
-        .with_access_key_id("ferry")
-        .with_secret_access_key("ferry")
-        .build()
-        .unwrap()
-}
-
-/// rustls is built with two providers in this workspace (object_store's
-/// client brings aws-lc-rs): name one for the process.
-fn one_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_moto() {

@@ -4,6 +4,9 @@
 //! whole session (tasks and payloads both in S3, on moto) resumes a cut
 //! download from the last stored part.
 
+mod common;
+
+use common::{bucket, one_provider};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,21 +24,6 @@ const MIB: usize = 1 << 20;
 /// The object at `key`, whole.
 async fn object(store: &dyn ObjectStore, key: &str) -> object_store::Result<Bytes> {
     store.get(&Path::from(key)).await?.bytes().await
-}
-
-/// object_store's S3 client for `bucket` on `moto`.
-fn bucket(moto: &testkit::Moto, bucket: &str) -> object_store::aws::AmazonS3 {
-    store_s3::s3_builder(bucket, Some(&moto.endpoint()))
-        .with_access_key_id("ferry")
-        .with_secret_access_key("ferry")
-        .build()
-        .unwrap()
-}
-
-/// rustls is built with two providers in this workspace (object_store's
-/// client brings aws-lc-rs): name one for the process.
-fn one_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,25 +4,19 @@
 //! interop tests and benchmarks. Killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::Error;
+use crate::process::{Spawned, spawn};
 
 /// A running caddy; see the module documentation.
 #[derive(Debug)]
 pub struct Caddy {
-    child: Child,
+    child: Spawned,
     port: u16,
     root_pem: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.
@@ -64,21 +58,15 @@ impl Caddy {
                 www.display()
             ),
         )?;
-        let child = Command::new("caddy")
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&caddyfile)
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("caddy (Debian package `caddy`): {e}"),
-                ))
-            })?;
+        let child = spawn(
+            Command::new("caddy")
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(&caddyfile)
+                .env("HOME", dir.path())
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .env("XDG_CONFIG_HOME", dir.path().join("config")),
+            "caddy (Debian package `caddy`)",
+        )?;
         let mut caddy = Caddy {
             child,
             port,
@@ -89,7 +77,7 @@ impl Caddy {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(caddy);
             }
-            if let Ok(Some(status)) = caddy.child.try_wait() {
+            if let Ok(Some(status)) = caddy.child.0.try_wait() {
                 return Err(Error::Io(std::io::Error::other(format!(
                     "caddy exited with {status}"
                 ))));

@@ -27,8 +27,7 @@ const CONNECTION_WINDOW: u32 = 32 << 20;
 pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     mut tls: rustls::ServerConfig,
-    blocked: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
+    switch: Arc<UdpSwitch>,
 ) -> Result<quinn::Endpoint, Error> {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     tls.max_early_data_size = 0;
@@ -44,8 +43,7 @@ pub(crate) fn endpoint(
     let runtime = Arc::new(quinn::TokioRuntime);
     let socket = Switched {
         inner: quinn::Runtime::wrap_udp_socket(&*runtime, socket)?,
-        blocked,
-        dropped,
+        switch,
     };
     Ok(quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -55,13 +53,19 @@ pub(crate) fn endpoint(
     )?)
 }
 
-/// A UDP socket that drops every datagram, both ways, while `blocked`.
+/// The origin's switch for UDP: while `blocked`, its QUIC sockets drop
+/// every datagram both ways, and count those that arrived.
+#[derive(Debug, Default)]
+pub(crate) struct UdpSwitch {
+    pub(crate) blocked: AtomicBool,
+    pub(crate) dropped: AtomicU64,
+}
+
+/// A UDP socket under a [`UdpSwitch`].
 #[derive(Debug)]
 struct Switched {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
-    blocked: Arc<AtomicBool>,
-    /// Datagrams that arrived while blocked.
-    dropped: Arc<AtomicU64>,
+    switch: Arc<UdpSwitch>,
 }
 
 impl quinn::AsyncUdpSocket for Switched {
@@ -70,7 +74,7 @@ impl quinn::AsyncUdpSocket for Switched {
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
-        if self.blocked.load(Ordering::Relaxed) {
+        if self.switch.blocked.load(Ordering::Relaxed) {
             return Ok(());
         }
         self.inner.try_send(transmit)
@@ -84,10 +88,10 @@ impl quinn::AsyncUdpSocket for Switched {
     ) -> Poll<std::io::Result<usize>> {
         loop {
             let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
-            if !self.blocked.load(Ordering::Relaxed) {
+            if !self.switch.blocked.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(n));
             }
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.switch.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 

@@ -58,6 +58,7 @@ mod caddy;
 pub mod conformance;
 mod h3;
 mod moto;
+mod process;
 mod raw;
 mod relay;
 mod resumable;
@@ -131,8 +132,7 @@ pub struct Origin {
     root_der: CertificateDer<'static>,
     leaf_der: CertificateDer<'static>,
     leaf_spki: [u8; 32],
-    udp_blocked: Arc<std::sync::atomic::AtomicBool>,
-    udp_dropped: Arc<std::sync::atomic::AtomicU64>,
+    udp: Arc<h3::UdpSwitch>,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -170,20 +170,14 @@ impl Origin {
         let (secure, quic) = twin_ports().await?;
         let (expired, expired_quic) = twin_ports().await?;
         let (silent, silent_udp) = twin_ports().await?;
-        let udp_blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let udp_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let udp = Arc::new(h3::UdpSwitch::default());
         let quic = h3::endpoint(
             quic,
             tls::server_config(&certs.chain, &certs.key)?,
-            udp_blocked.clone(),
-            udp_dropped.clone(),
+            udp.clone(),
         )?;
-        let expired_quic = h3::endpoint(
-            expired_quic,
-            tls::server_config(&certs.expired_chain, &certs.expired_key)?,
-            udp_blocked.clone(),
-            udp_dropped.clone(),
-        )?;
+        let expired_tls = tls::server_config(&certs.expired_chain, &certs.expired_key)?;
+        let expired_quic = h3::endpoint(expired_quic, expired_tls, udp.clone())?;
         silent_udp.set_nonblocking(true)?;
         let silent_udp = tokio::net::UdpSocket::from_std(silent_udp)?;
         let addr = |l: &TcpListener| l.local_addr();
@@ -245,8 +239,7 @@ impl Origin {
             root_der: certs.root_der,
             leaf_der: certs.chain[0].clone(),
             leaf_spki: certs.leaf_spki_sha256,
-            udp_blocked,
-            udp_dropped,
+            udp,
             listeners,
         })
     }
@@ -362,12 +355,12 @@ impl Origin {
     /// Drops every datagram to and from the HTTP/3 listeners while `true`,
     /// as a network that blocks UDP does.
     pub fn block_udp(&self, blocked: bool) {
-        self.udp_blocked.store(blocked, Ordering::Relaxed);
+        self.udp.blocked.store(blocked, Ordering::Relaxed);
     }
 
     /// Datagrams the HTTP/3 listeners dropped while UDP was blocked.
     pub fn udp_dropped(&self) -> u64 {
-        self.udp_dropped.load(Ordering::Relaxed)
+        self.udp.dropped.load(Ordering::Relaxed)
     }
 
     /// Every request so far, in arrival order.

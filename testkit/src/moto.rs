@@ -7,23 +7,17 @@
 //! `moto_server` on PATH.
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::Error;
+use crate::process::{Spawned, spawn};
 
 /// A running moto server; see the module documentation.
 #[derive(Debug)]
 pub struct Moto {
-    child: Child,
+    _child: Spawned,
     port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn moto_server() -> String {
@@ -57,18 +51,14 @@ impl Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("moto_server (pip install 'moto[server]==5.2.1'): {e}"),
-                ))
-            })?;
-        let moto = Moto { child, port };
+        let child = spawn(
+            Command::new(moto_server()).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            "moto_server (pip install 'moto[server]==5.2.1')",
+        )?;
+        let moto = Moto {
+            _child: child,
+            port,
+        };
         for _ in 0..200 {
             if request(port, "GET", "/").is_ok() {
                 for b in buckets {

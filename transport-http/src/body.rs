@@ -379,14 +379,59 @@ impl Body for RequestBodyStream {
     }
 }
 
+/// The idle timeout between the frames of a body. The timer is moved
+/// lazily, when it fires: one clock read per frame instead of a timer-wheel
+/// update.
+pub struct IdleTimer {
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    last: Instant,
+}
+
+impl IdleTimer {
+    /// A timer for `idle`, starting now.
+    pub fn new(idle: Duration) -> IdleTimer {
+        let now = Instant::now();
+        IdleTimer {
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            last: now,
+        }
+    }
+
+    /// Data moved: the timeout starts over.
+    pub fn moved(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Ready once `idle` has passed since data last moved (registers `cx`
+    /// to be woken for it otherwise).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.last + self.idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// The error of an expired timer.
+    pub fn error(&self) -> TransferError {
+        TransferError::new(
+            ErrorKind::Timeout(TimeoutKind::Idle),
+            format!("no body data for {:?}", self.idle),
+        )
+    }
+}
+
 /// A response body passed through frame by frame, with an idle timeout
 /// between frames, errors classified, bytes counted, and the connection given
 /// back to the pool when the body ends cleanly.
 pub(crate) struct DownloadBody {
     inner: Incoming,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    last: Instant,
+    idle: IdleTimer,
     received: ByteCount,
     returner: Option<Returner>,
     done: bool,
@@ -399,7 +444,6 @@ impl DownloadBody {
         received: ByteCount,
         returner: Option<Returner>,
     ) -> Self {
-        let now = Instant::now();
         let mut returner = returner;
         if inner.is_end_stream() {
             // No body to wait for (HEAD, 204, 304, `Content-Length: 0`).
@@ -409,9 +453,7 @@ impl DownloadBody {
         }
         DownloadBody {
             inner,
-            idle,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
-            last: now,
+            idle: IdleTimer::new(idle),
             received,
             returner,
             done: false,
@@ -436,9 +478,7 @@ impl Body for DownloadBody {
                 if let Some(data) = frame.data_ref() {
                     this.received.add(data.len() as u64);
                 }
-                // The timer is moved lazily, when it fires: one clock read per
-                // frame instead of a timer-wheel update.
-                this.last = Instant::now();
+                this.idle.moved();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -453,19 +493,12 @@ impl Body for DownloadBody {
                 }
                 Poll::Ready(None)
             }
-            Poll::Pending => loop {
-                ready!(this.timer.as_mut().poll(cx));
-                let deadline = this.last + this.idle;
-                if Instant::now() >= deadline {
-                    this.done = true;
-                    this.returner = None;
-                    return Poll::Ready(Some(Err(TransferError::new(
-                        ErrorKind::Timeout(TimeoutKind::Idle),
-                        format!("no body data for {:?}", this.idle),
-                    ))));
-                }
-                this.timer.as_mut().reset(deadline);
-            },
+            Poll::Pending => {
+                ready!(this.idle.poll_expired(cx));
+                this.done = true;
+                this.returner = None;
+                Poll::Ready(Some(Err(this.idle.error())))
+            }
         }
     }
 

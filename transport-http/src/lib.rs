@@ -62,7 +62,7 @@ mod tls;
 /// refusals; request bodies read from files with progress and pacing;
 /// redirect rules; name resolution with `--resolve` overrides.
 pub mod shared {
-    pub use crate::body::RequestBodyStream;
+    pub use crate::body::{IdleTimer, RequestBodyStream};
     pub use crate::headers::finish_headers;
     pub use crate::pool::resolve;
     pub use crate::redirect::{Outgoing, Redirects};

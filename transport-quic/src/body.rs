@@ -1,7 +1,6 @@
 //! A response body read from an HTTP/3 stream frame by frame, with an idle
 //! timeout between frames and its length held to `Content-Length`.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,11 +8,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
-use transfer_core::{ByteCount, ErrorKind, TimeoutKind, TransferError};
+use transfer_core::{ByteCount, ErrorKind, TransferError};
 
 use crate::Conn;
 use crate::error::stream_error;
+use transport_http::shared::IdleTimer;
 
 type Recv = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 
@@ -23,9 +22,7 @@ pub(crate) struct H3Body {
     recv: Recv,
     /// Keeps the connection open while the body is read.
     _conn: Arc<Conn>,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    last: Instant,
+    idle: IdleTimer,
     received: ByteCount,
     declared: Option<u64>,
     got: u64,
@@ -41,13 +38,10 @@ impl H3Body {
         declared: Option<u64>,
         expects_body: bool,
     ) -> Self {
-        let now = Instant::now();
         H3Body {
             recv,
             _conn: conn,
-            idle,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
-            last: now,
+            idle: IdleTimer::new(idle),
             received,
             declared,
             got: 0,
@@ -90,7 +84,7 @@ impl Body for H3Body {
                     );
                 }
                 this.received.add(data.len() as u64);
-                this.last = Instant::now();
+                this.idle.moved();
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             Poll::Ready(Ok(None)) => {
@@ -110,18 +104,11 @@ impl Body for H3Body {
                 this.done = true;
                 Poll::Ready(Some(Err(stream_error(&e, "reading the response body"))))
             }
-            Poll::Pending => loop {
-                ready!(this.timer.as_mut().poll(cx));
-                let deadline = this.last + this.idle;
-                if Instant::now() >= deadline {
-                    let idle = this.idle;
-                    return this.fail(
-                        ErrorKind::Timeout(TimeoutKind::Idle),
-                        format!("no body data for {idle:?}"),
-                    );
-                }
-                this.timer.as_mut().reset(deadline);
-            },
+            Poll::Pending => {
+                ready!(this.idle.poll_expired(cx));
+                this.done = true;
+                Poll::Ready(Some(Err(this.idle.error())))
+            }
         }
     }
 
