@@ -294,6 +294,54 @@ impl Transport for ProtocolChoice {
 mod tests {
     use super::*;
 
+    /// An alternative is used for its `ma` and no longer: one remembered
+    /// past its expiry (in the memory file of an earlier process) is not
+    /// used, one still fresh is.
+    #[test]
+    fn alternatives_expire_with_their_max_age() {
+        let dir = std::env::temp_dir().join(format!("ferry-alt-svc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let memory = dir.join("alt-svc.json");
+        let now = now_ms();
+        let known = HashMap::from([
+            (
+                "old.test:443".to_owned(),
+                Alternative {
+                    port: 443,
+                    expires_ms: now - 1,
+                },
+            ),
+            (
+                "new.test:443".to_owned(),
+                Alternative {
+                    port: 8443,
+                    expires_ms: now + 60_000,
+                },
+            ),
+        ]);
+        std::fs::write(&memory, serde_json::to_vec(&known).unwrap()).unwrap();
+        let http = transport_http::HttpConfig::default().roots(transport_http::Roots::Webpki);
+        let tcp = Arc::new(transport_http::HttpTransport::new(http.clone()).unwrap());
+        let quic = QuicTransport::new(crate::QuicConfig::default().http(http)).unwrap();
+        let choice = ProtocolChoice::new(tcp, quic).remember_in(&memory);
+        let url = |host: &str| format!("https://{host}/f").parse::<Uri>().unwrap();
+        assert_eq!(choice.advertised(&url("old.test")), None, "expired");
+        assert_eq!(choice.advertised(&url("new.test")), Some(8443), "fresh");
+        lock(&choice.alternatives).insert(
+            "old.test:443".to_owned(),
+            Alternative {
+                port: 443,
+                expires_ms: now_ms() - 1,
+            },
+        );
+        assert_eq!(
+            choice.advertised(&url("old.test")),
+            None,
+            "expired while running"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn alt_svc_values_parse() {
         let a = parse_alt_svc(r#"h3=":4433"; ma=60"#, 1000)
