@@ -65,6 +65,14 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Option<Outcome>, SessionError>>,
     },
     Shutdown(oneshot::Sender<()>),
+    /// A claim attempt's answer (shared sessions).
+    Claimed(Box<crate::shared::Claimed>),
+    /// Another process took the task's claim (shared sessions).
+    ClaimLost(TaskId),
+    /// The session as the store has it now (shared sessions).
+    Followed(Box<crate::shared::Follow>),
+    /// These tasks' completions were acknowledged.
+    Acknowledged(Vec<TaskId>),
 }
 
 struct Running {
@@ -97,6 +105,8 @@ pub(crate) enum Delivery {
     Completion(Box<Completion>),
     /// The session became idle, as change number `.0`.
     Idle(u64),
+    /// A task another process ran has ended: for the event stream only.
+    Elsewhere(Box<Completion>),
 }
 
 pub(crate) struct Engine {
@@ -153,6 +163,8 @@ pub(crate) struct Engine {
     /// event has gone out.
     idle: watch::Sender<IdleLevel>,
     pending: Pending,
+    /// Set when other processes share the session.
+    pub(crate) shared: Option<crate::shared::Shared>,
 }
 
 /// Whether the session is idle, as of change `gen`.
@@ -241,31 +253,67 @@ impl Engine {
             idle_sent: false,
             idle,
             pending: Pending::default(),
+            shared: None,
         }
     }
 
     /// Takes the records found at attach: interrupted attempts go back to
     /// the queue with their resume data; timers are set again.
     pub(crate) fn attach(&mut self, records: Vec<TaskRecord>) {
-        for mut r in records {
+        for r in records {
             self.next_id = self.next_id.max(r.id.as_u64() + 1);
             self.next_seq = self.next_seq.max(r.seq + 1);
-            if let Phase::Running { .. } = r.state.phase {
-                // The process died mid-attempt: what is durable is in the
-                // resume data; the next attempt starts from there.
-                r.state.phase = Phase::Queued;
-            }
-            if let Phase::Waiting(reason) = &r.state.phase
-                && let Some(t) = reason.wake_at()
-            {
-                self.set_timer(r.id, t);
-            }
-            if let Some(d) = r.state.deadline()
-                && !r.state.is_terminal()
-            {
-                self.set_timer(r.id, d);
-            }
-            self.insert_record(r);
+            self.adopt(r);
+        }
+    }
+
+    /// Takes a record as the store has it: an attempt under way there (a
+    /// process died in it, or another process runs it) is queued here with
+    /// its resume data; its timers are set.
+    fn adopt(&mut self, mut r: TaskRecord) {
+        if let Phase::Running { .. } = r.state.phase {
+            // The process died mid-attempt: what is durable is in the
+            // resume data; the next attempt starts from there.
+            r.state.phase = Phase::Queued;
+        }
+        if let Phase::Waiting(reason) = &r.state.phase
+            && let Some(t) = reason.wake_at()
+        {
+            self.set_timer(r.id, t);
+        }
+        if let Some(d) = r.state.deadline()
+            && !r.state.is_terminal()
+        {
+            self.set_timer(r.id, d);
+        }
+        self.insert_record(r);
+    }
+
+    /// Forgets a record with its queue entry, timers and key.
+    fn forget(&mut self, id: TaskId) -> Option<TaskRecord> {
+        let old = self.records.get(&id)?;
+        let key = queue_key(old);
+        self.queue_remove(&key);
+        let old = self.records.remove(&id)?;
+        if let Some(k) = &old.spec.key
+            && self.keys.get(k) == Some(&id)
+        {
+            self.keys.remove(k);
+        }
+        self.timers.retain(|(_, t)| *t != id);
+        self.hosts.remove(&id);
+        Some(old)
+    }
+
+    /// A new task or event id: random when other processes share the
+    /// session (they draw ids too), else the next in this process.
+    fn fresh_id(&mut self) -> u64 {
+        if self.shared.is_some() {
+            transfer_core::random_u64()
+        } else {
+            let id = self.next_id;
+            self.next_id += 1;
+            id
         }
     }
 
@@ -380,6 +428,14 @@ impl Engine {
                 }
             }
             Command::RunnerDone { task, attempt } => {
+                if let Some(sh) = &mut self.shared
+                    && let Some(n) = sh.runners.get_mut(&task)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        sh.runners.remove(&task);
+                    }
+                }
                 if self
                     .running
                     .get(&task)
@@ -445,17 +501,7 @@ impl Engine {
                     Some(r) => Ok(self.outcomes.get(&task).cloned().or_else(|| {
                         // Ended before this process (its completion was
                         // acknowledged): what the record says.
-                        match &r.state.phase {
-                            Phase::Completed => Some(Outcome::Completed {
-                                bytes: r.state.bytes_received,
-                            }),
-                            Phase::Failed(error) => Some(Outcome::Failed {
-                                error: error.clone(),
-                                resume: Some(r.state.resume.clone()),
-                            }),
-                            Phase::Cancelled => Some(Outcome::Cancelled { resume: None }),
-                            _ => None,
-                        }
+                        r.state.is_terminal().then(|| ended_elsewhere(r).outcome)
                     })),
                 };
                 if self.pending.completions.iter().any(|c| c.task == task) {
@@ -468,6 +514,16 @@ impl Engine {
                 }
             }
             Command::Shutdown(_) => {}
+            Command::Claimed(c) => self.claimed(*c),
+            Command::ClaimLost(task) => self.claim_lost(task),
+            Command::Followed(f) => self.followed(*f),
+            Command::Acknowledged(tasks) => {
+                if let Some(sh) = &mut self.shared {
+                    for t in tasks {
+                        sh.unacked.remove(&t);
+                    }
+                }
+            }
         }
     }
 
@@ -481,7 +537,8 @@ impl Engine {
     async fn flush(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
         let mut result: Result<(), SessionError> = Ok(());
-        let deferrable = !pending.durable
+        let deferrable = self.shared.is_none()
+            && !pending.durable
             && pending.after.is_empty()
             && pending.completions.is_empty()
             && pending.removed.is_empty();
@@ -504,12 +561,15 @@ impl Engine {
                 deferrable,
                 ..Batch::default()
             };
+            let wrote: Vec<TaskId> = batch.save.iter().map(|r| r.id).collect();
             if let Err(e) = self.store.commit(&self.session, batch).await {
                 tracing::error!(error = %e, "could not persist task records");
                 result = Err(SessionError::Store(StoreError::new(
                     e.kind(),
                     e.to_string(),
                 )));
+            } else if let Some(sh) = &mut self.shared {
+                sh.committed(wrote);
             }
         }
         for (id, effect) in pending.effects {
@@ -529,6 +589,7 @@ impl Engine {
         for reply in pending.after {
             reply(result.as_ref().map(|_| ()).map_err(clone_error));
         }
+        self.release_claims();
     }
 
     /// Frees a task's slot (running, or reserved at admission).
@@ -546,7 +607,9 @@ impl Engine {
 
     /// Slots taken: running attempts and those admitted but not yet started.
     fn busy_slots(&self) -> usize {
-        self.running.len() + self.reserved.len()
+        self.running.len()
+            + self.reserved.len()
+            + self.shared.as_ref().map_or(0, |s| s.claiming.len())
     }
 
     fn enqueue(&mut self, spec: TaskSpec, start: bool) -> Result<TaskId, SessionError> {
@@ -567,8 +630,7 @@ impl Engine {
             self.pending.dirty.remove(&old);
             self.pending.removed.push(old);
         }
-        let id = TaskId::from_u64(self.next_id);
-        self.next_id += 1;
+        let id = TaskId::from_u64(self.fresh_id());
         let seq = self.next_seq;
         self.next_seq += 1;
         let seed = transfer_core::RandomSource::next_u64(&mut self.jitter);
@@ -652,6 +714,20 @@ impl Engine {
                 if matches!(&r.state.phase, Phase::Waiting(w) if w == reason) {
                     continue; // already waiting for that
                 }
+            }
+            if let Some(sh) = &mut self.shared
+                && !sh.held.contains_key(&id)
+            {
+                // Only the holder of a task's claim writes its record.
+                if matches!(verdict, Verdict::Run(_)) && sh.may_claim(id) {
+                    sh.claim(
+                        id,
+                        self.session.clone(),
+                        self.store.clone(),
+                        self.tx.clone(),
+                    );
+                }
+                continue;
             }
             self.event(id, Event::Admission(verdict));
         }
@@ -739,6 +815,18 @@ impl Engine {
     /// at the next [`flush`](Self::flush).
     fn event(&mut self, id: TaskId, event: Event) {
         let now = self.clock.now();
+        if let Some(sh) = &self.shared
+            && (sh.lost.contains(&id)
+                || (!sh.held.contains_key(&id)
+                    && !matches!(event, Event::Resume | Event::Suspend | Event::Cancel { .. })))
+        {
+            // Not this process's to write: only a timer that makes it a
+            // candidate again is taken, here alone.
+            if matches!(event, Event::Timer) && !sh.lost.contains(&id) {
+                self.wake_here(id, now);
+            }
+            return;
+        }
         let Some(record) = self.records.get(&id) else {
             return;
         };
@@ -797,8 +885,10 @@ impl Engine {
                         // Nothing worth resuming: no empty partial left behind.
                         self.pending.effects.push((id, Effect::DiscardPartial));
                     }
-                    let event = EventId::from_u64(self.next_id);
-                    self.next_id += 1;
+                    let event = EventId::from_u64(self.fresh_id());
+                    if let Some(sh) = &mut self.shared {
+                        sh.unacked.insert(id);
+                    }
                     self.pending.dirty.insert(id);
                     self.outcomes.insert(id, outcome.clone());
                     self.pending.completions.push(Completion {
@@ -811,6 +901,25 @@ impl Engine {
                     });
                 }
                 other => self.pending.effects.push((id, other)),
+            }
+        }
+    }
+
+    /// A task another process may hold, woken by its timer: queued here if
+    /// that is where the timer takes it, and nothing written.
+    fn wake_here(&mut self, id: TaskId, now: Timestamp) {
+        let Some(record) = self.records.get(&id) else {
+            return;
+        };
+        if let Ok((state, _)) = apply(&record.state, Event::Timer, now)
+            && state.phase == Phase::Queued
+        {
+            let old = queue_key(record);
+            self.queue_remove(&old);
+            if let Some(r) = self.records.get_mut(&id) {
+                r.state = state;
+                let key = queue_key(r);
+                self.queue_insert(key);
             }
         }
     }
@@ -940,6 +1049,9 @@ impl Engine {
                 host,
             },
         );
+        if let Some(sh) = &mut self.shared {
+            *sh.runners.entry(record.id).or_default() += 1;
+        }
         let a = Attempt {
             session: self.session.clone(),
             task: record.id,
@@ -1007,9 +1119,227 @@ impl Engine {
     }
 }
 
+/// Shared sessions: claims, and following the other processes.
+impl Engine {
+    /// Releases the claims of tasks this process no longer has in hand: no
+    /// attempt runs or waits to start, the record is durable (this runs
+    /// after a commit), and any completion has been acknowledged.
+    fn release_claims(&mut self) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        let done: Vec<TaskId> = sh
+            .held
+            .keys()
+            .copied()
+            .filter(|t| {
+                !self.running.contains_key(t)
+                    && !self.reserved.contains_key(t)
+                    && !sh.runners.contains_key(t)
+                    && !sh.unacked.contains(t)
+                    && !self.pending.dirty.contains(t)
+            })
+            .collect();
+        for t in done {
+            sh.held.remove(&t); // released in the background
+        }
+    }
+
+    /// A claim attempt's answer: the task is started by the next pump when
+    /// the store still has it to do, and its completion delivered when one
+    /// was left unacknowledged.
+    fn claimed(&mut self, c: crate::shared::Claimed) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        sh.claiming.remove(&c.task);
+        let ttl = sh.claims.ttl();
+        let (Some(held), Some((fresh, completion))) = (c.claim, c.fresh) else {
+            // Held elsewhere (or the store did not answer): later.
+            sh.not_before
+                .insert(c.task, tokio::time::Instant::now() + ttl / 2);
+            return;
+        };
+        sh.not_before.remove(&c.task);
+        sh.lost.remove(&c.task);
+        let newer_here = sh.newer_here(c.task, c.generation);
+        sh.held.insert(c.task, held);
+        if !newer_here {
+            match fresh {
+                Some(r) => {
+                    if self.records.get(&c.task) != Some(&r) {
+                        self.forget(c.task);
+                        self.adopt(r);
+                    }
+                }
+                None => {
+                    self.forget(c.task);
+                }
+            }
+        }
+        if let Some(done) = completion
+            && let Some(sh) = &mut self.shared
+            && sh.unacked.insert(done.task)
+        {
+            // Its process ended before the delegate heard of it.
+            self.outcomes.insert(done.task, done.outcome.clone());
+            let _ = self.deliver.send(Delivery::Completion(Box::new(done)));
+        }
+    }
+
+    /// Another process took over a task this process was running: the
+    /// attempt stops, and nothing more of it is written here.
+    fn claim_lost(&mut self, task: TaskId) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        sh.held.remove(&task);
+        sh.lost.insert(task);
+        if let Some(r) = self.running.get(&task) {
+            let _ = r.stop.send(true);
+        }
+        self.pending.dirty.remove(&task);
+        self.deferred.remove(&task);
+        self.release(task);
+        if let Some(old) = self.records.get(&task) {
+            let key = queue_key(old);
+            self.queue_remove(&key);
+        }
+    }
+
+    /// Takes the other processes' changes from the store: records added,
+    /// changed or removed there, completions they left undelivered, and
+    /// cancellations or suspensions of tasks this process runs.
+    fn followed(&mut self, f: crate::shared::Follow) {
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let generation = f.generation;
+        let mut seen = HashSet::with_capacity(f.snapshot.records.len());
+        let mut user = Vec::new();
+        let mut adopt = Vec::new();
+        for r in f.snapshot.records {
+            seen.insert(r.id);
+            if sh.newer_here(r.id, generation) || self.pending.dirty.contains(&r.id) {
+                continue;
+            }
+            let ours = self.records.get(&r.id);
+            if sh.mine(r.id) && !sh.lost.contains(&r.id) {
+                // Written by someone else while this process runs it: a
+                // user's cancel or suspend.
+                if let Some(ours) = ours
+                    && !ours.state.is_terminal()
+                    && ours.state.phase != r.state.phase
+                {
+                    match r.state.phase {
+                        Phase::Cancelled => user.push((
+                            r.id,
+                            Event::Cancel {
+                                keep_resume_data: false,
+                            },
+                        )),
+                        Phase::Suspended => user.push((r.id, Event::Suspend)),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            let mut local = r.clone();
+            if let Phase::Running { .. } = local.state.phase {
+                local.state.phase = Phase::Queued;
+            }
+            if ours == Some(&local) {
+                continue;
+            }
+            adopt.push(r);
+        }
+        let gone: Vec<TaskId> = self
+            .records
+            .keys()
+            .copied()
+            .filter(|id| {
+                !seen.contains(id)
+                    && !sh.mine(*id)
+                    && !sh.newer_here(*id, generation)
+                    && !self.pending.dirty.contains(id)
+            })
+            .collect();
+        let mut undelivered = Vec::new();
+        for c in &f.snapshot.outbox {
+            if !sh.mine(c.task) && !sh.unacked.contains(&c.task) && sh.may_claim(c.task) {
+                undelivered.push(c.task);
+            }
+        }
+        for id in gone {
+            self.forget(id);
+        }
+        for r in adopt {
+            let id = r.id;
+            let was_terminal = self.records.get(&id).is_some_and(|o| o.state.is_terminal());
+            self.forget(id);
+            if let Some(sh) = &mut self.shared {
+                sh.lost.remove(&id);
+            }
+            let ended = (!was_terminal && r.state.is_terminal()).then(|| {
+                f.snapshot
+                    .outbox
+                    .iter()
+                    .find(|c| c.task == id)
+                    .cloned()
+                    .unwrap_or_else(|| ended_elsewhere(&r))
+            });
+            self.next_seq = self.next_seq.max(r.seq + 1);
+            self.adopt(r);
+            if let Some(c) = ended {
+                // Others' completions reach this process's event stream
+                // (not its delegate: the process that ran the task has it).
+                self.outcomes.insert(id, c.outcome.clone());
+                let _ = self.deliver.send(Delivery::Elsewhere(Box::new(c)));
+            }
+        }
+        for (id, event) in user {
+            self.event(id, event);
+        }
+        if let Some(sh) = &mut self.shared {
+            for task in undelivered {
+                sh.claim(
+                    task,
+                    self.session.clone(),
+                    self.store.clone(),
+                    self.tx.clone(),
+                );
+            }
+        }
+    }
+}
+
+/// How a task that another process ran ended, from its record (when its
+/// completion has already left the outbox).
+fn ended_elsewhere(r: &TaskRecord) -> Completion {
+    let outcome = match &r.state.phase {
+        Phase::Completed => Outcome::Completed {
+            bytes: r.state.bytes_received,
+        },
+        Phase::Failed(error) => Outcome::Failed {
+            error: error.clone(),
+            resume: Some(r.state.resume.clone()),
+        },
+        _ => Outcome::Cancelled { resume: None },
+    };
+    Completion {
+        event: EventId::from_u64(0),
+        task: r.id,
+        label: r.spec.label.clone(),
+        at: r.created_at,
+        outcome,
+        response: None,
+    }
+}
+
 /// Delivers events in order: progress and waits to the delegate and the
 /// event stream; completions after they are durable, acknowledged once the
 /// delegate returns.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn deliver(
     mut rx: mpsc::UnboundedReceiver<Delivery>,
     delegate: Arc<dyn Delegate>,
@@ -1018,8 +1348,13 @@ pub(crate) async fn deliver(
     events: broadcast::Sender<SessionEvent>,
     gone: watch::Sender<bool>,
     idle: watch::Sender<IdleLevel>,
+    engine: mpsc::UnboundedSender<Command>,
 ) {
-    let mut acks = Vec::new();
+    let mut acks = Acks {
+        events: Vec::new(),
+        tasks: Vec::new(),
+        engine,
+    };
     while let Some(d) = rx.recv().await {
         match d {
             Delivery::Event(event, record) => {
@@ -1043,7 +1378,11 @@ pub(crate) async fn deliver(
                 delegate.completed(&c).await;
                 // Subscribers hear of it before the acknowledgement, so a
                 // kill in between makes them hear it twice, never not at all.
-                acks.push(c.event);
+                acks.events.push(c.event);
+                acks.tasks.push(c.task);
+                let _ = events.send(SessionEvent::Completed(c));
+            }
+            Delivery::Elsewhere(c) => {
                 let _ = events.send(SessionEvent::Completed(c));
             }
             Delivery::Idle(generation) => {
@@ -1064,7 +1403,7 @@ pub(crate) async fn deliver(
             }
         }
         // Acknowledged together when the burst is over.
-        if rx.is_empty() || acks.len() >= 1024 {
+        if rx.is_empty() || acks.events.len() >= 1024 {
             acknowledge(&*store, &session, &mut acks, true).await;
         }
     }
@@ -1075,24 +1414,36 @@ pub(crate) async fn deliver(
     let _ = gone.send(true);
 }
 
+/// Completions delivered and not yet acknowledged.
+struct Acks {
+    events: Vec<EventId>,
+    tasks: Vec<TaskId>,
+    /// Told which tasks' completions were acknowledged.
+    engine: mpsc::UnboundedSender<Command>,
+}
+
 /// Removes delivered completions from the outbox; `deferrable` unless this
 /// is the last chance before the store is released.
 async fn acknowledge(
     store: &dyn TaskStore,
     session: &SessionId,
-    acks: &mut Vec<transfer_core::EventId>,
+    acks: &mut Acks,
     deferrable: bool,
 ) {
-    if acks.is_empty() {
+    if acks.events.is_empty() {
         return;
     }
     let batch = Batch {
-        acknowledge: std::mem::take(acks),
+        acknowledge: std::mem::take(&mut acks.events),
         deferrable,
         ..Batch::default()
     };
-    if let Err(e) = store.commit(session, batch).await {
-        tracing::error!(error = %e, "could not acknowledge completions");
+    let tasks = std::mem::take(&mut acks.tasks);
+    match store.commit(session, batch).await {
+        Ok(()) => {
+            let _ = acks.engine.send(Command::Acknowledged(tasks));
+        }
+        Err(e) => tracing::error!(error = %e, "could not acknowledge completions"),
     }
 }
 

@@ -50,6 +50,7 @@ mod engine;
 mod offline;
 mod resumable;
 mod runner;
+mod shared;
 pub mod throttle;
 mod upload;
 
@@ -226,9 +227,26 @@ pub struct SessionBuilder {
     delegate: Arc<dyn Delegate>,
     config: SessionConfig,
     clock: Option<Clock>,
+    shared: Option<(Arc<dyn transfer_core::Claims>, Option<Duration>)>,
 }
 
 impl SessionBuilder {
+    /// Shares the session with other processes (on other machines, each
+    /// with its own store over the same storage, such as store-s3): each
+    /// task is run by one process at a time, the one holding its claim, and
+    /// a process that dies loses its tasks to the others once its claims
+    /// expire. Each process follows the others' changes by reading the
+    /// store every `follow_every` (default: a quarter of the claims' time to
+    /// live, at most 5 s). Task and event ids are drawn at random.
+    pub fn shared(
+        mut self,
+        claims: Arc<dyn transfer_core::Claims>,
+        follow_every: Option<Duration>,
+    ) -> Self {
+        self.shared = Some((claims, follow_every));
+        self
+    }
+
     /// Where task records and the completion outbox live.
     pub fn store(mut self, store: Arc<dyn TaskStore>) -> Self {
         self.store = Some(store);
@@ -304,7 +322,26 @@ impl SessionBuilder {
             idle_tx.clone(),
         );
         engine.attach(snapshot.records);
-        engine.redeliver(snapshot.outbox);
+        let mut follower = None;
+        match self.shared {
+            None => engine.redeliver(snapshot.outbox),
+            Some((claims, every)) => {
+                // Completions in the outbox may be another process's to
+                // deliver: whoever claims their task delivers them.
+                let every = every
+                    .unwrap_or_else(|| (claims.ttl() / 4).min(Duration::from_secs(5)))
+                    .max(Duration::from_millis(10));
+                let shared = shared::Shared::new(claims);
+                follower = Some(shared::follow(
+                    every,
+                    self.id.clone(),
+                    store.clone(),
+                    shared.commits.clone(),
+                    tx.clone(),
+                ));
+                engine.shared = Some(shared);
+            }
+        }
         tokio::spawn(engine::deliver(
             deliver_rx,
             self.delegate,
@@ -313,8 +350,15 @@ impl SessionBuilder {
             events.clone(),
             gone_tx,
             idle_tx,
+            tx.clone(),
         ));
-        tokio::spawn(engine.run(rx, self.conditions));
+        let follower = follower.map(tokio::spawn);
+        tokio::spawn(async move {
+            engine.run(rx, self.conditions).await;
+            if let Some(f) = follower {
+                f.abort();
+            }
+        });
         Ok(Session {
             inner: Arc::new(Inner {
                 id: self.id,
@@ -362,6 +406,7 @@ impl Session {
             delegate: Arc::new(NoDelegate),
             config: SessionConfig::default(),
             clock: None,
+            shared: None,
         })
     }
 

@@ -2,7 +2,8 @@
 //! session's runner, a task's worker), with no clock compared across
 //! machines.
 //!
-//! A lease is an object, `{prefix}/leases/{name}`, naming its holder.
+//! A lease is an object, `{prefix}/leases/{name}` (the `/`-separated parts
+//! of a name nest), naming its holder.
 //! - **Taking a free lease**: the holder creates the object with
 //!   [`PutMode::Create`].
 //! - **Renewing**: the holder rewrites it with [`PutMode::Update`] on the
@@ -25,8 +26,9 @@
 //! fresh random number, because S3's ETag is a hash of the content and a
 //! renewal must change it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -54,6 +56,9 @@ struct Record {
 pub struct Leases {
     objects: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// Leases seen held by someone else: the version seen, and when (on
+    /// this process's monotonic clock) it was first seen.
+    sightings: Arc<std::sync::Mutex<HashMap<Path, (UpdateVersion, Instant)>>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -96,7 +101,15 @@ impl Leases {
         Leases {
             objects,
             prefix: Path::from(prefix).join("leases"),
+            sightings: Arc::default(),
         }
+    }
+
+    /// The lease object of `name` (its `/`-separated parts nest).
+    fn path(&self, name: &str) -> Path {
+        name.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |path, part| path.join(part))
     }
 
     /// The lease's object, its holder and its version, if it exists.
@@ -144,22 +157,53 @@ impl Leases {
         }
     }
 
-    /// Takes the lease `name` for `holder` if it is free or released now;
-    /// `None` when someone holds it.
+    /// Takes the lease `name` for `holder` without waiting: when it is free
+    /// or released, or when its holder has not renewed it for a whole time
+    /// to live since this `Leases` (or a clone) first saw it; `None`
+    /// otherwise. Calling it again later is how a silent holder is noticed.
     pub async fn try_acquire(
         &self,
         name: &str,
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let path = self.prefix.clone().join(name);
-        match self.look(&path).await? {
-            None => self.claim(&path, holder, ttl, PutMode::Create).await,
-            Some((r, v)) if r.holder.is_empty() => {
-                self.claim(&path, holder, ttl, PutMode::Update(v)).await
-            }
-            Some(_) => Ok(None),
+        let path = self.path(name);
+        let (record, version) = match self.look(&path).await? {
+            None => return self.claim(&path, holder, ttl, PutMode::Create).await,
+            Some(found) => found,
+        };
+        let silent = {
+            let mut sightings = self
+                .sightings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            let first = match sightings.get(&path) {
+                Some((v, at)) if *v == version => *at,
+                _ => {
+                    sightings.insert(path.clone(), (version.clone(), now));
+                    now
+                }
+            };
+            now.duration_since(first) >= Duration::from_millis(record.ttl_ms)
+        };
+        if !record.holder.is_empty() && !silent {
+            return Ok(None);
         }
+        let got = self
+            .claim(&path, holder, ttl, PutMode::Update(version))
+            .await?;
+        if got.is_some() {
+            self.forget(&path);
+        }
+        Ok(got)
+    }
+
+    fn forget(&self, path: &Path) {
+        self.sightings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(path);
     }
 
     /// Takes the lease `name` for `holder`, waiting while someone else holds
@@ -171,11 +215,12 @@ impl Leases {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        let path = self.prefix.clone().join(name);
+        let path = self.path(name);
         loop {
             let seen = match self.look(&path).await? {
                 None => {
                     if let Some(l) = self.claim(&path, holder, ttl, PutMode::Create).await? {
+                        self.forget(&path);
                         return Ok(l);
                     }
                     continue;
@@ -244,5 +289,69 @@ impl Lease {
             Ok(_) | Err(object_store::Error::Precondition { .. }) => Ok(()),
             Err(e) => Err(io("releasing a lease", e)),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl transfer_core::Claim for Lease {
+    async fn renew(&mut self) -> Result<(), StoreError> {
+        Lease::renew(self).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), StoreError> {
+        Lease::release(*self).await
+    }
+}
+
+/// [`Claims`](transfer_core::Claims) on tasks as [`Leases`]: the claim on
+/// task `T` of session `S` is the lease `{prefix}/leases/S/T`. Every
+/// process sharing a session builds one with its own holder name (a host
+/// name and process id is a good one) and the same prefix.
+#[derive(Clone, Debug)]
+pub struct S3Claims {
+    leases: Leases,
+    holder: String,
+    ttl: Duration,
+}
+
+impl S3Claims {
+    /// Claims under `prefix` in `objects`, held by `holder`, each living
+    /// `ttl` without a renewal.
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        prefix: &str,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> S3Claims {
+        S3Claims {
+            leases: Leases::new(objects, prefix),
+            holder: holder.into(),
+            ttl,
+        }
+    }
+
+    /// Who holds the claims this process takes.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
+#[async_trait::async_trait]
+impl transfer_core::Claims for S3Claims {
+    async fn try_claim(
+        &self,
+        session: &transfer_core::SessionId,
+        task: transfer_core::TaskId,
+    ) -> Result<Option<Box<dyn transfer_core::Claim>>, StoreError> {
+        let name = format!("{session}/{task}");
+        let got = self
+            .leases
+            .try_acquire(&name, &self.holder, self.ttl)
+            .await?;
+        Ok(got.map(|l| Box::new(l) as Box<dyn transfer_core::Claim>))
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ttl
     }
 }

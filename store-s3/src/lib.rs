@@ -49,7 +49,7 @@
 mod lease;
 mod payload;
 
-pub use lease::{Lease, Leases};
+pub use lease::{Lease, Leases, S3Claims};
 pub use payload::{MIN_PART, S3PayloadStore};
 
 /// A client builder for `bucket`, from the usual `AWS_*` variables. With an

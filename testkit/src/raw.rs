@@ -76,7 +76,7 @@ async fn respond(
             sent.fetch_add(n as u64, Ordering::AcqRel);
         }
     }
-    finished.store(true, Ordering::Release);
+    finished.set();
     stream.shutdown().await
 }
 
@@ -100,5 +100,7 @@ fn entry(
         listener: conn.listener,
         connection: conn.id,
         headers: HeaderMap::new(),
+        at: std::time::Instant::now(),
+        ended: None,
     }
 }

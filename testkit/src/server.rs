@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -75,12 +75,39 @@ pub struct LogEntry {
     pub connection: u64,
     /// All request headers.
     pub headers: HeaderMap,
+    /// When the request arrived.
+    pub at: Instant,
+    /// When its answer ended: written to its end, cut, or dropped with its
+    /// connection (`None` while it is still going).
+    pub ended: Option<Instant>,
+}
+
+/// Whether, and when, an answer ended.
+#[derive(Default)]
+pub(crate) struct Finish {
+    /// Written to its end.
+    whole: AtomicBool,
+    /// When it ended, whole or not.
+    at: Mutex<Option<Instant>>,
+}
+
+impl Finish {
+    /// The answer was written to its end.
+    pub(crate) fn set(&self) {
+        self.whole.store(true, Ordering::Release);
+        self.ended();
+    }
+
+    /// The answer ended (whole or not), now unless it already had.
+    pub(crate) fn ended(&self) {
+        lock(&self.at).get_or_insert_with(Instant::now);
+    }
 }
 
 struct Logged {
     entry: LogEntry,
     sent: Arc<AtomicU64>,
-    finished: Arc<AtomicBool>,
+    finished: Arc<Finish>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -200,9 +227,12 @@ impl Shared {
         }
     }
 
-    pub(crate) fn record(&self, entry: LogEntry) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+    pub(crate) fn record(&self, entry: LogEntry) -> (Arc<AtomicU64>, Arc<Finish>) {
         let sent = Arc::new(AtomicU64::new(entry.bytes_sent));
-        let finished = Arc::new(AtomicBool::new(entry.finished));
+        let finished = Arc::new(Finish::default());
+        if entry.finished {
+            finished.set();
+        }
         lock(&self.log).push(Logged {
             entry,
             sent: sent.clone(),
@@ -217,7 +247,8 @@ impl Shared {
             .map(|l| {
                 let mut e = l.entry.clone();
                 e.bytes_sent = l.sent.load(Ordering::Acquire);
-                e.finished = l.finished.load(Ordering::Acquire);
+                e.finished = l.finished.whole.load(Ordering::Acquire);
+                e.ended = *lock(&l.finished.at);
                 e
             })
             .collect()
@@ -370,6 +401,8 @@ pub(crate) async fn handle(
         listener: conn.listener,
         connection: conn.id,
         headers: parts.headers.clone(),
+        at: Instant::now(),
+        ended: None,
     };
     if path.starts_with("/resumable/") {
         let log = unanswered(path_and_query, 0);
@@ -571,6 +604,8 @@ pub(crate) async fn handle(
         listener: conn.listener,
         connection: conn.id,
         headers: parts.headers.clone(),
+        at: Instant::now(),
+        ended: None,
     };
     let (sent, finished) = shared.record(entry);
     if streams && parts.method == Method::GET {
@@ -582,7 +617,7 @@ pub(crate) async fn handle(
         };
         response = Response::from_parts(head, counted.boxed());
     } else {
-        finished.store(true, Ordering::Release);
+        finished.set();
     }
     Ok(response)
 }
@@ -725,7 +760,14 @@ fn add_filler_headers(h: &mut HeaderMap, total: usize) {
 struct Counted {
     inner: OriginBody,
     sent: Arc<AtomicU64>,
-    finished: Arc<AtomicBool>,
+    finished: Arc<Finish>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Cut, or dropped with its connection: it ends here either way.
+        self.finished.ended();
+    }
 }
 
 impl Body for Counted {
@@ -744,11 +786,11 @@ impl Body for Counted {
                 }
                 // Connections stop polling a body that says it has ended.
                 if self.inner.is_end_stream() {
-                    self.finished.store(true, Ordering::Release);
+                    self.finished.set();
                 }
             }
             Some(Err(_)) => {}
-            None => self.finished.store(true, Ordering::Release),
+            None => self.finished.set(),
         }
         Poll::Ready(frame)
     }

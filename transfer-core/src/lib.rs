@@ -107,7 +107,8 @@ pub use spec::{
     TaskSpecBuilder, UploadBody, Url,
 };
 pub use store::{
-    Batch, MemoryTaskStore, Partial, PayloadStore, Snapshot, StoreError, StoreErrorKind, TaskStore,
+    Batch, Claim, Claims, MemoryTaskStore, Partial, PayloadStore, Snapshot, StoreError,
+    StoreErrorKind, TaskStore,
 };
 pub use time::Timestamp;
 pub use transport::{

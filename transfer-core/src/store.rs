@@ -303,6 +303,42 @@ pub trait PayloadStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Who runs each task when several processes share one session (each with
+/// its own [`TaskStore`] over the same storage): a process runs a task, and
+/// writes its record, only while it holds the task's claim.
+///
+/// A claim lives for [`ttl`](Self::ttl) without a renewal. A process that
+/// dies loses its claims to the others once they have seen no renewal for
+/// that long, measured on their own clocks: no clock is compared across
+/// machines.
+#[async_trait]
+pub trait Claims: Send + Sync {
+    /// Claims `task` of `session` for this process: `Ok(None)` while another
+    /// process holds the claim and renews it. A claim released, or not
+    /// renewed for a whole time to live since this process first saw it,
+    /// is taken.
+    async fn try_claim(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+    ) -> Result<Option<Box<dyn Claim>>, StoreError>;
+
+    /// How long a claim lives without a renewal; holders renew at a third
+    /// of it.
+    fn ttl(&self) -> std::time::Duration;
+}
+
+/// A claim this process holds (see [`Claims`]).
+#[async_trait]
+pub trait Claim: Send + Sync {
+    /// Renews the claim. [`StoreErrorKind::Conflict`] means another process
+    /// took it over: whatever it guarded must stop at once.
+    async fn renew(&mut self) -> Result<(), StoreError>;
+
+    /// Hands the claim back, so another process may take it at once.
+    async fn release(self: Box<Self>) -> Result<(), StoreError>;
+}
+
 /// A [`TaskStore`] in memory: for sessions that need not outlive the
 /// process, and for tests that run on a paused clock (nothing here waits on
 /// another thread). Same semantics as every store; nothing is durable.

@@ -1,0 +1,210 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Two sessions sharing one session's state (two processes, in one here):
+//! each over its own store-s3 replica of the same object store, each task
+//! run by one of them at a time through its claim. The object store is
+//! object_store's `InMemory` (these tests are about the scheduler; the
+//! same store and claims against a real S3-protocol server are tested in
+//! store-s3 and by the `ferry` workers test).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use scheduler::{Session, SessionConfig};
+use sha2::{Digest, Sha256};
+use store_fs::FsPayloadStore;
+use store_s3::{S3Claims, S3TaskStore};
+use testkit::{Fault, Origin, Script, body};
+use transfer_core::{Completion, Delegate, Outcome, TaskId};
+use transport_http::HttpTransport;
+
+/// Counts the completions each session's delegate hears, by task.
+#[derive(Default)]
+struct Heard(Mutex<HashMap<TaskId, u32>>);
+
+#[async_trait]
+impl Delegate for Heard {
+    async fn completed(&self, c: &Completion) {
+        assert!(matches!(c.outcome, Outcome::Completed { .. }), "{c:?}");
+        *self.0.lock().unwrap().entry(c.task).or_default() += 1;
+    }
+}
+
+async fn worker(
+    objects: &Arc<dyn ObjectStore>,
+    name: &str,
+    out: &std::path::Path,
+    delegate: Arc<Heard>,
+) -> Session {
+    let claims = S3Claims::new(objects.clone(), "ferry", name, Duration::from_millis(900));
+    Session::builder("shared.test")
+        .unwrap()
+        .store(Arc::new(S3TaskStore::new(objects.clone(), "ferry")))
+        .payloads(Arc::new(FsPayloadStore::new(out).unwrap()))
+        .transport(Arc::new(
+            HttpTransport::new(transport_http::HttpConfig::default()).unwrap(),
+        ))
+        .config(SessionConfig {
+            checkpoint_interval: Duration::from_millis(50),
+            ..SessionConfig::default()
+        })
+        .delegate(delegate)
+        .shared(Arc::new(claims), Some(Duration::from_millis(100)))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Requests for the same path whose lifetimes overlap: two processes
+/// fetching one task at once.
+fn overlapping(log: &[testkit::LogEntry]) -> Vec<String> {
+    let mut by_path: HashMap<&str, Vec<_>> = HashMap::new();
+    for e in log {
+        by_path
+            .entry(e.path.as_str())
+            .or_default()
+            .push((e.at, e.ended.expect("every answer has ended")));
+    }
+    let mut bad = Vec::new();
+    for (path, mut spans) in by_path {
+        spans.sort();
+        if spans.windows(2).any(|w| w[1].0 < w[0].1) {
+            bad.push(path.to_owned());
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_share_the_work_and_each_task_runs_once() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    const N: u64 = 32;
+    const LEN: u64 = 512 << 10;
+    // About 1/8 s each: long enough for both sessions to take some.
+    origin.script(
+        &format!("/gen/{LEN}"),
+        Script::new().always(Fault::RateLimit(4 << 20)),
+    );
+    let (heard_a, heard_b) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
+    let a = worker(&objects, "worker-a", dir.path(), heard_a.clone()).await;
+    let b = worker(&objects, "worker-b", dir.path(), heard_b.clone()).await;
+    let mut handles = Vec::new();
+    for i in 0..N {
+        let url = origin.http_url(&format!("/gen/{LEN}?seed={i}"));
+        handles.push(
+            a.download(&url)
+                .unwrap()
+                .to(format!("f{i}"))
+                .enqueue()
+                .await
+                .unwrap(),
+        );
+    }
+    for h in &handles {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), h.wait())
+            .await
+            .expect("every task ends")
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+    }
+    // Every task is heard of once, by one of the two.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = heard_a.0.lock().unwrap().len() + heard_b.0.lock().unwrap().len();
+            if n as u64 >= N {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every completion is delivered");
+    let (ha, hb) = (
+        heard_a.0.lock().unwrap().clone(),
+        heard_b.0.lock().unwrap().clone(),
+    );
+    assert!(ha.values().chain(hb.values()).all(|n| *n == 1));
+    assert!(ha.keys().all(|t| !hb.contains_key(t)), "heard by both");
+    assert_eq!((ha.len() + hb.len()) as u64, N);
+    assert!(
+        !ha.is_empty() && !hb.is_empty(),
+        "both took work: {} and {}",
+        ha.len(),
+        hb.len()
+    );
+    for i in 0..N {
+        let data = std::fs::read(dir.path().join(format!("f{i}"))).unwrap();
+        assert_eq!(
+            Sha256::digest(&data).as_slice(),
+            body::sha256(i, 0, LEN),
+            "f{i}"
+        );
+    }
+    // One request per task: nothing fetched twice, nothing at once.
+    let log = origin.log();
+    assert_eq!(log.len() as u64, N, "one request per task");
+    assert!(overlapping(&log).is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A task's claim taken by someone else mid-download: the attempt stops at
+/// once (its request ends within a renewal period). The thief then never
+/// renews, so after one time to live the session takes the task back and
+/// finishes it from its durable offset, with a Range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    const LEN: u64 = 8 << 20;
+    origin.script(
+        &format!("/gen/{LEN}"),
+        Script::new().always(Fault::RateLimit(2 << 20)),
+    );
+    let heard = Arc::new(Heard::default());
+    let a = worker(&objects, "worker-a", dir.path(), heard.clone()).await;
+    let url = origin.http_url(&format!("/gen/{LEN}?seed=5"));
+    let h = a.download(&url).unwrap().to("big").enqueue().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The thief writes the lease over (as a process that took it over would).
+    let lease = object_store::path::Path::from(format!("ferry/leases/shared.test/{}", h.id()));
+    let stolen = serde_json::json!({"holder": "thief", "ttl_ms": 900, "beat": 1});
+    object_store::ObjectStoreExt::put(
+        &*objects,
+        &lease,
+        object_store::PutPayload::from(serde_json::to_vec(&stolen).unwrap()),
+    )
+    .await
+    .unwrap();
+    let stolen_at = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), h.wait())
+        .await
+        .expect("the task ends")
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+    let log = origin.log();
+    assert!(log.len() >= 2, "{log:?}");
+    let first_end = log[0].ended.unwrap();
+    assert!(
+        first_end < stolen_at + Duration::from_millis(900),
+        "the attempt stopped within a renewal period of the theft ({:?} after)",
+        first_end.saturating_duration_since(stolen_at)
+    );
+    assert!(
+        log[1].at >= stolen_at + Duration::from_millis(900),
+        "taken back only after the thief was silent for a time to live ({:?} after)",
+        log[1].at.saturating_duration_since(stolen_at)
+    );
+    assert!(log[1].range.is_some(), "resumed with a Range");
+    assert!(overlapping(&log).is_empty());
+    let data = std::fs::read(dir.path().join("big")).unwrap();
+    assert_eq!(Sha256::digest(&data).as_slice(), body::sha256(5, 0, LEN));
+    assert_eq!(heard.0.lock().unwrap().get(&h.id()), Some(&1));
+    a.shutdown().await;
+}
