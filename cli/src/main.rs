@@ -14,7 +14,13 @@
 //! ferry ls [--json]
 //! ferry pause|resume|cancel ID
 //! ferry conditions [--metered IFACE]
+//! every command: [--store s3://BUCKET/PREFIX] [--endpoint URL]
 //! ```
+//!
+//! With `--store`, the session's state is in a bucket that several processes
+//! share: there is no control socket, each command reads and writes the
+//! bucket, and each task is run by one process at a time (see
+//! `scheduler::SessionBuilder::shared`).
 //!
 //! One process runs a state directory's session at a time (`get` or `run`);
 //! it listens on `control.sock` there, and the other commands talk to it.
@@ -32,6 +38,7 @@
 mod control;
 mod names;
 mod payloads;
+mod state;
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -64,6 +71,22 @@ const SESSION: &str = "default";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Keep the session's state in S3 or an S3-compatible server, under
+    /// `s3://BUCKET/PREFIX`, instead of `$FERRY_HOME`: several `ferry`
+    /// processes, on this machine or others, then share the session, each
+    /// task run by one of them at a time.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_STORE",
+        value_name = "s3://BUCKET/PREFIX"
+    )]
+    store: Option<String>,
+    /// The S3-compatible endpoint for `--store` and `--to s3://…` (default:
+    /// `AWS_ENDPOINT_URL`, else AWS). Credentials and region come from the
+    /// `AWS_*` variables.
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,29 +180,43 @@ fn main() -> ExitCode {
         Err(e) => return fail(anyhow::anyhow!("starting the runtime: {e}")),
     };
     let result = runtime.block_on(async {
+        let shared = cli
+            .store
+            .as_deref()
+            .map(|url| state::Shared::open(url, cli.endpoint.as_deref()))
+            .transpose()?;
+        let shared = shared.as_ref();
+        let endpoint = cli.endpoint;
         match cli.command {
-            Command::Get(args) => get(args).await,
-            Command::Put { put, opts } => transfer(Job::Put(put.resolved()?), &opts).await,
-            Command::Add(args) => add(args).await,
+            Command::Get(mut args) => {
+                args.opts.endpoint = endpoint;
+                get(args, shared).await
+            }
+            Command::Put { put, mut opts } => {
+                opts.endpoint = endpoint;
+                transfer(Job::Put(put.resolved()?), &opts, shared).await
+            }
+            Command::Add(args) => add(args, shared, endpoint).await,
             Command::Run {
                 until_idle,
                 limit_rate,
                 when,
                 mut opts,
             } => {
+                opts.endpoint = endpoint;
                 opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
                 opts.session_constraints = transfer_core::Constraints {
                     discretionary: when.discretionary,
                     requires_charging: when.require_charging,
                     requires_unmetered: false,
                 };
-                run(until_idle, &opts).await
+                run(until_idle, &opts, shared).await
             }
             Command::Conditions { sensing } => conditions(&sensing),
-            Command::Ls { json } => ls(json).await,
-            Command::Pause { id } => user(&id, "pause").await,
-            Command::Resume { id } => user(&id, "resume").await,
-            Command::Cancel { id } => user(&id, "cancel").await,
+            Command::Ls { json } => ls(json, shared, endpoint).await,
+            Command::Pause { id } => user(&id, "pause", shared, endpoint).await,
+            Command::Resume { id } => user(&id, "resume", shared, endpoint).await,
+            Command::Cancel { id } => user(&id, "cancel", shared, endpoint).await,
         }
     });
     match result {
@@ -278,9 +315,13 @@ struct RunnerOpts {
     resolve: Vec<String>,
     #[command(flatten)]
     sensing: Sensing,
-    /// The S3-compatible endpoint for `--to s3://…` (default: `AWS_ENDPOINT_URL`,
-    /// else AWS). Credentials and region come from the `AWS_*` variables.
-    #[arg(long, value_name = "URL")]
+    /// With `--store`: how long this process's hold on a task lasts without
+    /// a renewal (default 30s; renewed every third of it). If the process
+    /// dies, the others take its tasks over after that much silence.
+    #[arg(long, value_name = "DURATION")]
+    lease_ttl: Option<String>,
+    /// The global `--endpoint`.
+    #[arg(skip)]
     endpoint: Option<String>,
     /// HTTP/3 only (over QUIC; https URLs).
     #[arg(long, conflicts_with = "prefer_http3")]
@@ -371,7 +412,9 @@ pub(crate) struct AddArgs {
     #[arg(short = 'o', long = "output", default_value = ".")]
     output: PathBuf,
     /// Download into an object instead of a file: `s3://BUCKET/KEY` (one
-    /// URL), through a multipart upload whose parts are the checkpoints.
+    /// URL), or `s3://BUCKET/PREFIX/` (any number: each URL's file name
+    /// after the prefix), through a multipart upload whose parts are the
+    /// checkpoints.
     #[arg(long, value_name = "s3://BUCKET/KEY")]
     #[serde(default)]
     to: Option<String>,
@@ -427,11 +470,12 @@ impl AddArgs {
             }
         }
         if let Some(to) = &self.to {
-            if payloads::parse_s3(to).is_none() {
-                bail!("--to {to:?}: s3://BUCKET/KEY");
+            let prefix = to.ends_with('/');
+            if payloads::parse_s3(&format!("{to}{}", if prefix { "x" } else { "" })).is_none() {
+                bail!("--to {to:?}: s3://BUCKET/KEY, or s3://BUCKET/PREFIX/");
             }
-            if self.urls.len() != 1 {
-                bail!("--to names one object; give one URL");
+            if !prefix && self.urls.len() != 1 {
+                bail!("--to {to:?} names one object; give one URL, or a prefix ending in /");
             }
         }
         if self.sha256.is_some() && self.urls.len() != 1 {
@@ -488,8 +532,24 @@ pub(crate) async fn add_tasks(
     let mut specs = Vec::new();
     let mut labels = Vec::new();
     let mut done = Vec::new();
-    if let (Some(to), [url]) = (&args.to, args.urls.as_slice()) {
-        return add_object(target, args, to, url, rate, &records).await;
+    if let Some(to) = &args.to {
+        // Objects: `to` itself for one URL, else the URL's name after it.
+        let mut keys = HashSet::new();
+        let objects = args.urls.iter().map(|url| {
+            let mut key = to.clone();
+            if to.ends_with('/') {
+                let name = names::file_name(url);
+                key = format!("{to}{name}");
+                let mut n = 1;
+                while !keys.insert(key.clone()) {
+                    key = format!("{to}{name}-{n}");
+                    n += 1;
+                }
+            }
+            (url.clone(), key)
+        });
+        let objects: Vec<(String, String)> = objects.collect();
+        return add_objects(target, args, objects, rate, &records).await;
     }
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
@@ -683,33 +743,39 @@ pub(crate) async fn add_upload(
     Ok(ids.into_iter().map(|id| (id, name.clone())).collect())
 }
 
-/// Enqueues one download into the object `to` (`s3://BUCKET/KEY`), unless
-/// the same command already completed it (and `--overwrite` is not given).
-async fn add_object(
+/// Enqueues downloads into objects, `(url, s3://BUCKET/KEY)`, except those
+/// the same command already completed (unless `--overwrite`) or has under
+/// way.
+async fn add_objects(
     target: Target<'_>,
     args: &AddArgs,
-    to: &str,
-    url: &str,
+    objects: Vec<(String, String)>,
     rate: Option<u64>,
     records: &[TaskRecord],
 ) -> anyhow::Result<Vec<(TaskId, String)>> {
-    let key = format!("get {to} {url}");
-    // Done before (and not to be done again), or under way: that task.
-    if let Some(r) = records.iter().find(|r| {
-        r.spec.key.as_deref() == Some(&key)
-            && (!r.state.is_terminal() || (r.state.phase == Phase::Completed && !args.overwrite))
-    }) {
-        return Ok(vec![(r.id, to.to_owned())]);
+    let mut done = Vec::new();
+    let mut specs = Vec::new();
+    let mut labels = Vec::new();
+    for (url, to) in objects {
+        let key = format!("get {to} {url}");
+        // Done before (and not to be done again), or under way: that task.
+        if let Some(r) = records.iter().find(|r| {
+            r.spec.key.as_deref() == Some(&key)
+                && (!r.state.is_terminal()
+                    || (r.state.phase == Phase::Completed && !args.overwrite))
+        }) {
+            done.push((r.id, to));
+            continue;
+        }
+        let b = TaskSpec::download(&url, Destination::ObjectKey(to.clone()))
+            .key(key)
+            .label(&to);
+        specs.push(args.finish(b, rate).build().with_context(|| url.clone())?);
+        labels.push(to);
     }
-    let b = TaskSpec::download(url, Destination::ObjectKey(to.to_owned()))
-        .key(key)
-        .label(to);
-    let spec = args
-        .finish(b, rate)
-        .build()
-        .with_context(|| url.to_owned())?;
-    let ids = target.enqueue(vec![spec]).await?;
-    Ok(ids.into_iter().map(|id| (id, to.to_owned())).collect())
+    let ids = target.enqueue(specs).await?;
+    done.extend(ids.into_iter().zip(labels));
+    Ok(done)
 }
 
 /// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
@@ -736,7 +802,8 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 
 /// Opens the session as the runner of this state directory.
 async fn runner(
-    store: FsTaskStore,
+    store: Arc<dyn transfer_core::TaskStore>,
+    shared: Option<&state::Shared>,
     opts: &RunnerOpts,
     delegate: Arc<dyn Delegate>,
 ) -> anyhow::Result<(Session, PathBuf)> {
@@ -768,16 +835,55 @@ async fn runner(
         FsPayloadStore::new("/").context("payload store")?,
         opts.endpoint.clone(),
     );
-    let session = Session::builder(SESSION)?
-        .store(Arc::new(store))
+    let mut builder = Session::builder(SESSION)?
+        .store(store)
         .payloads(Arc::new(payloads))
         .transport(Arc::new(transport))
         .conditions(Arc::new(scheduler::LinuxConditions::start(sensing)))
         .delegate(delegate)
-        .config(config)
-        .build()
-        .await?;
+        .config(config);
+    if let Some(shared) = shared {
+        let ttl = match &opts.lease_ttl {
+            Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
+            None => Duration::from_secs(30),
+        };
+        builder = builder.shared(shared.claims(ttl), None);
+    } else if opts.lease_ttl.is_some() {
+        bail!("--lease-ttl is for sessions shared through --store");
+    }
+    let session = builder.build().await?;
     Ok((session, home))
+}
+
+/// Where the session runs, as [`start`] found it.
+enum Started {
+    /// In this process (with the state directory's control socket, unless
+    /// the session is shared through a bucket).
+    Here(Session, Option<control::Listening>),
+    /// In the process answering on this state directory's socket.
+    Elsewhere(tokio::net::UnixStream, PathBuf),
+}
+
+/// Runs the session in this process: one of those sharing it through the
+/// bucket, or the state directory's only runner, unless another process
+/// already is.
+async fn start(
+    opts: &RunnerOpts,
+    shared: Option<&state::Shared>,
+    delegate: Arc<dyn Delegate>,
+) -> anyhow::Result<Started> {
+    if let Some(shared) = shared {
+        let (session, _) = runner(shared.tasks.clone(), Some(shared), opts, delegate).await?;
+        return Ok(Started::Here(session, None));
+    }
+    let home = home()?;
+    let store = match access(&home).await? {
+        Access::Runner(stream) => return Ok(Started::Elsewhere(stream, home)),
+        Access::Store(store) => store,
+    };
+    let (session, home) = runner(Arc::new(store), None, opts, delegate).await?;
+    let server = control::serve(&home, session.clone())?;
+    Ok(Started::Here(session, Some(server)))
 }
 
 /// What `get` and `put` ask for.
@@ -803,21 +909,24 @@ impl Job {
     }
 }
 
-async fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
-    transfer(Job::Get(args.add.resolved()?), &args.opts).await
+async fn get(args: GetArgs, shared: Option<&state::Shared>) -> anyhow::Result<ExitCode> {
+    transfer(Job::Get(args.add.resolved()?), &args.opts, shared).await
 }
 
 /// Runs the job's transfers (here, or in the ferry already running) and
 /// waits until every one ends. An upload's answer goes to standard output.
 #[allow(clippy::print_stdout)]
-async fn transfer(job: Job, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
-    let home = home()?;
-    let store = match access(&home).await? {
-        Access::Runner(stream) => return transfer_through_runner(stream, &home, &job).await,
-        Access::Store(store) => store,
+async fn transfer(
+    job: Job,
+    opts: &RunnerOpts,
+    shared: Option<&state::Shared>,
+) -> anyhow::Result<ExitCode> {
+    let (session, server) = match start(opts, shared, Arc::new(NoDelegate)).await? {
+        Started::Here(session, server) => (session, server),
+        Started::Elsewhere(stream, home) => {
+            return transfer_through_runner(stream, &home, &job).await;
+        }
     };
-    let (session, home) = runner(store, opts, Arc::new(NoDelegate)).await?;
-    let server = control::serve(&home, session.clone())?;
     let mut events = Box::pin(session.events());
     let added = job.enqueue(Target::Live(&session)).await?;
     let tasks: Vec<(TaskHandle, String)> = added
@@ -924,8 +1033,18 @@ async fn transfer_through_runner(
     })
 }
 
-async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
+async fn add(
+    args: AddArgs,
+    shared: Option<&state::Shared>,
+    endpoint: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let args = args.resolved()?;
+    if let Some(shared) = shared {
+        let offline = offline(shared.tasks.clone(), endpoint)?;
+        let added = add_tasks(Target::Offline(&offline), &args).await?;
+        print_lines(added.into_iter().map(|(id, name)| format!("{id}  {name}")))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let home = home()?;
     let added: Vec<(String, String)> = match access(&home).await? {
         Access::Runner(stream) => {
@@ -941,7 +1060,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
                 .collect()
         }
         Access::Store(store) => {
-            let offline = offline(store)?;
+            let offline = offline(Arc::new(store), endpoint)?;
             add_tasks(Target::Offline(&offline), &args)
                 .await?
                 .into_iter()
@@ -953,17 +1072,18 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(until_idle: bool, opts: &RunnerOpts) -> anyhow::Result<ExitCode> {
-    let home = home()?;
-    let store = match access(&home).await? {
-        Access::Runner(_) => bail!(
+async fn run(
+    until_idle: bool,
+    opts: &RunnerOpts,
+    shared: Option<&state::Shared>,
+) -> anyhow::Result<ExitCode> {
+    let (session, server) = match start(opts, shared, Arc::new(Announce)).await? {
+        Started::Here(session, server) => (session, server),
+        Started::Elsewhere(_, home) => bail!(
             "another ferry process is running the session in {}; use `ferry add` to give it work",
             home.display()
         ),
-        Access::Store(store) => store,
     };
-    let (session, home) = runner(store, opts, Arc::new(Announce)).await?;
-    let server = control::serve(&home, session.clone())?;
     let mut interrupted = watch_signals(session.clone());
     let idle = async {
         if until_idle {
@@ -1097,7 +1217,8 @@ fn conditions(sensing: &Sensing) -> anyhow::Result<ExitCode> {
 }
 
 /// `ferry run`'s delegate: a line on stderr for each task that ends,
-/// including those that ended before a restart and were not yet reported.
+/// including those that ended before a restart and were not yet reported
+/// (a completion's event id tells a repeat after a kill from a new one).
 struct Announce;
 
 #[async_trait::async_trait]
@@ -1106,7 +1227,9 @@ impl Delegate for Announce {
     async fn completed(&self, c: &Completion) {
         let name = c.label.clone().unwrap_or_else(|| c.task.to_string());
         match &c.outcome {
-            Outcome::Completed { bytes } => eprintln!("{name}: done, {bytes} bytes"),
+            Outcome::Completed { bytes } => {
+                eprintln!("{name}: done, {bytes} bytes (event {})", c.event);
+            }
             Outcome::Failed { error, .. } => eprintln!("{name}: failed: {error}"),
             Outcome::Cancelled { .. } => eprintln!("{name}: cancelled"),
         }
@@ -1114,35 +1237,53 @@ impl Delegate for Announce {
 }
 
 /// The state on disk, for commands run while no `ferry` runs the session.
-fn offline(store: FsTaskStore) -> anyhow::Result<Offline> {
+fn offline(
+    store: Arc<dyn transfer_core::TaskStore>,
+    endpoint: Option<String>,
+) -> anyhow::Result<Offline> {
     let payloads =
-        payloads::Payloads::new(FsPayloadStore::new("/").context("payload store")?, None);
+        payloads::Payloads::new(FsPayloadStore::new("/").context("payload store")?, endpoint);
     Ok(Offline::new(
         SESSION,
-        Arc::new(store),
+        store,
         Arc::new(payloads),
         SessionConfig::default(),
     )?)
 }
 
 #[allow(clippy::print_stdout)]
-async fn user(id: &str, op: &str) -> anyhow::Result<ExitCode> {
+async fn user(
+    id: &str,
+    op: &str,
+    shared: Option<&state::Shared>,
+    endpoint: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let task = control::parse_id(id)?;
-    let home = home()?;
-    match access(&home).await? {
-        Access::Runner(stream) => {
-            let req = serde_json::json!({"op": op, "id": task.to_string()});
-            control::call(stream, &req).await?;
-        }
-        Access::Store(store) => {
-            let event = match op {
-                "pause" => Event::Suspend,
-                "resume" => Event::Resume,
-                _ => Event::Cancel {
-                    keep_resume_data: false,
-                },
-            };
-            offline(store)?.user(task, event).await?;
+    let event = match op {
+        "pause" => Event::Suspend,
+        "resume" => Event::Resume,
+        _ => Event::Cancel {
+            keep_resume_data: false,
+        },
+    };
+    if let Some(shared) = shared {
+        // The process running the task sees the change when it next reads
+        // the session, and stops it.
+        offline(shared.tasks.clone(), endpoint)?
+            .user(task, event)
+            .await?;
+    } else {
+        let home = home()?;
+        match access(&home).await? {
+            Access::Runner(stream) => {
+                let req = serde_json::json!({"op": op, "id": task.to_string()});
+                control::call(stream, &req).await?;
+            }
+            Access::Store(store) => {
+                offline(Arc::new(store), endpoint)?
+                    .user(task, event)
+                    .await?;
+            }
         }
     }
     let done = match op {
@@ -1354,19 +1495,33 @@ fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
     }
 }
 
-async fn ls(json: bool) -> anyhow::Result<ExitCode> {
-    let home = home()?;
-    let rows: Vec<serde_json::Value> = match access(&home).await? {
-        Access::Runner(stream) => {
-            let reply = control::call(stream, &serde_json::json!({"op": "ls"})).await?;
-            reply["tasks"].as_array().cloned().unwrap_or_default()
-        }
-        Access::Store(store) => offline(store)?
+async fn ls(
+    json: bool,
+    shared: Option<&state::Shared>,
+    endpoint: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let rows: Vec<serde_json::Value> = match shared {
+        Some(shared) => offline(shared.tasks.clone(), endpoint)?
             .tasks()
             .await?
             .iter()
             .map(|r| ls_row(r, false))
             .collect(),
+        None => {
+            let home = home()?;
+            match access(&home).await? {
+                Access::Runner(stream) => {
+                    let reply = control::call(stream, &serde_json::json!({"op": "ls"})).await?;
+                    reply["tasks"].as_array().cloned().unwrap_or_default()
+                }
+                Access::Store(store) => offline(Arc::new(store), endpoint)?
+                    .tasks()
+                    .await?
+                    .iter()
+                    .map(|r| ls_row(r, false))
+                    .collect(),
+            }
+        }
     };
     let lines = rows.iter().map(|row| {
         if json {

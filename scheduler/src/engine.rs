@@ -1217,6 +1217,7 @@ impl Engine {
         let generation = f.generation;
         let mut seen = HashSet::with_capacity(f.snapshot.records.len());
         let mut user = Vec::new();
+        let mut cancelled = Vec::new();
         let mut adopt = Vec::new();
         for r in f.snapshot.records {
             seen.insert(r.id);
@@ -1232,12 +1233,9 @@ impl Engine {
                     && ours.state.phase != r.state.phase
                 {
                     match r.state.phase {
-                        Phase::Cancelled => user.push((
-                            r.id,
-                            Event::Cancel {
-                                keep_resume_data: false,
-                            },
-                        )),
+                        // Cancelled there, with its completion: stopped
+                        // here, and that completion delivered from here.
+                        Phase::Cancelled => cancelled.push(r),
                         Phase::Suspended => user.push((r.id, Event::Suspend)),
                         _ => {}
                     }
@@ -1299,6 +1297,23 @@ impl Engine {
         }
         for (id, event) in user {
             self.event(id, event);
+        }
+        for r in cancelled {
+            let id = r.id;
+            if let Some(run) = self.running.get(&id) {
+                let _ = run.stop.send(true);
+            }
+            self.release(id);
+            self.pending.dirty.remove(&id);
+            self.forget(id);
+            self.adopt(r);
+            if let Some(c) = f.snapshot.outbox.iter().find(|c| c.task == id)
+                && let Some(sh) = &mut self.shared
+                && sh.unacked.insert(id)
+            {
+                self.outcomes.insert(id, c.outcome.clone());
+                let _ = self.deliver.send(Delivery::Completion(Box::new(c.clone())));
+            }
         }
         if let Some(sh) = &mut self.shared {
             for task in undelivered {

@@ -84,12 +84,6 @@ impl Offline {
         }
         let records = self.tasks().await?;
         let t = now();
-        let mut next = records
-            .iter()
-            .map(|r| r.id.as_u64() + 1)
-            .max()
-            .unwrap_or(0)
-            .max(t.as_millis() << 12);
         let mut seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(0);
         // Each key names one task at a time: (its id, whether it has ended).
         let mut keys: HashMap<String, (TaskId, bool)> = records
@@ -107,8 +101,9 @@ impl Offline {
                 // A finished task with the same key is replaced.
                 batch.remove.push(old);
             }
-            let id = TaskId::from_u64(next);
-            next += 1;
+            // Random: a running session, or other processes sharing the
+            // store, draw ids too.
+            let id = TaskId::from_u64(transfer_core::random_u64());
             if let Some(key) = &spec.key {
                 keys.insert(key.clone(), (id, false));
             }

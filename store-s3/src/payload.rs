@@ -16,6 +16,13 @@
 //! - **Checksums**: the parts cannot be read back before the upload
 //!   completes, so a resumed download that must verify a checksum of the
 //!   whole payload fails with a storage error rather than skip the check.
+//! - **Completed, then killed**: every upload has a random tag, kept in the
+//!   task record and given to the object as metadata (`x-amz-meta-ferry-tag`).
+//!   A process that dies after completing the upload and before recording
+//!   it leaves a record that still names the upload. Opening it finds the
+//!   object with that tag and hands back the finished payload (readable,
+//!   so its length and checksum are checked) instead of writing into an
+//!   upload that no longer exists.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +31,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, MultipartId, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload,
+};
 use transfer_core::{
     Destination, PartRecord, Partial, PartialLocation, PayloadStore, ResumeData, SessionId,
     StoreError, StoreErrorKind, TaskId,
@@ -82,6 +92,34 @@ impl S3PayloadStore {
     }
 }
 
+/// The metadata naming an upload's tag.
+const TAG: &str = "ferry-tag";
+
+fn tagged(tag: &str) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(Attribute::Metadata(TAG.into()), tag.to_owned().into());
+    a
+}
+
+impl S3PayloadStore {
+    /// Whether the object at `key` is the one the upload tagged `tag` made.
+    async fn finished(&self, key: &Path, tag: &str) -> Result<bool, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.objects.get_opts(key, head).await {
+            Ok(got) => Ok(got
+                .attributes
+                .get(&Attribute::Metadata(TAG.into()))
+                .is_some_and(|v| v.as_ref() == tag)),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(io("looking for the finished object", e)),
+        }
+    }
+}
+
 fn key_of(destination: &Destination) -> Result<Path, StoreError> {
     match destination {
         Destination::ObjectKey(key) => Path::parse(key).map_err(|e| {
@@ -114,9 +152,20 @@ impl PayloadStore for S3PayloadStore {
             key: stored,
             upload_id,
             parts,
+            tag,
         }) = &resume.partial
             && *stored == key.as_ref()
         {
+            if let (Some(tag), Some(total)) = (tag, resume.total_length)
+                && self.finished(&key, tag).await?
+            {
+                return Ok(Box::new(Finished {
+                    objects: self.objects.clone(),
+                    key,
+                    len: total,
+                    location: resume.partial.clone(),
+                }));
+            }
             // Keep the parts the durable offset covers (all of them, unless
             // the record is older than the parts).
             let mut kept = Vec::new();
@@ -134,6 +183,7 @@ impl PayloadStore for S3PayloadStore {
                 key,
                 upload_id: upload_id.clone(),
                 parts: kept,
+                tag: tag.clone(),
                 stored: at,
                 reported: at,
                 buf: BytesMut::new(),
@@ -147,9 +197,16 @@ impl PayloadStore for S3PayloadStore {
             let _ = self.multipart.abort_multipart(&old, upload_id).await;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{:016x}", transfer_core::random_u64());
         let upload_id = self
             .multipart
-            .create_multipart(&key)
+            .create_multipart_opts(
+                &key,
+                PutMultipartOptions {
+                    attributes: tagged(&tag),
+                    ..PutMultipartOptions::default()
+                },
+            )
             .await
             .map_err(|e| io("starting a multipart upload", e))?;
         Ok(Box::new(S3Partial {
@@ -158,6 +215,7 @@ impl PayloadStore for S3PayloadStore {
             key,
             upload_id,
             parts: Vec::new(),
+            tag: Some(tag),
             stored: 0,
             reported: 0,
             buf: BytesMut::new(),
@@ -194,6 +252,8 @@ struct S3Partial {
     key: Path,
     upload_id: MultipartId,
     parts: Vec<PartRecord>,
+    /// The tag the finished object carries.
+    tag: Option<String>,
     /// Bytes in the stored parts.
     stored: u64,
     /// The durable offset last handed out (`sync` or `durable_update`).
@@ -214,6 +274,7 @@ impl S3Partial {
             key: self.key.to_string(),
             upload_id: self.upload_id.clone(),
             parts: self.parts.clone(),
+            tag: self.tag.clone(),
         }
     }
 
@@ -271,8 +332,12 @@ impl Partial for S3Partial {
             let body = std::mem::take(&mut self.buf).freeze();
             self.request();
             self.request(); // and the abort below
+            let opts = PutOptions {
+                attributes: self.tag.as_deref().map(tagged).unwrap_or_default(),
+                ..PutOptions::default()
+            };
             self.objects
-                .put(&self.key, PutPayload::from(body))
+                .put_opts(&self.key, PutPayload::from(body), opts)
                 .await
                 .map_err(|e| io("writing the object", e))?;
             let _ = self.store.abort_multipart(&self.key, &self.upload_id).await;
@@ -302,5 +367,68 @@ impl Partial for S3Partial {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io("aborting a multipart upload", e)),
         }
+    }
+}
+
+/// An upload found completed (by a process that died before recording
+/// it): the finished object, read back for the length and checksum checks.
+struct Finished {
+    objects: Arc<dyn ObjectStore>,
+    key: Path,
+    len: u64,
+    location: Option<PartialLocation>,
+}
+
+#[async_trait]
+impl Partial for Finished {
+    fn offset(&self) -> u64 {
+        self.len
+    }
+
+    async fn write(&mut self, _data: Bytes) -> Result<(), StoreError> {
+        Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            format!("{} is finished: nothing more can be written", self.key),
+        ))
+    }
+
+    async fn sync(&mut self) -> Result<(u64, PartialLocation), StoreError> {
+        let location = self.location.clone().ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::NotFound,
+                "a finished upload without its record",
+            )
+        })?;
+        Ok((self.len, location))
+    }
+
+    async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let end = (at + buf.len() as u64).min(self.len);
+        if at >= end {
+            return Ok(0);
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(at..end)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .objects
+            .get_opts(&self.key, opts)
+            .await
+            .map_err(|e| io("reading the finished object", e))?
+            .bytes()
+            .await
+            .map_err(|e| io("reading the finished object", e))?;
+        let n = got.len().min(buf.len());
+        buf[..n].copy_from_slice(&got[..n]);
+        Ok(n)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(()) // it already is
+    }
+
+    async fn discard(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(()) // a finished object is not this partial's to delete
     }
 }

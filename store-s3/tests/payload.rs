@@ -142,3 +142,63 @@ async fn a_session_in_s3_resumes_a_cut_download_from_the_last_part() {
     );
     session.shutdown().await;
 }
+
+/// A process completes the upload and dies before recording it: the record
+/// still names the upload. Opening it finds the finished object by its tag
+/// and hands it back whole (readable, for the checks), on InMemory and on
+/// moto; an object at that key from elsewhere is not taken for it.
+async fn completed_then_killed(objects: Arc<dyn ObjectStore>, payloads: S3PayloadStore) {
+    let (session, task) = (SessionId::new("s").unwrap(), TaskId::from_u64(2));
+    let dest = Destination::ObjectKey("dl/done.bin".into());
+    let data = body::bytes(72, 0, 0..(13 * MIB) as u64);
+    let mut p = payloads
+        .open(&session, task, &dest, &ResumeData::default())
+        .await
+        .unwrap();
+    for chunk in data.chunks(MIB) {
+        p.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let (durable, location) = p.sync().await.unwrap();
+    assert_eq!(durable, (8 * MIB) as u64);
+    p.commit().await.unwrap(); // … and the process dies here
+    let resume = ResumeData {
+        durable_offset: durable,
+        total_length: Some(data.len() as u64),
+        partial: Some(location.clone()),
+        ..ResumeData::default()
+    };
+    let mut p = payloads.open(&session, task, &dest, &resume).await.unwrap();
+    assert_eq!(p.offset(), data.len() as u64, "found finished");
+    let mut back = vec![0u8; 3 * MIB];
+    let n = p.read_at((9 * MIB) as u64, &mut back).await.unwrap();
+    assert_eq!(&back[..n], &data[9 * MIB..12 * MIB]);
+    p.commit().await.unwrap();
+    assert!(object(&*objects, "dl/done.bin").await.unwrap() == data);
+
+    // Someone else's object at the key: the upload is continued instead.
+    objects
+        .put(
+            &Path::from("dl/done.bin"),
+            Bytes::from_static(b"other").into(),
+        )
+        .await
+        .unwrap();
+    let p = payloads.open(&session, task, &dest, &resume).await.unwrap();
+    assert_eq!(p.offset(), durable, "not taken for the finished upload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_completed_by_a_process_that_died_is_found_finished_in_memory() {
+    let memory = Arc::new(InMemory::new());
+    let payloads = S3PayloadStore::new(memory.clone());
+    completed_then_killed(memory, payloads).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_completed_by_a_process_that_died_is_found_finished_on_moto() {
+    one_provider();
+    let moto = testkit::Moto::start(&["done"]).unwrap();
+    let s3 = Arc::new(bucket(&moto, "done"));
+    let payloads = S3PayloadStore::new(s3.clone());
+    completed_then_killed(s3, payloads).await;
+}

@@ -110,6 +110,12 @@ pub enum PartialLocation {
         upload_id: String,
         /// The parts already stored, in order.
         parts: Vec<PartRecord>,
+        /// A random tag the finished object carries (as metadata), so a
+        /// process that finds this record after another completed the
+        /// upload, and died before recording it, knows the object is this
+        /// upload's.
+        #[serde(default)]
+        tag: Option<String>,
     },
     /// A resumable upload's resource on the server, which holds the bytes
     /// it has received (the durable offset is what it last confirmed).

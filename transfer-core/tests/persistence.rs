@@ -134,15 +134,17 @@ fn resume() -> impl Strategy<Value = ResumeData> {
             (
                 "[a-z]{1,9}",
                 "[A-Za-z0-9]{1,20}",
-                proptest::collection::vec((1u32..10_000, "[a-f0-9]{8}", any::<u64>()), 0..5)
+                proptest::collection::vec((1u32..10_000, "[a-f0-9]{8}", any::<u64>()), 0..5),
+                proptest::option::of("[a-f0-9]{16}"),
             )
-                .prop_map(|(key, upload_id, parts)| PartialLocation::Multipart {
+                .prop_map(|(key, upload_id, parts, tag)| PartialLocation::Multipart {
                     key,
                     upload_id,
                     parts: parts
                         .into_iter()
                         .map(|(number, id, len)| PartRecord { number, id, len })
                         .collect(),
+                    tag,
                 }),
         ]),
         proptest::collection::vec(
