@@ -1217,29 +1217,33 @@ impl Engine {
         let generation = f.generation;
         let mut seen = HashSet::with_capacity(f.snapshot.records.len());
         let mut user = Vec::new();
-        let mut cancelled = Vec::new();
+        let mut cancelled: Vec<TaskRecord> = Vec::new();
         let mut adopt = Vec::new();
-        for r in f.snapshot.records {
-            seen.insert(r.id);
-            if sh.newer_here(r.id, generation) || self.pending.dirty.contains(&r.id) {
+        // What others wrote to tasks this process runs: a user's cancel or
+        // suspend (a save here since may have replaced it in the store).
+        for r in f.foreign {
+            let running_here = sh.mine(r.id) && !sh.lost.contains(&r.id);
+            let Some(ours) = self.records.get(&r.id).filter(|_| running_here) else {
+                continue;
+            };
+            if ours.state.is_terminal() || cancelled.iter().any(|c| c.id == r.id) {
                 continue;
             }
+            match r.state.phase {
+                // Cancelled there, with its completion: stopped here, and
+                // that completion delivered from here.
+                Phase::Cancelled => cancelled.push(r),
+                Phase::Suspended => user.push((r.id, Event::Suspend)),
+                _ => {}
+            }
+        }
+        for r in f.snapshot.records {
+            seen.insert(r.id);
             let ours = self.records.get(&r.id);
             if sh.mine(r.id) && !sh.lost.contains(&r.id) {
-                // Written by someone else while this process runs it: a
-                // user's cancel or suspend.
-                if let Some(ours) = ours
-                    && !ours.state.is_terminal()
-                    && ours.state.phase != r.state.phase
-                {
-                    match r.state.phase {
-                        // Cancelled there, with its completion: stopped
-                        // here, and that completion delivered from here.
-                        Phase::Cancelled => cancelled.push(r),
-                        Phase::Suspended => user.push((r.id, Event::Suspend)),
-                        _ => {}
-                    }
-                }
+                continue; // this process's to write
+            }
+            if sh.newer_here(r.id, generation) || self.pending.dirty.contains(&r.id) {
                 continue;
             }
             let mut local = r.clone();
@@ -1304,9 +1308,10 @@ impl Engine {
                 let _ = run.stop.send(true);
             }
             self.release(id);
-            self.pending.dirty.remove(&id);
             self.forget(id);
             self.adopt(r);
+            // Saved again from here: the store has it last as cancelled.
+            self.pending.dirty.insert(id);
             if let Some(c) = f.snapshot.outbox.iter().find(|c| c.task == id)
                 && let Some(sh) = &mut self.shared
                 && sh.unacked.insert(id)

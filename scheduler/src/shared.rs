@@ -52,6 +52,8 @@ pub(crate) struct Held {
 pub(crate) struct Follow {
     pub(crate) generation: u64,
     pub(crate) snapshot: Snapshot,
+    /// Records other processes saved since the last follow, in order.
+    pub(crate) foreign: Vec<TaskRecord>,
 }
 
 /// The engine's part of a shared session.
@@ -231,12 +233,13 @@ pub(crate) async fn follow(
     loop {
         tokio::time::sleep(every).await;
         let generation = commits.load(Ordering::Acquire);
-        match store.load(&session).await {
-            Ok(snapshot) => {
+        match store.follow(&session).await {
+            Ok((snapshot, foreign)) => {
                 if tx
                     .send(Command::Followed(Box::new(Follow {
                         generation,
                         snapshot,
+                        foreign,
                     })))
                     .is_err()
                 {

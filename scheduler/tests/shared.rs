@@ -28,7 +28,6 @@ struct Heard(Mutex<HashMap<TaskId, u32>>);
 #[async_trait]
 impl Delegate for Heard {
     async fn completed(&self, c: &Completion) {
-        assert!(matches!(c.outcome, Outcome::Completed { .. }), "{c:?}");
         *self.0.lock().unwrap().entry(c.task).or_default() += 1;
     }
 }
@@ -153,24 +152,61 @@ async fn two_sessions_share_the_work_and_each_task_runs_once() {
     b.shutdown().await;
 }
 
+/// The length of [`one_slow_task`]'s download, served at 2 MiB/s.
+const SLOW: u64 = 8 << 20;
+
+/// One shared session running one slow download (seeded `seed`).
+struct OneSlowTask {
+    origin: Origin,
+    dir: tempfile::TempDir,
+    objects: Arc<dyn ObjectStore>,
+    heard: Arc<Heard>,
+    session: Session,
+    task: scheduler::TaskHandle,
+}
+
+async fn one_slow_task(seed: u64) -> OneSlowTask {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    origin.script(
+        &format!("/gen/{SLOW}"),
+        Script::new().always(Fault::RateLimit(2 << 20)),
+    );
+    let heard = Arc::new(Heard::default());
+    let session = worker(&objects, "worker-a", dir.path(), heard.clone()).await;
+    let url = origin.http_url(&format!("/gen/{SLOW}?seed={seed}"));
+    let task = session
+        .download(&url)
+        .unwrap()
+        .to("big")
+        .enqueue()
+        .await
+        .unwrap();
+    OneSlowTask {
+        origin,
+        dir,
+        objects,
+        heard,
+        session,
+        task,
+    }
+}
+
 /// A task's claim taken by someone else mid-download: the attempt stops at
 /// once (its request ends within a renewal period). The thief then never
 /// renews, so after one time to live the session takes the task back and
 /// finishes it from its durable offset, with a Range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
-    let origin = Origin::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    const LEN: u64 = 8 << 20;
-    origin.script(
-        &format!("/gen/{LEN}"),
-        Script::new().always(Fault::RateLimit(2 << 20)),
-    );
-    let heard = Arc::new(Heard::default());
-    let a = worker(&objects, "worker-a", dir.path(), heard.clone()).await;
-    let url = origin.http_url(&format!("/gen/{LEN}?seed=5"));
-    let h = a.download(&url).unwrap().to("big").enqueue().await.unwrap();
+    let OneSlowTask {
+        origin,
+        dir,
+        objects,
+        heard,
+        session: a,
+        task: h,
+    } = one_slow_task(5).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // The thief writes the lease over (as a process that took it over would).
     let lease = object_store::path::Path::from(format!("ferry/leases/shared.test/{}", h.id()));
@@ -204,7 +240,68 @@ async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
     assert!(log[1].range.is_some(), "resumed with a Range");
     assert!(overlapping(&log).is_empty());
     let data = std::fs::read(dir.path().join("big")).unwrap();
-    assert_eq!(Sha256::digest(&data).as_slice(), body::sha256(5, 0, LEN));
+    assert_eq!(Sha256::digest(&data).as_slice(), body::sha256(5, 0, SLOW));
     assert_eq!(heard.0.lock().unwrap().get(&h.id()), Some(&1));
+    a.shutdown().await;
+}
+
+/// A cancel written by another process (here `Offline`, as `ferry cancel
+/// --store` does) while this session runs the task: the session sees it on
+/// its next read of the store, stops the transfer, and delivers the one
+/// completion that cancel recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_another_process_stops_the_running_task() {
+    let OneSlowTask {
+        origin,
+        dir,
+        objects,
+        heard,
+        session: a,
+        task: h,
+    } = one_slow_task(6).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let elsewhere = scheduler::Offline::new(
+        "shared.test",
+        Arc::new(S3TaskStore::new(objects.clone(), "ferry")),
+        Arc::new(FsPayloadStore::new(dir.path()).unwrap()),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    elsewhere
+        .user(
+            h.id(),
+            transfer_core::Event::Cancel {
+                keep_resume_data: false,
+            },
+        )
+        .await
+        .unwrap();
+    let cancelled_at = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), h.wait())
+        .await
+        .expect("the task ends")
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
+    // The request stops soon after (the session reads the store every
+    // 100 ms here), long before the 4 s the whole body would take.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = origin.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    let ended = log[0].ended.expect("the request ended");
+    assert!(
+        ended < cancelled_at + Duration::from_millis(1000),
+        "stopped {:?} after the cancel",
+        ended.saturating_duration_since(cancelled_at)
+    );
+    assert!(log[0].bytes_sent < SLOW);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while heard.0.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the completion is delivered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(heard.0.lock().unwrap().get(&h.id()), Some(&1), "heard once");
     a.shutdown().await;
 }

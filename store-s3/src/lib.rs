@@ -120,9 +120,20 @@ struct Replica {
     next: u64,
     /// The checkpoint this replica started from: its `through` and version.
     checkpoint: Option<(u64, UpdateVersion)>,
+    /// Records other writers saved since the last `follow` (kept once a
+    /// `follow` has asked).
+    foreign: Option<Vec<TaskRecord>>,
 }
 
 impl Replica {
+    /// Applies an entry another writer committed.
+    fn apply_foreign(&mut self, e: Entry) {
+        if let Some(foreign) = &mut self.foreign {
+            foreign.extend(e.save.iter().cloned());
+        }
+        self.apply(e);
+    }
+
     fn apply(&mut self, e: Entry) {
         for r in e.save {
             self.records.insert(r.id, r);
@@ -165,6 +176,9 @@ pub(crate) fn io(doing: &str, e: object_store::Error) -> StoreError {
             StoreErrorKind::Conflict
         }
         object_store::Error::NotFound { .. } => StoreErrorKind::NotFound,
+        // The client's own errors after its retries: server errors and
+        // connections that failed. Others (permissions, bad keys) stay put.
+        object_store::Error::Generic { .. } => StoreErrorKind::Transient,
         _ => StoreErrorKind::Io,
     };
     StoreError::new(kind, format!("{doing}: {e}")).with_source(e)
@@ -246,6 +260,7 @@ impl S3TaskStore {
             outbox: c.outbox,
             next: c.through,
             checkpoint: Some((c.through, version)),
+            foreign: None,
         })
     }
 
@@ -287,14 +302,26 @@ impl S3TaskStore {
                 }
                 let entry: Entry =
                     serde_json::from_slice(&bytes).map_err(|e| corrupt("a log entry", e))?;
-                replica.apply(entry);
+                replica.apply_foreign(entry);
                 replica.next += 1;
             }
             if !folded {
                 return Ok(());
             }
             // What we have not read was folded into a newer checkpoint.
-            let fresh = self.replica_at_checkpoint(session).await?;
+            let mut fresh = self.replica_at_checkpoint(session).await?;
+            if let Some(mut foreign) = replica.foreign.take() {
+                // What others saved in between is in it, not as entries:
+                // each record that changed counts as theirs.
+                foreign.extend(
+                    fresh
+                        .records
+                        .values()
+                        .filter(|r| replica.records.get(&r.id) != Some(*r))
+                        .cloned(),
+                );
+                fresh.foreign = Some(foreign);
+            }
             if fresh.next <= replica.next {
                 return Err(StoreError::new(
                     StoreErrorKind::Corrupt,
@@ -433,6 +460,23 @@ impl TaskStore for S3TaskStore {
             self.compact(session, replica).await;
         }
         Ok(())
+    }
+
+    async fn follow(&self, session: &SessionId) -> Result<(Snapshot, Vec<TaskRecord>), StoreError> {
+        let mut replicas = self.replicas.lock().await;
+        let replica = self.replica(&mut replicas, session).await?;
+        if replica.foreign.is_none() {
+            replica.foreign = Some(Vec::new());
+        }
+        self.catch_up(session, replica).await?;
+        let foreign = replica.foreign.replace(Vec::new()).unwrap_or_default();
+        Ok((
+            Snapshot {
+                records: replica.records.values().cloned().collect(),
+                outbox: replica.outbox.clone(),
+            },
+            foreign,
+        ))
     }
 
     async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {

@@ -67,3 +67,58 @@ async fn two_writers_on_one_session_lose_nothing() {
     assert_eq!(seen_a.len(), 80, "every batch of both writers landed");
     assert_eq!(seen_a, seen_b, "both see the same session");
 }
+
+/// `follow` gives what the other writer saved since the last `follow`, in
+/// order, even a save that this writer's own later save replaced in the
+/// records (as a user's cancel would be, under the running process's next
+/// checkpoint), and across a checkpoint that folded the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_gives_the_other_writers_saves_even_when_replaced() {
+    one_provider();
+    let moto = testkit::Moto::start(&["ferry-follow"]).unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(bucket(&moto, "ferry-follow"));
+    let session = SessionId::new("shared").unwrap();
+    let mine = S3TaskStore::new(objects.clone(), "ferry").compact_every(4);
+    let other = S3TaskStore::new(objects, "ferry").compact_every(4);
+    let record = testkit::conformance::record;
+    mine.save(&session, vec![record(1, "mine")]).await.unwrap();
+    let (_, foreign) = mine.follow(&session).await.unwrap();
+    assert!(foreign.is_empty(), "nothing from others yet");
+
+    other
+        .save(&session, vec![record(1, "theirs")])
+        .await
+        .unwrap();
+    other
+        .save(&session, vec![record(2, "theirs too")])
+        .await
+        .unwrap();
+    // This writer saves task 1 again: in the records, its save wins.
+    mine.save(&session, vec![record(1, "mine again")])
+        .await
+        .unwrap();
+    let (snap, foreign) = mine.follow(&session).await.unwrap();
+    let labels: Vec<_> = foreign.iter().map(|r| r.spec.label.clone()).collect();
+    assert_eq!(
+        labels,
+        [Some("theirs".to_owned()), Some("theirs too".to_owned())]
+    );
+    let one = snap.records.iter().find(|r| r.id.as_u64() == 1).unwrap();
+    assert_eq!(one.spec.label.as_deref(), Some("mine again"));
+    let (_, foreign) = mine.follow(&session).await.unwrap();
+    assert!(foreign.is_empty(), "each save is given once");
+
+    // Many saves from the other writer: folded into checkpoints before
+    // this one reads them; each record they changed still comes back.
+    for i in 10..30 {
+        other
+            .save(&session, vec![record(i, "later")])
+            .await
+            .unwrap();
+    }
+    let (_, foreign) = mine.follow(&session).await.unwrap();
+    let mut ids: Vec<u64> = foreign.iter().map(|r| r.id.as_u64()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids, (10..30).collect::<Vec<_>>());
+}

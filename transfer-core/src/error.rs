@@ -111,8 +111,11 @@ pub enum ErrorKind {
     RedirectRefused,
     /// Local storage is full (or over its quota); retried once space returns.
     StorageFull,
-    /// Local storage failed otherwise (permissions, I/O error).
+    /// Storage failed otherwise (permissions, I/O error).
     Storage,
+    /// Remote storage (an object store) did not answer or had a server
+    /// error; retried with backoff.
+    StorageUnavailable,
     /// An upload's source file changed or vanished while uploading.
     SourceChanged,
     /// There is no network and the session fails fast instead of waiting.
@@ -130,9 +133,8 @@ impl ErrorKind {
     pub fn class(self) -> ErrorClass {
         use ErrorKind::*;
         match self {
-            Dns | ConnectFailed | ConnectionLost | Timeout(_) | Quic | Protocol | StorageFull => {
-                ErrorClass::Transient
-            }
+            Dns | ConnectFailed | ConnectionLost | Timeout(_) | Quic | Protocol | StorageFull
+            | StorageUnavailable => ErrorClass::Transient,
             // 501 Not Implemented and 505 Version Not Supported will not change on retry.
             Status(408 | 425 | 429) => ErrorClass::Transient,
             Status(501 | 505) => ErrorClass::Permanent,
@@ -170,6 +172,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::RedirectRefused => f.write_str("redirect refused"),
             ErrorKind::StorageFull => f.write_str("storage full"),
             ErrorKind::Storage => f.write_str("storage error"),
+            ErrorKind::StorageUnavailable => f.write_str("storage unavailable"),
             ErrorKind::SourceChanged => f.write_str("upload source changed"),
             ErrorKind::NoConnectivity => f.write_str("no network connection"),
             ErrorKind::NetworkUnavailable => f.write_str("network unavailable"),

@@ -35,6 +35,9 @@ pub enum StoreErrorKind {
     Unavailable,
     /// The store cannot hold this kind of destination (e.g. an object key in a file store).
     Unsupported,
+    /// A remote store did not answer, or answered with a server error, after
+    /// its own retries: the same operation may work later.
+    Transient,
 }
 
 /// A store operation failed.
@@ -102,10 +105,10 @@ impl fmt::Display for StoreError {
 
 impl From<StoreError> for TransferError {
     fn from(e: StoreError) -> TransferError {
-        let kind = if e.is_full() {
-            ErrorKind::StorageFull
-        } else {
-            ErrorKind::Storage
+        let kind = match e.kind() {
+            StoreErrorKind::Full => ErrorKind::StorageFull,
+            StoreErrorKind::Transient => ErrorKind::StorageUnavailable,
+            _ => ErrorKind::Storage,
         };
         TransferError::new(kind, e.to_string())
     }
@@ -179,6 +182,17 @@ pub trait TaskStore: Send + Sync {
 
     /// Lists the sessions that have state.
     async fn sessions(&self) -> Result<Vec<SessionId>, StoreError>;
+
+    /// For a session that other processes write too: what [`load`](Self::load)
+    /// gives, and every record that another writer saved since this
+    /// store's previous `follow` (since the first `follow`, for the first),
+    /// in the order they were committed, even those a later save replaced.
+    /// A process learns from them what others did to a task it runs (a
+    /// user's cancel) although its own later save may have replaced it.
+    /// Stores that only this process writes return no records from others.
+    async fn follow(&self, session: &SessionId) -> Result<(Snapshot, Vec<TaskRecord>), StoreError> {
+        Ok((self.load(session).await?, Vec::new()))
+    }
 
     /// Saves records (a batch of saves).
     async fn save(&self, session: &SessionId, records: Vec<TaskRecord>) -> Result<(), StoreError> {
@@ -413,5 +427,9 @@ impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
 
     async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         (**self).sessions().await
+    }
+
+    async fn follow(&self, session: &SessionId) -> Result<(Snapshot, Vec<TaskRecord>), StoreError> {
+        (**self).follow(session).await
     }
 }
