@@ -52,7 +52,12 @@ impl Env {
     }
 
     fn worker(&self, log: &Path) -> Child {
-        self.ferry(&["run", "--until-idle", "--lease-ttl", "3s"])
+        self.worker_with(log, &["--until-idle"])
+    }
+
+    fn worker_with(&self, log: &Path, more: &[&str]) -> Child {
+        self.ferry(&["run", "--lease-ttl", "3s"])
+            .args(more)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -278,4 +283,89 @@ async fn three_workers_share_a_session_and_one_dies() {
         "{} requests for {TASKS} tasks ({again} again, after the kill)",
         log.len()
     );
+}
+
+/// `ferry pause`, `resume` and `cancel` with `--store` change the shared
+/// records; the worker running the task sees each on its next read of the
+/// bucket: a pause stops the transfer (and a resume lets a worker continue
+/// it from its last part, with a Range), and a cancel stops it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let moto = testkit::Moto::start(&["ferry-work"]).unwrap();
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env {
+        endpoint: moto.endpoint(),
+        home: dir.path().join("home"),
+    };
+    let len = 64u64 << 20;
+    origin.resource("/slow.bin", Resource::seeded(7, len));
+    origin.script("/slow.bin", Script::new().always(Fault::RateLimit(4 << 20)));
+    let url = origin.http_url("/slow.bin");
+    let added = env
+        .ferry(&["add", &url, "--to", "s3://ferry-work/slow.bin"])
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let id = String::from_utf8_lossy(&added.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let log = dir.path().join("worker.log");
+    // Not --until-idle: a paused task leaves it nothing to do for a while.
+    let mut worker = env.worker_with(&log, &[]);
+    let user = |op: &str| {
+        let out = env.ferry(&[op, &id]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let sent = || origin.log().iter().map(|e| e.bytes_sent).sum::<u64>();
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Past the first 8 MiB part, then paused: the transfer stops.
+    wait_for("the download starts", &|| sent() > (12 << 20));
+    user("pause");
+    wait_for("the transfer stops", &|| {
+        origin.log().iter().all(|e| e.ended.is_some())
+    });
+    let paused_at = sent();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sent(), paused_at, "nothing is fetched while paused");
+    // Resumed: continued from the last stored part.
+    user("resume");
+    wait_for("the transfer continues", &|| origin.log().len() >= 2);
+    let second = origin.log()[1].range.clone();
+    assert!(
+        second
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && !r.starts_with("bytes=0-")),
+        "resumed with a Range: {second:?}"
+    );
+    // Cancelled: the transfer stops, and the worker delivers the completion.
+    user("cancel");
+    wait_for("the worker hears of the cancel", &|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("slow.bin: cancelled")
+    });
+    wait_for("the transfer stops", &|| {
+        origin.log().iter().all(|e| e.ended.is_some())
+    });
+    assert!(sent() < len, "never fetched whole");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let ls = env.ferry(&["ls", "--json"]).output().unwrap();
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&ls.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["state"], "cancelled");
 }

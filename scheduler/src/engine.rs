@@ -1233,7 +1233,9 @@ impl Engine {
                 // Cancelled there, with its completion: stopped here, and
                 // that completion delivered from here.
                 Phase::Cancelled => cancelled.push(r),
-                Phase::Suspended => user.push((r.id, Event::Suspend)),
+                Phase::Suspended | Phase::Waiting(WaitReason::SuspendedByUser) => {
+                    user.push((r.id, Event::Suspend));
+                }
                 _ => {}
             }
         }
