@@ -65,6 +65,20 @@ impl Env {
     }
 }
 
+/// moto with the bucket `ferry-work`, an origin, a directory, and how to
+/// run `ferry` on them.
+async fn setup() -> (testkit::Moto, Origin, tempfile::TempDir, Env) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let moto = testkit::Moto::start(&["ferry-work"]).unwrap();
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env {
+        endpoint: moto.endpoint(),
+        home: dir.path().join("home"),
+    };
+    (moto, origin, dir, env)
+}
+
 /// The "NAME: done, N bytes (event E)" lines a worker printed: (name, event).
 fn done_lines(log: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(log)
@@ -80,14 +94,7 @@ fn done_lines(log: &Path) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_a_session_and_one_dies() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let moto = testkit::Moto::start(&["ferry-work"]).unwrap();
-    let origin = Origin::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        endpoint: moto.endpoint(),
-        home: dir.path().join("home"),
-    };
+    let (_moto, origin, dir, env) = setup().await;
     let mut list = String::new();
     for i in 0..TASKS {
         let path = format!("/w/{i}.bin");
@@ -291,14 +298,7 @@ async fn three_workers_share_a_session_and_one_dies() {
 /// it from its last part, with a Range), and a cancel stops it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let moto = testkit::Moto::start(&["ferry-work"]).unwrap();
-    let origin = Origin::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        endpoint: moto.endpoint(),
-        home: dir.path().join("home"),
-    };
+    let (_moto, origin, dir, env) = setup().await;
     let len = 64u64 << 20;
     origin.resource("/slow.bin", Resource::seeded(7, len));
     origin.script("/slow.bin", Script::new().always(Fault::RateLimit(4 << 20)));
