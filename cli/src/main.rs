@@ -59,6 +59,12 @@ use transfer_core::{
 };
 use transport_http::{HttpConfig, HttpTransport};
 
+/// mimalloc: the transfer path allocates and frees buffers at a high rate,
+/// and glibc's allocator gave memory back and faulted it in again (page
+/// faults and zeroing were several per cent of a large download's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The session every `ferry` command uses.
 const SESSION: &str = "default";
 

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 /// A running nginx; stopped (and its prefix kept for inspection) on drop.
 pub(crate) struct Nginx {
     child: Child,
+    /// How it was started: the program, then its `-p` and `-c` arguments.
+    command: (PathBuf, PathBuf, PathBuf),
     /// Port of the plain HTTP/1.1 listener.
     pub(crate) http_port: u16,
     /// Port of the TLS listener (HTTP/2 by ALPN, HTTP/1.1 otherwise).
@@ -68,7 +70,7 @@ http {{
         );
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
-        let child = Command::new(nginx)
+        let child = Command::new(&nginx)
             .arg("-p")
             .arg(prefix)
             .arg("-c")
@@ -79,6 +81,7 @@ http {{
             .context("starting nginx")?;
         let mut server = Nginx {
             child,
+            command: (nginx.clone(), prefix.to_owned(), conf_path.clone()),
             http_port,
             https_port,
             ca_pem: ca,
@@ -111,7 +114,25 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGKILL takes the master; its workers exit when the master's pipe closes.
+        // `-s stop` (SIGTERM): a fast shutdown, in which the master stops its workers
+        // (after a SIGKILL of the master alone, a worker was seen left
+        // behind, spinning, for a minute). SIGKILL if it takes too long.
+        let (program, prefix, conf) = &self.command;
+        let _ = Command::new(program)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(conf)
+            .args(["-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
