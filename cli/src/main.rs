@@ -186,10 +186,19 @@ fn main() -> ExitCode {
         Err(e) => return fail(anyhow::anyhow!("starting the runtime: {e}")),
     };
     let result = runtime.block_on(async {
+        let lease_ttl = match &cli.command {
+            Command::Get(args) => args.opts.lease_ttl.as_deref(),
+            Command::Put { opts, .. } | Command::Run { opts, .. } => opts.lease_ttl.as_deref(),
+            _ => None,
+        };
+        let ttl = match lease_ttl {
+            Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
+            None => Duration::from_secs(30),
+        };
         let shared = cli
             .store
             .as_deref()
-            .map(|url| state::Shared::open(url, cli.endpoint.as_deref()))
+            .map(|url| state::Shared::open(url, cli.endpoint.as_deref(), ttl))
             .transpose()?;
         let shared = shared.as_ref();
         let endpoint = cli.endpoint;
@@ -849,11 +858,7 @@ async fn runner(
         .delegate(delegate)
         .config(config);
     if let Some(shared) = shared {
-        let ttl = match &opts.lease_ttl {
-            Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
-            None => Duration::from_secs(30),
-        };
-        builder = builder.shared(shared.claims(ttl), None);
+        builder = builder.shared(shared.claims(), None);
     } else if opts.lease_ttl.is_some() {
         bail!("--lease-ttl is for sessions shared through --store");
     }

@@ -18,12 +18,22 @@ pub(crate) struct Shared {
     /// The client, for the claims of the process that runs tasks.
     objects: Arc<dyn ObjectStore>,
     prefix: String,
+    /// How long this process's claims live without a renewal.
+    ttl: Duration,
 }
 
 impl Shared {
     /// The state under `s3://BUCKET/PREFIX` (the prefix defaults to
-    /// `ferry`), through `endpoint` (else `AWS_ENDPOINT_URL`, else AWS).
-    pub(crate) fn open(url: &str, endpoint: Option<&str>) -> anyhow::Result<Shared> {
+    /// `ferry`), through `endpoint` (else `AWS_ENDPOINT_URL`, else AWS), for
+    /// a process whose claims live `ttl` without a renewal.
+    ///
+    /// Every request to the bucket, retries included, gives up after a
+    /// quarter of `ttl`. A process stops writing a task's record at most two
+    /// thirds of `ttl` after its last renewal, so whatever it wrote lands (or
+    /// fails) before another process may take the task over, a whole `ttl`
+    /// after that renewal: a write held up in the network cannot land after
+    /// the new holder's.
+    pub(crate) fn open(url: &str, endpoint: Option<&str>, ttl: Duration) -> anyhow::Result<Shared> {
         let rest = url
             .strip_prefix("s3://")
             .with_context(|| format!("--store {url:?}: an s3://BUCKET/PREFIX URL"))?;
@@ -36,8 +46,24 @@ impl Shared {
         let endpoint = endpoint
             .map(str::to_owned)
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let limit = ttl / 4;
         let objects: Arc<dyn ObjectStore> = Arc::new(
             store_s3::s3_builder(bucket, endpoint.as_deref())
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_timeout(limit)
+                        .with_connect_timeout(limit),
+                )
+                .with_retry(object_store::RetryConfig {
+                    retry_timeout: limit,
+                    ..object_store::RetryConfig::default()
+                })
+                // The client options above replaced the builder's: again.
+                .with_allow_http(
+                    endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                )
                 .build()
                 .with_context(|| format!("--store {url:?}"))?,
         );
@@ -45,16 +71,17 @@ impl Shared {
             tasks: Arc::new(S3TaskStore::new(objects.clone(), prefix)),
             objects,
             prefix: prefix.to_owned(),
+            ttl,
         })
     }
 
-    /// Claims held by this process, living `ttl` without a renewal.
-    pub(crate) fn claims(&self, ttl: Duration) -> Arc<S3Claims> {
+    /// Claims held by this process.
+    pub(crate) fn claims(&self) -> Arc<S3Claims> {
         Arc::new(S3Claims::new(
             self.objects.clone(),
             &self.prefix,
             holder(),
-            ttl,
+            self.ttl,
         ))
     }
 }

@@ -302,6 +302,10 @@ impl Engine {
         }
         self.timers.retain(|(_, t)| *t != id);
         self.hosts.remove(&id);
+        if let Some(sh) = &mut self.shared {
+            sh.not_before.remove(&id);
+            sh.lost.remove(&id);
+        }
         Some(old)
     }
 
@@ -571,6 +575,13 @@ impl Engine {
             } else if let Some(sh) = &mut self.shared {
                 sh.committed(wrote);
             }
+            if result.is_err() && self.shared.is_some() {
+                // Not in the store: written again with the next commit, the
+                // claims kept and the completions held until then (others
+                // would otherwise run the tasks again).
+                self.pending.dirty.extend(dirty);
+                self.pending.completions.append(&mut pending.completions);
+            }
         }
         for (id, effect) in pending.effects {
             if effect == Effect::DiscardPartial {
@@ -719,13 +730,23 @@ impl Engine {
                 && !sh.held.contains_key(&id)
             {
                 // Only the holder of a task's claim writes its record.
-                if matches!(verdict, Verdict::Run(_)) && sh.may_claim(id) {
-                    sh.claim(
-                        id,
-                        self.session.clone(),
-                        self.store.clone(),
-                        self.tx.clone(),
-                    );
+                match verdict {
+                    Verdict::Run(_) if sh.may_claim(id) => {
+                        sh.claim(
+                            id,
+                            self.session.clone(),
+                            self.store.clone(),
+                            self.tx.clone(),
+                        );
+                    }
+                    // Waiting for conditions, here alone (nothing written),
+                    // so that a session with nothing it may run is idle.
+                    Verdict::Wait(reason) if reason.is_policy() && reason.wake_at().is_none() => {
+                        if let Some(r) = self.records.get_mut(&id) {
+                            r.state.phase = Phase::Waiting(reason);
+                        }
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -1135,6 +1156,10 @@ impl Engine {
             .filter(|t| {
                 !self.running.contains_key(t)
                     && !self.reserved.contains_key(t)
+                    && !self
+                        .records
+                        .get(t)
+                        .is_some_and(|r| matches!(r.state.phase, Phase::Running { .. }))
                     && !sh.runners.contains_key(t)
                     && !sh.unacked.contains(t)
                     && !self.pending.dirty.contains(t)
@@ -1166,11 +1191,17 @@ impl Engine {
         sh.held.insert(c.task, held);
         if !newer_here {
             match fresh {
-                Some(r) => {
+                // A task that ended never starts again: a record saying
+                // otherwise is a stale write.
+                Some(r) if !ended_here(self.records.get(&c.task), &r) => {
                     if self.records.get(&c.task) != Some(&r) {
                         self.forget(c.task);
                         self.adopt(r);
                     }
+                }
+                // Written again from here, under the claim.
+                Some(_) => {
+                    self.pending.dirty.insert(c.task);
                 }
                 None => {
                     self.forget(c.task);
@@ -1221,7 +1252,12 @@ impl Engine {
         let mut adopt = Vec::new();
         // What others wrote to tasks this process runs: a user's cancel or
         // suspend (a save here since may have replaced it in the store).
+        // The last each task got: a pause then a resume is a resume.
+        let mut last: HashMap<TaskId, TaskRecord> = HashMap::new();
         for r in f.foreign {
+            last.insert(r.id, r);
+        }
+        for r in last.into_values() {
             let running_here = sh.mine(r.id) && !sh.lost.contains(&r.id);
             let Some(ours) = self.records.get(&r.id).filter(|_| running_here) else {
                 continue;
@@ -1252,7 +1288,7 @@ impl Engine {
             if let Phase::Running { .. } = local.state.phase {
                 local.state.phase = Phase::Queued;
             }
-            if ours == Some(&local) {
+            if ours == Some(&local) || ended_here(ours, &r) {
                 continue;
             }
             adopt.push(r);
@@ -1333,6 +1369,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether this process knows the task ended and `theirs` says it has not:
+/// a stale write (the same task never starts again once ended).
+fn ended_here(ours: Option<&TaskRecord>, theirs: &TaskRecord) -> bool {
+    ours.is_some_and(|o| o.state.is_terminal()) && !theirs.state.is_terminal()
 }
 
 /// How a task that another process ran ended, from its record (when its
@@ -1456,15 +1498,18 @@ async fn acknowledge(
         return;
     }
     let batch = Batch {
-        acknowledge: std::mem::take(&mut acks.events),
+        acknowledge: acks.events.clone(),
         deferrable,
         ..Batch::default()
     };
-    let tasks = std::mem::take(&mut acks.tasks);
     match store.commit(session, batch).await {
         Ok(()) => {
+            acks.events.clear();
+            let tasks = std::mem::take(&mut acks.tasks);
             let _ = acks.engine.send(Command::Acknowledged(tasks));
         }
+        // Kept, and tried again with the next ones: until then a shared
+        // session keeps the tasks' claims, so no one delivers them again.
         Err(e) => tracing::error!(error = %e, "could not acknowledge completions"),
     }
 }

@@ -331,7 +331,15 @@ impl SessionBuilder {
                 let every = every
                     .unwrap_or_else(|| (claims.ttl() / 4).min(Duration::from_secs(5)))
                     .max(Duration::from_millis(10));
-                let shared = shared::Shared::new(claims);
+                let mut shared = shared::Shared::new(claims);
+                // Completions left undelivered: whoever claims their task
+                // delivers them (this process, if their own died). Tried
+                // now, so that an idle session has tried them.
+                for c in &snapshot.outbox {
+                    if shared.may_claim(c.task) {
+                        shared.claim(c.task, self.id.clone(), store.clone(), tx.clone());
+                    }
+                }
                 follower = Some(shared::follow(
                     every,
                     self.id.clone(),

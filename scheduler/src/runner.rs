@@ -97,10 +97,9 @@ impl Attempt {
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        let _ = self.engine.send(Command::RunnerDone {
-            task: self.task,
-            attempt: self.attempt,
-        });
+        // The ending first: when the runner is done, the engine already
+        // knows how the attempt ended (a shared session releases the task's
+        // claim only then).
         match outcome {
             Ok(Some(bytes)) => self.send(Event::Finished {
                 attempt: self.attempt,
@@ -115,6 +114,10 @@ impl Attempt {
                 });
             }
         }
+        let _ = self.engine.send(Command::RunnerDone {
+            task: self.task,
+            attempt: self.attempt,
+        });
     }
 
     /// The request the task's spec describes, before any range.

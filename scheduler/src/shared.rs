@@ -187,6 +187,7 @@ fn hold(
     tokio::spawn(async move {
         let every = ttl / 3;
         let mut renewed = tokio::time::Instant::now();
+        let mut next = renewed + every;
         loop {
             tokio::select! {
                 _ = &mut released => {
@@ -195,21 +196,26 @@ fn hold(
                     }
                     return;
                 }
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep_until(next) => {}
             }
             let attempt = tokio::time::Instant::now();
             // Others may take the claim over a time to live after they saw
             // the last renewal: stop well before that.
             let deadline = renewed + ttl * 2 / 3;
             match tokio::time::timeout_at(deadline, claim.renew()).await {
-                Ok(Ok(())) => renewed = attempt,
+                Ok(Ok(())) => {
+                    renewed = attempt;
+                    next = attempt + every;
+                }
                 Ok(Err(e)) if e.is_conflict() => {
                     tracing::warn!(%task, "another process took the task over");
                     let _ = tx.send(Command::ClaimLost(task));
                     return;
                 }
                 Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    // Soon, not a whole period later: the deadline is near.
                     tracing::warn!(%task, error = %e, "could not renew the claim; trying again");
+                    next = (tokio::time::Instant::now() + ttl / 20).min(deadline);
                 }
                 Ok(Err(_)) | Err(_) => {
                     tracing::warn!(%task, "the claim could not be renewed in time");
