@@ -107,6 +107,8 @@ pub(crate) enum Delivery {
     Idle(u64),
     /// A task another process ran has ended: for the event stream only.
     Elsewhere(Box<Completion>),
+    /// Claims to keep until the completions before them are acknowledged.
+    Hold(Vec<crate::shared::Held>),
 }
 
 pub(crate) struct Engine {
@@ -1137,6 +1139,19 @@ impl Engine {
         if let Err(e) = self.store.commit(&self.session, last).await {
             tracing::error!(error = %e, "could not make the last changes durable");
         }
+        if let Some(sh) = &mut self.shared {
+            // The claims of completions still to be delivered and
+            // acknowledged go with them: released once the delivery task
+            // has acknowledged them, so no other process delivers them again.
+            let waiting: Vec<crate::shared::Held> = sh
+                .held
+                .extract_if(|t, _| sh.unacked.contains(t))
+                .map(|(_, h)| h)
+                .collect();
+            if !waiting.is_empty() {
+                let _ = self.deliver.send(Delivery::Hold(waiting));
+            }
+        }
     }
 }
 
@@ -1419,6 +1434,7 @@ pub(crate) async fn deliver(
         tasks: Vec::new(),
         engine,
     };
+    let mut kept = Vec::new();
     while let Some(d) = rx.recv().await {
         match d {
             Delivery::Event(event, record) => {
@@ -1449,6 +1465,7 @@ pub(crate) async fn deliver(
             Delivery::Elsewhere(c) => {
                 let _ = events.send(SessionEvent::Completed(c));
             }
+            Delivery::Hold(claims) => kept.extend(claims),
             Delivery::Idle(generation) => {
                 acknowledge(&*store, &session, &mut acks, true).await;
                 delegate.session_idle().await;
@@ -1472,6 +1489,7 @@ pub(crate) async fn deliver(
         }
     }
     acknowledge(&*store, &session, &mut acks, false).await;
+    drop(kept); // the claims of the completions just acknowledged
     // The engine has stopped: release the store before saying so.
     drop(store);
     drop(delegate);
