@@ -17,6 +17,12 @@
 //! `Content-Digest`), commits atomically, and the completion is recorded in
 //! the outbox before the delegate hears of it.
 //!
+//! Several processes, on one machine or many, can run one session together
+//! ([`SessionBuilder::shared`], with a store they all reach, such as
+//! store-s3's, and its `S3Claims`): each follows the others' changes in the
+//! store, and runs a task only while it holds the task's claim, which the
+//! others take over once it has gone unrenewed for its time to live.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use scheduler::{Session, SessionConfig};
