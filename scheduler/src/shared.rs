@@ -150,11 +150,8 @@ impl Shared {
                 Some(claim) => {
                     // Claimed: what the store says of the task now (another
                     // process may have finished it just before).
-                    let fresh = match store.load(&session).await {
-                        Ok(snap) => Some((
-                            snap.records.into_iter().find(|r| r.id == task),
-                            snap.outbox.into_iter().find(|c| c.task == task),
-                        )),
+                    let fresh = match store.load_task(&session, task).await {
+                        Ok(found) => Some(found),
                         Err(e) => {
                             tracing::warn!(%task, error = %e, "could not read the session");
                             None

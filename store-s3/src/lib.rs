@@ -479,6 +479,20 @@ impl TaskStore for S3TaskStore {
         ))
     }
 
+    async fn load_task(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+    ) -> Result<(Option<TaskRecord>, Option<Completion>), StoreError> {
+        let mut replicas = self.replicas.lock().await;
+        let replica = self.replica(&mut replicas, session).await?;
+        self.catch_up(session, replica).await?;
+        Ok((
+            replica.records.get(&task).cloned(),
+            replica.outbox.iter().find(|c| c.task == task).cloned(),
+        ))
+    }
+
     async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
         let listed = self
             .objects

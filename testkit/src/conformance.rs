@@ -205,6 +205,21 @@ async fn batches_apply_whole(store: &dyn TaskStore) {
         vec![completion(101, 11, 6)],
         "the batch's outbox changes landed with its records"
     );
+    // One task at a time says the same.
+    let one = store
+        .load_task(&s, TaskId::from_u64(11))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one, (Some(record(11, "new")), Some(completion(101, 11, 6))));
+    let gone = store
+        .load_task(&s, TaskId::from_u64(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        gone,
+        (None, None),
+        "a removed task, its completion acknowledged"
+    );
     store
         .commit(&s, Batch::default())
         .await

@@ -194,6 +194,21 @@ pub trait TaskStore: Send + Sync {
         Ok((self.load(session).await?, Vec::new()))
     }
 
+    /// One task's record as the store has it now, and its unacknowledged
+    /// completion: what [`load`](Self::load) says of it, without copying
+    /// the rest of the session where the store can avoid it.
+    async fn load_task(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+    ) -> Result<(Option<TaskRecord>, Option<Completion>), StoreError> {
+        let snap = self.load(session).await?;
+        Ok((
+            snap.records.into_iter().find(|r| r.id == task),
+            snap.outbox.into_iter().find(|c| c.task == task),
+        ))
+    }
+
     /// Saves records (a batch of saves).
     async fn save(&self, session: &SessionId, records: Vec<TaskRecord>) -> Result<(), StoreError> {
         self.commit(
@@ -431,5 +446,13 @@ impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
 
     async fn follow(&self, session: &SessionId) -> Result<(Snapshot, Vec<TaskRecord>), StoreError> {
         (**self).follow(session).await
+    }
+
+    async fn load_task(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+    ) -> Result<(Option<TaskRecord>, Option<Completion>), StoreError> {
+        (**self).load_task(session, task).await
     }
 }
