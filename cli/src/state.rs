@@ -47,23 +47,19 @@ impl Shared {
             .map(str::to_owned)
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         let limit = ttl / 4;
+        let timeout = format!("{}ms", limit.as_millis().max(1));
+        let client = |key| object_store::aws::AmazonS3ConfigKey::Client(key);
         let objects: Arc<dyn ObjectStore> = Arc::new(
             store_s3::s3_builder(bucket, endpoint.as_deref())
-                .with_client_options(
-                    object_store::ClientOptions::new()
-                        .with_timeout(limit)
-                        .with_connect_timeout(limit),
+                .with_config(client(object_store::ClientConfigKey::Timeout), &timeout)
+                .with_config(
+                    client(object_store::ClientConfigKey::ConnectTimeout),
+                    &timeout,
                 )
                 .with_retry(object_store::RetryConfig {
                     retry_timeout: limit,
                     ..object_store::RetryConfig::default()
                 })
-                // The client options above replaced the builder's: again.
-                .with_allow_http(
-                    endpoint
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("http://")),
-                )
                 .build()
                 .with_context(|| format!("--store {url:?}"))?,
         );
@@ -102,22 +98,16 @@ fn holder() -> String {
     )
 }
 
-/// Reads a duration such as `30s`, `500ms` or `2m`.
+/// Reads a duration such as `30s`, `500ms` or `2m` (a bare number is
+/// seconds).
 pub(crate) fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let (digits, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = digits
-        .parse()
-        .with_context(|| format!("{s:?} is not a duration such as 30s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => bail!("{s:?}: the unit is ms, s or m"),
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .with_context(|| format!("{s:?} is not a duration such as 30s or 500ms"))?,
     };
-    if !(secs.is_finite() && secs > 0.0) {
+    if d.is_zero() {
         bail!("{s:?}: must be above zero");
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }

@@ -51,6 +51,18 @@ impl Env {
         c
     }
 
+    /// Runs `ferry ARGS` to its end, which must be a success; its standard
+    /// output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ferry(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ferry {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn worker(&self, log: &Path) -> Child {
         self.worker_with(log, &["--until-idle"])
     }
@@ -106,25 +118,14 @@ async fn three_workers_share_a_session_and_one_dies() {
     }
     let list_file = dir.path().join("list");
     std::fs::write(&list_file, list).unwrap();
-    let added = env
-        .ferry(&[
-            "add",
-            "-i",
-            list_file.to_str().unwrap(),
-            "--to",
-            "s3://ferry-work/out/",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&added.stdout).lines().count() as u64,
-        TASKS
-    );
+    let added = env.ok(&[
+        "add",
+        "-i",
+        list_file.to_str().unwrap(),
+        "--to",
+        "s3://ferry-work/out/",
+    ]);
+    assert_eq!(added.lines().count() as u64, TASKS);
 
     let logs: Vec<PathBuf> = (0..3)
         .map(|w| dir.path().join(format!("worker-{w}.log")))
@@ -245,9 +246,8 @@ async fn three_workers_share_a_session_and_one_dies() {
     );
 
     // `ls` reads the shared state; `get` is one more process sharing it.
-    let ls = env.ferry(&["ls", "--json"]).output().unwrap();
-    assert!(ls.status.success());
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&ls.stdout)
+    let rows: Vec<serde_json::Value> = env
+        .ok(&["ls", "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -255,15 +255,7 @@ async fn three_workers_share_a_session_and_one_dies() {
     assert!(rows.iter().all(|r| r["state"] == "completed"), "{rows:?}");
     origin.resource("/extra.bin", Resource::seeded(999, 3 << 20));
     let extra = origin.http_url("/extra.bin");
-    let got = env
-        .ferry(&["get", &extra, "--to", "s3://ferry-work/extra.bin"])
-        .output()
-        .unwrap();
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    env.ok(&["get", &extra, "--to", "s3://ferry-work/extra.bin"]);
 
     // Never two workers on one task at once.
     let log = origin.log();
@@ -303,12 +295,8 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     origin.resource("/slow.bin", Resource::seeded(7, len));
     origin.script("/slow.bin", Script::new().always(Fault::RateLimit(4 << 20)));
     let url = origin.http_url("/slow.bin");
-    let added = env
-        .ferry(&["add", &url, "--to", "s3://ferry-work/slow.bin"])
-        .output()
-        .unwrap();
-    assert!(added.status.success());
-    let id = String::from_utf8_lossy(&added.stdout)
+    let id = env
+        .ok(&["add", &url, "--to", "s3://ferry-work/slow.bin"])
         .split_whitespace()
         .next()
         .unwrap()
@@ -317,12 +305,7 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     // Not --until-idle: a paused task leaves it nothing to do for a while.
     let mut worker = env.worker_with(&log, &[]);
     let user = |op: &str| {
-        let out = env.ferry(&[op, &id]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{op}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.ok(&[op, &id]);
     };
     let sent = || origin.log().iter().map(|e| e.bytes_sent).sum::<u64>();
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
@@ -364,8 +347,7 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     assert!(sent() < len, "never fetched whole");
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let ls = env.ferry(&["ls", "--json"]).output().unwrap();
-    let row: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&ls.stdout).lines().next().unwrap()).unwrap();
+    let ls = env.ok(&["ls", "--json"]);
+    let row: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
     assert_eq!(row["state"], "cancelled");
 }

@@ -1299,11 +1299,18 @@ impl Engine {
             if sh.newer_here(r.id, generation) || self.pending.dirty.contains(&r.id) {
                 continue;
             }
-            let mut local = r.clone();
-            if let Phase::Running { .. } = local.state.phase {
-                local.state.phase = Phase::Queued;
-            }
-            if ours == Some(&local) || ended_here(ours, &r) {
+            // As `adopt` would keep it: another process's attempt is queued here.
+            let same = match (ours, &r.state.phase) {
+                (Some(o), Phase::Running { .. }) => {
+                    o.state.phase == Phase::Queued && {
+                        let mut local = r.clone();
+                        local.state.phase = Phase::Queued;
+                        *o == local
+                    }
+                }
+                (ours, _) => ours == Some(&r),
+            };
+            if same || ended_here(ours, &r) {
                 continue;
             }
             adopt.push(r);

@@ -168,9 +168,15 @@ impl Leases {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         let path = self.path(name);
-        let (record, version) = match self.look(&path).await? {
-            None => return self.claim(&path, holder, ttl, PutMode::Create).await,
-            Some(found) => found,
+        let found = self.look(&path).await?;
+        let (record, version) = match found {
+            Some((record, version)) if !record.holder.is_empty() => (record, version),
+            // Free or released: no one holds it, and nothing is left to watch.
+            free => {
+                self.forget(&path);
+                let mode = free.map_or(PutMode::Create, |(_, v)| PutMode::Update(v));
+                return self.claim(&path, holder, ttl, mode).await;
+            }
         };
         let silent = {
             let mut sightings = self
@@ -187,7 +193,7 @@ impl Leases {
             };
             now.duration_since(first) >= Duration::from_millis(record.ttl_ms)
         };
-        if !record.holder.is_empty() && !silent {
+        if !silent {
             return Ok(None);
         }
         let got = self
@@ -208,41 +214,19 @@ impl Leases {
 
     /// Takes the lease `name` for `holder`, waiting while someone else holds
     /// it and renews it, and taking it over once they have not renewed for
-    /// a whole time to live (theirs, measured here).
+    /// a whole time to live (theirs, measured here): [`try_acquire`](Self::try_acquire)
+    /// every quarter of `ttl` until it succeeds.
     pub async fn acquire(
         &self,
         name: &str,
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        let path = self.path(name);
         loop {
-            let seen = match self.look(&path).await? {
-                None => {
-                    if let Some(l) = self.claim(&path, holder, ttl, PutMode::Create).await? {
-                        self.forget(&path);
-                        return Ok(l);
-                    }
-                    continue;
-                }
-                Some((r, v)) if r.holder.is_empty() => {
-                    if let Some(l) = self.claim(&path, holder, ttl, PutMode::Update(v)).await? {
-                        return Ok(l);
-                    }
-                    continue;
-                }
-                Some((r, v)) => (Duration::from_millis(r.ttl_ms), v),
-            };
-            tokio::time::sleep(seen.0).await;
-            match self.look(&path).await? {
-                // Not renewed for a whole time to live: take it over.
-                Some((_, v)) if v == seen.1 => {
-                    if let Some(l) = self.claim(&path, holder, ttl, PutMode::Update(v)).await? {
-                        return Ok(l);
-                    }
-                }
-                _ => {}
+            if let Some(lease) = self.try_acquire(name, holder, ttl).await? {
+                return Ok(lease);
             }
+            tokio::time::sleep(ttl / 4).await;
         }
     }
 }

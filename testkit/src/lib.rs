@@ -519,3 +519,28 @@ where
         tracing::debug!(error = %e, connection = conn.id, "connection ended with an error");
     }
 }
+
+/// GETs `url` through `transport` and reads the body to its end, keeping
+/// nothing: the bytes it had (for throughput benches).
+pub async fn drain(
+    transport: &dyn transfer_core::Transport,
+    url: &str,
+) -> Result<u64, transfer_core::TransferError> {
+    let request = http::Request::get(url)
+        .body(transfer_core::RequestBody::empty())
+        .map_err(|e| {
+            transfer_core::TransferError::new(
+                transfer_core::ErrorKind::InvalidRequest,
+                e.to_string(),
+            )
+        })?;
+    let r = transport
+        .send(transfer_core::TransportRequest::new(request))
+        .await?;
+    let mut body = r.response.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        n += frame?.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    Ok(n)
+}

@@ -11,25 +11,14 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http_body_util::BodyExt;
 use testkit::Origin;
-use transfer_core::{RequestBody, Transport, TransportRequest};
 use transport_http::{HttpConfig, Roots};
 use transport_quic::{QuicConfig, QuicTransport};
 
 const LEN: u64 = 256 << 20;
 
 async fn get(t: &QuicTransport, url: &str) {
-    let req = http::Request::get(url).body(RequestBody::empty()).unwrap();
-    let r = t.send(TransportRequest::new(req)).await.unwrap();
-    let mut body = r.response.into_body();
-    let mut n = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Some(d) = frame.unwrap().data_ref() {
-            n += d.len() as u64;
-        }
-    }
-    assert_eq!(n, LEN);
+    assert_eq!(testkit::drain(t, url).await.unwrap(), LEN);
 }
 
 fn windows(c: &mut Criterion) {
