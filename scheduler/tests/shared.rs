@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use scheduler::{Session, SessionConfig};
+use scheduler::{ScriptedConditions, Session, SessionConfig};
 use sha2::{Digest, Sha256};
 use store_fs::FsPayloadStore;
 use store_s3::{S3Claims, S3TaskStore};
@@ -38,6 +38,23 @@ async fn worker(
     out: &std::path::Path,
     delegate: Arc<Heard>,
 ) -> Session {
+    let config = SessionConfig {
+        checkpoint_interval: Duration::from_millis(50),
+        ..SessionConfig::default()
+    };
+    let steady = ScriptedConditions::new(transfer_core::Conditions::default());
+    worker_in(objects, name, out, delegate, config, Arc::new(steady)).await
+}
+
+/// A worker with its own settings and conditions.
+async fn worker_in(
+    objects: &Arc<dyn ObjectStore>,
+    name: &str,
+    out: &std::path::Path,
+    delegate: Arc<Heard>,
+    config: SessionConfig,
+    conditions: Arc<dyn transfer_core::ConditionSource>,
+) -> Session {
     let claims = S3Claims::new(objects.clone(), "ferry", name, Duration::from_millis(900));
     Session::builder("shared.test")
         .unwrap()
@@ -46,10 +63,8 @@ async fn worker(
         .transport(Arc::new(
             HttpTransport::new(transport_http::HttpConfig::default()).unwrap(),
         ))
-        .config(SessionConfig {
-            checkpoint_interval: Duration::from_millis(50),
-            ..SessionConfig::default()
-        })
+        .config(config)
+        .conditions(conditions)
         .delegate(delegate)
         .shared(Arc::new(claims), Some(Duration::from_millis(100)))
         .build()
@@ -199,32 +214,25 @@ async fn one_slow_task(seed: u64) -> OneSlowTask {
 /// finishes it from its durable offset, with a Range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
-    let OneSlowTask {
-        origin,
-        dir,
-        objects,
-        heard,
-        session: a,
-        task: h,
-    } = one_slow_task(5).await;
+    let t = one_slow_task(5).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // The thief writes the lease over (as a process that took it over would).
-    let lease = object_store::path::Path::from(format!("ferry/leases/shared.test/{}", h.id()));
+    let lease = object_store::path::Path::from(format!("ferry/leases/shared.test/{}", t.task.id()));
     let stolen = serde_json::json!({"holder": "thief", "ttl_ms": 900, "beat": 1});
     object_store::ObjectStoreExt::put(
-        &*objects,
+        &*t.objects,
         &lease,
         object_store::PutPayload::from(serde_json::to_vec(&stolen).unwrap()),
     )
     .await
     .unwrap();
     let stolen_at = std::time::Instant::now();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), h.wait())
+    let outcome = tokio::time::timeout(Duration::from_secs(30), t.task.wait())
         .await
         .expect("the task ends")
         .unwrap();
     assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
-    let log = origin.log();
+    let log = t.origin.log();
     assert!(log.len() >= 2, "{log:?}");
     let first_end = log[0].ended.unwrap();
     assert!(
@@ -239,10 +247,10 @@ async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
     );
     assert!(log[1].range.is_some(), "resumed with a Range");
     assert!(overlapping(&log).is_empty());
-    let data = std::fs::read(dir.path().join("big")).unwrap();
+    let data = std::fs::read(t.dir.path().join("big")).unwrap();
     assert_eq!(Sha256::digest(&data).as_slice(), body::sha256(5, 0, SLOW));
-    assert_eq!(heard.0.lock().unwrap().get(&h.id()), Some(&1));
-    a.shutdown().await;
+    assert_eq!(t.heard.0.lock().unwrap().get(&t.task.id()), Some(&1));
+    t.session.shutdown().await;
 }
 
 /// A cancel written by another process (here `Offline`, as `ferry cancel
@@ -251,25 +259,18 @@ async fn a_lost_claim_stops_the_attempt_and_a_silent_holder_is_taken_over() {
 /// completion that cancel recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_from_another_process_stops_the_running_task() {
-    let OneSlowTask {
-        origin,
-        dir,
-        objects,
-        heard,
-        session: a,
-        task: h,
-    } = one_slow_task(6).await;
+    let t = one_slow_task(6).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let elsewhere = scheduler::Offline::new(
         "shared.test",
-        Arc::new(S3TaskStore::new(objects.clone(), "ferry")),
-        Arc::new(FsPayloadStore::new(dir.path()).unwrap()),
+        Arc::new(S3TaskStore::new(t.objects.clone(), "ferry")),
+        Arc::new(FsPayloadStore::new(t.dir.path()).unwrap()),
         SessionConfig::default(),
     )
     .unwrap();
     elsewhere
         .user(
-            h.id(),
+            t.task.id(),
             transfer_core::Event::Cancel {
                 keep_resume_data: false,
             },
@@ -277,7 +278,7 @@ async fn a_cancel_from_another_process_stops_the_running_task() {
         .await
         .unwrap();
     let cancelled_at = std::time::Instant::now();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), h.wait())
+    let outcome = tokio::time::timeout(Duration::from_secs(10), t.task.wait())
         .await
         .expect("the task ends")
         .unwrap();
@@ -285,7 +286,7 @@ async fn a_cancel_from_another_process_stops_the_running_task() {
     // The request stops soon after (the session reads the store every
     // 100 ms here), long before the 4 s the whole body would take.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = origin.log();
+    let log = t.origin.log();
     assert_eq!(log.len(), 1, "{log:?}");
     let ended = log[0].ended.expect("the request ended");
     assert!(
@@ -295,13 +296,75 @@ async fn a_cancel_from_another_process_stops_the_running_task() {
     );
     assert!(log[0].bytes_sent < SLOW);
     tokio::time::timeout(Duration::from_secs(5), async {
-        while heard.0.lock().unwrap().is_empty() {
+        while t.heard.0.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("the completion is delivered");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(heard.0.lock().unwrap().get(&h.id()), Some(&1), "heard once");
-    a.shutdown().await;
+    assert_eq!(
+        t.heard.0.lock().unwrap().get(&t.task.id()),
+        Some(&1),
+        "heard once"
+    );
+    t.session.shutdown().await;
+}
+
+/// In a shared session, a task this process may not run now (it needs
+/// charging, and the machine is on battery) waits here without being
+/// claimed or written, and the session is idle, as `ferry run --until-idle`
+/// needs to see it. Plugged in, the task is claimed and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_session_whose_tasks_wait_on_conditions_is_idle() {
+    use transfer_core::{Conditions, NetworkPath, Power};
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let conditions = Arc::new(ScriptedConditions::new(Conditions {
+        network: NetworkPath::WIFI,
+        power: Power::on_battery(50),
+    }));
+    let mut config = SessionConfig::default();
+    config.policy.constraints.requires_charging = true;
+    let heard = Arc::new(Heard::default());
+    let s = worker_in(
+        &objects,
+        "worker-a",
+        dir.path(),
+        heard.clone(),
+        config,
+        conditions.clone(),
+    )
+    .await;
+    let url = origin.http_url("/gen/65536?seed=8");
+    let t = s
+        .download(&url)
+        .unwrap()
+        .to("small")
+        .enqueue()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.wait_idle())
+        .await
+        .expect("idle while the only task waits for power")
+        .unwrap();
+    assert!(origin.log().is_empty(), "nothing fetched");
+    let leases: Vec<_> = futures::TryStreamExt::try_collect(
+        objects.list(Some(&object_store::path::Path::from("ferry/leases"))),
+    )
+    .await
+    .unwrap();
+    assert!(leases.is_empty(), "nothing claimed: {leases:?}");
+
+    conditions.set(Conditions {
+        network: NetworkPath::WIFI,
+        power: Power::MAINS,
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), t.wait())
+        .await
+        .expect("the task ends once plugged in")
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+    s.shutdown().await;
 }
