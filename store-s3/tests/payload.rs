@@ -84,8 +84,22 @@ async fn parts_are_the_checkpoints_and_survive_a_kill() {
         .await
         .unwrap();
     p.write(Bytes::from(vec![0u8; 6 * MIB])).await.unwrap();
+    let (_, location) = p.sync().await.unwrap();
+    let PartialLocation::Multipart { upload_id, .. } = location else {
+        panic!("{location:?}")
+    };
     p.discard().await.unwrap();
     assert!(object(&*memory, "dl/gone.bin").await.is_err());
+    // The upload itself was aborted: no part can be added to it any more.
+    let late = object_store::multipart::MultipartStore::put_part(
+        &*memory,
+        &Path::from("dl/gone.bin"),
+        &upload_id,
+        1,
+        Bytes::from_static(b"late").into(),
+    )
+    .await;
+    assert!(late.is_err(), "the multipart upload is aborted");
 }
 
 /// A session whose tasks and payloads are both in S3 (moto): a 24 MiB
