@@ -542,6 +542,22 @@ impl Engine {
     /// then does again what they recorded.
     async fn flush(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
+        // A start is itself deferrable (a crash before its record is
+        // written only means the task starts again), so a task whose only
+        // effects in this batch are starts starts now, while the batch
+        // commits: a slot freed by a completion is filled without waiting
+        // for that completion's sync. Any other effect of the same task
+        // (an abort of the attempt before, a discard) keeps the order.
+        let early = only_starts(&pending.effects);
+        if !early.is_empty() {
+            let (now, later) = std::mem::take(&mut pending.effects)
+                .into_iter()
+                .partition(|(id, _)| early.contains(id));
+            pending.effects = later;
+            for (id, effect) in now {
+                self.effect(id, effect);
+            }
+        }
         let mut result: Result<(), SessionError> = Ok(());
         let deferrable = self.shared.is_none()
             && !pending.durable
@@ -1395,6 +1411,21 @@ impl Engine {
 
 /// Whether this process knows the task ended and `theirs` says it has not:
 /// a stale write (the same task never starts again once ended).
+/// The tasks whose only effects in `effects` are starts.
+fn only_starts(effects: &[(TaskId, Effect)]) -> HashSet<TaskId> {
+    let mut starts = HashSet::new();
+    let mut others = HashSet::new();
+    for (id, effect) in effects {
+        if matches!(effect, Effect::Start { .. }) {
+            starts.insert(*id);
+        } else {
+            others.insert(*id);
+        }
+    }
+    starts.retain(|id| !others.contains(id));
+    starts
+}
+
 fn ended_here(ours: Option<&TaskRecord>, theirs: &TaskRecord) -> bool {
     ours.is_some_and(|o| o.state.is_terminal()) && !theirs.state.is_terminal()
 }
