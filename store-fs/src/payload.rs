@@ -3,9 +3,14 @@
 //! into place with the directory synced. Nothing is written outside the root
 //! directory the store was given.
 
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -26,6 +31,46 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
 #[derive(Clone, Debug)]
 pub struct FsPayloadStore {
     root: PathBuf,
+    /// Directories partials went into lately, by the path asked for.
+    dirs: Arc<Mutex<HashMap<PathBuf, Arc<Dir>>>>,
+}
+
+/// Directories kept open at most (a download into each of many directories
+/// reopens them).
+const DIRS_KEPT: usize = 64;
+
+/// A directory inside the root, held open: partials are created, moved into
+/// place and synced relative to it, so no path above it is walked again,
+/// and no symlink planted on that path after the check can redirect them.
+#[derive(Debug)]
+struct Dir {
+    file: std::fs::File,
+    /// Where it is, without symlinks.
+    real: PathBuf,
+    /// Its device and inode: the path asked for still leads to this
+    /// directory while a `stat` of it gives these (the open handle keeps the
+    /// inode from being reused).
+    id: (u64, u64),
+}
+
+/// Where one task's partial and destination are.
+#[derive(Clone, Debug)]
+struct Place {
+    dir: Arc<Dir>,
+    /// The destination's name in `dir`.
+    name: OsString,
+    /// The partial's name in `dir`.
+    partial: OsString,
+}
+
+impl Place {
+    fn partial_path(&self) -> PathBuf {
+        self.dir.real.join(&self.partial)
+    }
+
+    fn destination(&self) -> PathBuf {
+        self.dir.real.join(&self.name)
+    }
 }
 
 impl FsPayloadStore {
@@ -37,7 +82,10 @@ impl FsPayloadStore {
         let root = root
             .canonicalize()
             .map_err(|e| StoreError::io(format!("resolving {}", root.display()), e))?;
-        Ok(FsPayloadStore { root })
+        Ok(FsPayloadStore {
+            root,
+            dirs: Arc::default(),
+        })
     }
 
     /// The directory everything is written under.
@@ -49,12 +97,19 @@ impl FsPayloadStore {
     /// directories. Relative paths are taken from the root; `..` components,
     /// and symlinks that lead out of the root, are refused.
     pub fn resolve(&self, destination: &Destination) -> Result<PathBuf, StoreError> {
-        self.locate(destination, true)
+        let place = self.place(TaskId::from_u64(0), destination, true)?;
+        Ok(place.map(|p| p.destination()).unwrap_or_default())
     }
 
-    /// Confines `destination` to the root; creates its parent directories
-    /// only when `create` (a missing parent then holds nothing to find).
-    fn locate(&self, destination: &Destination, create: bool) -> Result<PathBuf, StoreError> {
+    /// Confines `destination` to the root and finds its directory, creating
+    /// it only when `create` (`None` when it is missing and not created: it
+    /// holds nothing to find).
+    fn place(
+        &self,
+        task: TaskId,
+        destination: &Destination,
+        create: bool,
+    ) -> Result<Option<Place>, StoreError> {
         let Destination::Path(p) = destination else {
             return Err(StoreError::new(
                 StoreErrorKind::Unsupported,
@@ -81,38 +136,70 @@ impl FsPayloadStore {
         if !parent.starts_with(&self.root) {
             return Err(outside());
         }
-        if create {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))?;
-        } else if !parent.exists() {
-            return Ok(joined);
-        }
-        let real_parent = parent
-            .canonicalize()
-            .map_err(|e| StoreError::io(format!("resolving {}", parent.display()), e))?;
-        if !real_parent.starts_with(&self.root) {
+        let Some(dir) = self.dir(parent, create)? else {
+            return Ok(None);
+        };
+        if !dir.real.starts_with(&self.root) {
             return Err(outside());
         }
-        let path = real_parent.join(name);
-        if path.is_symlink() {
+        // The destination itself may not be a symlink either.
+        if rustix::fs::statat(&dir.file, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+        {
             return Err(outside());
         }
-        Ok(path)
+        let mut partial = OsString::from(".");
+        partial.push(name);
+        partial.push(format!(".{task}.partial"));
+        Ok(Some(Place {
+            dir,
+            name: name.to_owned(),
+            partial,
+        }))
     }
 
-    fn partial_path(
-        &self,
-        task: TaskId,
-        destination: &Destination,
-        create: bool,
-    ) -> Result<(PathBuf, PathBuf), StoreError> {
-        let dest = self.locate(destination, create)?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = dest.with_file_name(format!(".{name}.{task}.partial"));
-        Ok((dest, partial))
+    /// The directory at `path`, opened (and created if `create`), from the
+    /// directories kept open while the path still leads to the same one.
+    fn dir(&self, path: &Path, create: bool) -> Result<Option<Arc<Dir>>, StoreError> {
+        let kept = self.dirs.lock().ok().and_then(|d| d.get(path).cloned());
+        if let Some(dir) = kept
+            && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == dir.id)
+        {
+            return Ok(Some(dir));
+        }
+        if create {
+            std::fs::create_dir_all(path)
+                .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        // Where the directory opened really is (not where the path, which
+        // may change meanwhile, led when resolved separately).
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| path.canonicalize())
+            .map_err(|e| StoreError::io(format!("resolving {}", path.display()), e))?;
+        let dir = Arc::new(Dir {
+            file,
+            real,
+            id: (meta.dev(), meta.ino()),
+        });
+        if let Ok(mut dirs) = self.dirs.lock() {
+            if dirs.len() >= DIRS_KEPT {
+                dirs.clear();
+            }
+            dirs.insert(path.to_owned(), dir.clone());
+        }
+        Ok(Some(dir))
     }
 }
 
@@ -132,8 +219,10 @@ const WRITE_FRAMES: usize = 512;
 #[derive(Debug)]
 pub struct FsPartial {
     file: Arc<std::fs::File>,
+    /// Where it is and where it goes.
+    place: Place,
+    /// The partial's path, for messages and resume data.
     path: PathBuf,
-    destination: PathBuf,
     /// Bytes already in the file.
     written: u64,
     /// Frames appended and not yet in the file.
@@ -234,6 +323,42 @@ impl FsPartial {
     }
 }
 
+/// Opens (creating it owner-only, never through a symlink) the partial of
+/// `place` (at `path`) and cuts it back to `durable` bytes at most; returns it with the
+/// offset where the next write goes.
+fn open_partial(
+    place: &Place,
+    path: &Path,
+    durable: u64,
+) -> Result<(std::fs::File, u64), StoreError> {
+    let io = |what: &str, e| StoreError::io(format!("{what} {}", path.display()), e);
+    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC;
+    // Never open a partial through a symlink someone planted.
+    flags |= OFlags::NOFOLLOW;
+    if durable == 0 {
+        flags |= OFlags::TRUNC;
+    }
+    let file = rustix::fs::openat(
+        &place.dir.file,
+        &place.partial,
+        flags,
+        Mode::from_raw_mode(0o600),
+    )
+    .map(std::fs::File::from)
+    .map_err(|e| io("opening", e.into()))?;
+    if durable == 0 {
+        return Ok((file, 0));
+    }
+    let len = file.metadata().map_err(|e| io("reading", e))?.len();
+    let offset = len.min(durable);
+    if len > offset {
+        file.set_len(offset).map_err(|e| io("truncating", e))?;
+    }
+    std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
+        .map_err(|e| io("seeking in", e))?;
+    Ok((file, offset))
+}
+
 #[async_trait]
 impl PayloadStore for FsPayloadStore {
     async fn open(
@@ -243,36 +368,32 @@ impl PayloadStore for FsPayloadStore {
         destination: &Destination,
         resume: &ResumeData,
     ) -> Result<Box<dyn Partial>, StoreError> {
-        let (dest, path) = self.partial_path(task, destination, true)?;
-        let opened = path.clone();
+        let place = self
+            .place(task, destination, true)?
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Io, "no directory to write in"))?;
+        let path = place.partial_path();
         let durable = resume.durable_offset;
-        let (file, offset) = tokio::task::spawn_blocking(move || {
-            let io = |what: &str, e| StoreError::io(format!("{what} {}", opened.display()), e);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                // Never open a partial through a symlink someone planted.
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&opened)
-                .map_err(|e| io("opening", e))?;
-            let len = file.metadata().map_err(|e| io("reading", e))?.len();
-            let offset = len.min(durable);
-            if len > offset {
-                file.set_len(offset).map_err(|e| io("truncating", e))?;
-            }
-            std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
-                .map_err(|e| io("seeking in", e))?;
-            Ok::<_, StoreError>((file, offset))
-        })
-        .await
-        .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("open task: {e}")))??;
+        let (file, offset, place) = if durable == 0 {
+            // Creating (or emptying) a file is a metadata operation like the
+            // path checks above, done here too: a blocking thread's round
+            // trip would cost more than the work, on every small download.
+            let (file, offset) = open_partial(&place, &path, 0)?;
+            (file, offset, place)
+        } else {
+            // Cutting a large partial back may take a while.
+            let opened = path.clone();
+            tokio::task::spawn_blocking(move || {
+                open_partial(&place, &opened, durable).map(|(f, o)| (f, o, place))
+            })
+            .await
+            .map_err(|e| {
+                StoreError::new(StoreErrorKind::Unavailable, format!("open task: {e}"))
+            })??
+        };
         Ok(Box::new(FsPartial {
             file: Arc::new(file),
+            place,
             path,
-            destination: dest,
             written: offset,
             pending: Vec::new(),
             pending_len: 0,
@@ -289,13 +410,10 @@ impl PayloadStore for FsPayloadStore {
         destination: &Destination,
         _partial: Option<&PartialLocation>,
     ) -> Result<(), StoreError> {
-        let (_, path) = self.partial_path(task, destination, false)?;
-        match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(StoreError::io(format!("removing {}", path.display()), e))
-            }
-            _ => Ok(()),
-        }
+        let Some(place) = self.place(task, destination, false)? else {
+            return Ok(());
+        };
+        remove_partial(place).await
     }
 }
 
@@ -381,7 +499,7 @@ impl Partial for FsPartial {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.check_failed()?;
-        let (from, to) = (self.path.clone(), self.destination.clone());
+        let (from, place) = (self.path.clone(), self.place.clone());
         let file = self.file.clone();
         // The rest of the bytes, written on the same blocking thread: a small
         // file costs one handoff in all.
@@ -399,14 +517,16 @@ impl Partial for FsPartial {
                 .map_err(|e| {
                     StoreError::io(format!("setting the mode of {}", from.display()), e)
                 })?;
-            std::fs::rename(&from, &to)
-                .map_err(|e| StoreError::io(format!("moving {} into place", to.display()), e))?;
-            if let Some(dir) = to.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
-            }
-            Ok(())
+            let dir = &place.dir;
+            rustix::fs::renameat(&dir.file, &place.partial, &dir.file, &place.name).map_err(
+                |e| {
+                    let to = place.destination();
+                    StoreError::io(format!("moving {} into place", to.display()), e.into())
+                },
+            )?;
+            dir.file
+                .sync_all()
+                .map_err(|e| StoreError::io(format!("syncing {}", dir.real.display()), e))
         })
         .await
         .map_err(|e| {
@@ -418,16 +538,29 @@ impl Partial for FsPartial {
     }
 
     async fn discard(self: Box<Self>) -> Result<(), StoreError> {
-        let path = self.path.clone();
+        let place = self.place.clone();
         drop(self);
-        tokio::fs::remove_file(&path)
-            .await
-            .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))
+        remove_partial(place).await
     }
 }
 
-/// The process's umask, read from `/proc/self/status` (Linux 4.7 and
-/// later); owner-only (0o077) when it cannot be read, the safe side.
+/// Removes a partial (on a blocking thread); one already gone is fine.
+async fn remove_partial(place: Place) -> Result<(), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        match rustix::fs::unlinkat(&place.dir.file, &place.partial, AtFlags::empty()) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            r => r.map_err(|e| {
+                StoreError::io(
+                    format!("removing {}", place.partial_path().display()),
+                    e.into(),
+                )
+            }),
+        }
+    })
+    .await
+    .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("remove task: {e}")))?
+}
+
 /// Writes every frame at the file's position, in as few calls as the
 /// kernel allows.
 fn write_all_vectored(mut file: &std::fs::File, frames: &[Bytes]) -> std::io::Result<()> {
@@ -445,7 +578,9 @@ fn write_all_vectored(mut file: &std::fs::File, frames: &[Bytes]) -> std::io::Re
     Ok(())
 }
 
-/// Read once per process.
+/// The process's umask, read from `/proc/self/status` (Linux 4.7 and
+/// later) once per process; owner-only (0o077) when it cannot be read, the
+/// safe side.
 fn process_umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *UMASK.get_or_init(read_umask)

@@ -60,6 +60,45 @@ async fn destinations_stay_inside_the_root() {
     assert!(!dir.path().join("out.bin").exists());
 }
 
+/// The store keeps the directories it wrote into open; what their paths
+/// lead to later still decides: a directory removed is made again (nothing
+/// is written into the removed one), and one replaced by a symlink out of
+/// the root is refused.
+#[tokio::test]
+async fn directories_written_before_are_checked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = FsPayloadStore::new(&root).unwrap();
+    let s = SessionId::new("x").unwrap();
+    let download = async |name: &str| {
+        let dest = Destination::Path(format!("sub/{name}").into());
+        let mut p = store
+            .open(&s, TaskId::from_u64(7), &dest, &ResumeData::default())
+            .await?;
+        p.write(bytes::Bytes::from_static(b"abc")).await?;
+        p.commit().await
+    };
+    download("one").await.unwrap();
+    assert_eq!(std::fs::read(root.join("sub/one")).unwrap(), b"abc");
+
+    std::fs::remove_dir_all(root.join("sub")).unwrap();
+    download("two").await.unwrap();
+    assert_eq!(std::fs::read(root.join("sub/two")).unwrap(), b"abc");
+
+    std::fs::remove_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), root.join("sub")).unwrap();
+    let err = download("three").await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(StoreErrorKind::OutsideRoot));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("elsewhere"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing written outside the root"
+    );
+}
+
 #[tokio::test]
 async fn partials_are_owner_only_and_beside_their_destination() {
     let dir = tempfile::tempdir().unwrap();
