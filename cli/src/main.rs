@@ -185,58 +185,69 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::anyhow!("starting the runtime: {e}")),
     };
+    // The command runs as a task on the runtime's workers, beside the
+    // session it drives: waiting on the main thread instead would wake that
+    // thread for each task that ends.
     let result = runtime.block_on(async {
-        let lease_ttl = match &cli.command {
-            Command::Get(args) => args.opts.lease_ttl.as_deref(),
-            Command::Put { opts, .. } | Command::Run { opts, .. } => opts.lease_ttl.as_deref(),
-            _ => None,
-        };
-        let ttl = match lease_ttl {
-            Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
-            None => Duration::from_secs(30),
-        };
-        let shared = cli
-            .store
-            .as_deref()
-            .map(|url| state::Shared::open(url, cli.endpoint.as_deref(), ttl))
-            .transpose()?;
-        let shared = shared.as_ref();
-        let endpoint = cli.endpoint;
-        match cli.command {
-            Command::Get(mut args) => {
-                args.opts.endpoint = endpoint;
-                get(args, shared).await
-            }
-            Command::Put { put, mut opts } => {
-                opts.endpoint = endpoint;
-                transfer(Job::Put(put.resolved()?), &opts, shared).await
-            }
-            Command::Add(args) => add(args, shared, endpoint).await,
-            Command::Run {
-                until_idle,
-                limit_rate,
-                when,
-                mut opts,
-            } => {
-                opts.endpoint = endpoint;
-                opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
-                opts.session_constraints = transfer_core::Constraints {
-                    discretionary: when.discretionary,
-                    requires_charging: when.require_charging,
-                    requires_unmetered: false,
-                };
-                run(until_idle, &opts, shared).await
-            }
-            Command::Conditions { sensing } => conditions(&sensing),
-            Command::Ls { json } => ls(json, shared, endpoint).await,
-            Command::Pause { id } => user(&id, "pause", shared, endpoint).await,
-            Command::Resume { id } => user(&id, "resume", shared, endpoint).await,
-            Command::Cancel { id } => user(&id, "cancel", shared, endpoint).await,
+        match tokio::spawn(command(cli)).await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("the command stopped: {e}")),
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => fail(e),
+    }
+}
+
+/// Runs the command line's command.
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
+    let lease_ttl = match &cli.command {
+        Command::Get(args) => args.opts.lease_ttl.as_deref(),
+        Command::Put { opts, .. } | Command::Run { opts, .. } => opts.lease_ttl.as_deref(),
+        _ => None,
+    };
+    let ttl = match lease_ttl {
+        Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
+        None => Duration::from_secs(30),
+    };
+    let shared = cli
+        .store
+        .as_deref()
+        .map(|url| state::Shared::open(url, cli.endpoint.as_deref(), ttl))
+        .transpose()?;
+    let shared = shared.as_ref();
+    let endpoint = cli.endpoint;
+    match cli.command {
+        Command::Get(mut args) => {
+            args.opts.endpoint = endpoint;
+            get(args, shared).await
+        }
+        Command::Put { put, mut opts } => {
+            opts.endpoint = endpoint;
+            transfer(Job::Put(put.resolved()?), &opts, shared).await
+        }
+        Command::Add(args) => add(args, shared, endpoint).await,
+        Command::Run {
+            until_idle,
+            limit_rate,
+            when,
+            mut opts,
+        } => {
+            opts.endpoint = endpoint;
+            opts.session_rate = limit_rate.as_deref().map(parse_rate).transpose()?;
+            opts.session_constraints = transfer_core::Constraints {
+                discretionary: when.discretionary,
+                requires_charging: when.require_charging,
+                requires_unmetered: false,
+            };
+            run(until_idle, &opts, shared).await
+        }
+        Command::Conditions { sensing } => conditions(&sensing),
+        Command::Ls { json } => ls(json, shared, endpoint).await,
+        Command::Pause { id } => user(&id, "pause", shared, endpoint).await,
+        Command::Resume { id } => user(&id, "resume", shared, endpoint).await,
+        Command::Cancel { id } => user(&id, "cancel", shared, endpoint).await,
     }
 }
 
@@ -313,6 +324,10 @@ struct RunnerOpts {
     /// completes (a kill may lose it all).
     #[arg(long, value_name = "SIZE|off")]
     checkpoint: Option<String>,
+    /// Transfers at once, in all and to any one server (default 16 in
+    /// all, 8 to one server).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    parallel: Option<u32>,
     /// Wait while on a cellular network.
     #[arg(long)]
     no_cellular: bool,
@@ -384,6 +399,10 @@ impl RunnerOpts {
         } else {
             transfer_core::ProtocolPreference::Auto
         };
+        if let Some(n) = self.parallel {
+            config.policy.max_concurrent = n;
+            config.policy.max_per_host = n;
+        }
         config.policy.rate_limit = self.session_rate;
         config.policy.constraints = self.session_constraints;
         config.policy.allows_cellular = !self.no_cellular;
@@ -1428,26 +1447,28 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
                         if due && let Some(name) = names.get(&task) {
                             last.insert(task, Instant::now());
                             match progress.expected {
-                                Some(t) => eprintln!("{name}: {} of {} bytes", progress.total, t),
-                                None => eprintln!("{name}: {} bytes", progress.total),
+                                Some(t) => {
+                                    say(format_args!("{name}: {} of {} bytes", progress.total, t))
+                                }
+                                None => say(format_args!("{name}: {} bytes", progress.total)),
                             }
                         }
                     }
                     SessionEvent::Waiting { task, reason } => {
                         if let Some(name) = names.get(&task) {
-                            eprintln!("{name}: waiting: {reason}");
+                            say(format_args!("{name}: waiting: {reason}"));
                         }
                     }
                     SessionEvent::Restarted { task, reason } => {
                         if let Some(name) = names.get(&task) {
-                            eprintln!("{name}: starting over: {reason:?}");
+                            say(format_args!("{name}: starting over: {reason:?}"));
                         }
                     }
                     SessionEvent::Completed(c) => {
                         if let (Some(name), Outcome::Completed { bytes }) =
                             (names.get(&c.task), &c.outcome)
                         {
-                            eprintln!("{name}: done, {bytes} bytes");
+                            say(format_args!("{name}: done, {bytes} bytes"));
                         }
                     }
                     _ => {}
@@ -1456,6 +1477,13 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
         });
         Shown { bars: None, task }
     }
+}
+
+/// Writes one line to standard error in one write (`eprintln!` makes one
+/// per piece, unbuffered: four for each file done).
+fn say(line: std::fmt::Arguments<'_>) {
+    let line = format!("{line}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
 }
 
 /// One row of `ferry ls`, as JSON. `live` says whether a runner holds the

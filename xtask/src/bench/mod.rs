@@ -411,7 +411,8 @@ fn scenario_3(env: &Env, args: &Args, tls: bool) -> anyhow::Result<Scenario> {
     std::fs::write(&plain, urls.join("\n"))?;
     let ca = env.nginx.ca_pem.display().to_string();
     let plain_s = plain.display().to_string();
-    let mut ferry_args = vec!["get", "-i", &plain_s];
+    // As many at once as the peers are given.
+    let mut ferry_args = vec!["get", "-i", &plain_s, "--parallel", "16"];
     if tls {
         ferry_args.extend(["--cacert", &ca]);
     }
