@@ -1470,10 +1470,24 @@ pub(crate) async fn deliver(
     let mut acks = Acks {
         events: Vec::new(),
         tasks: Vec::new(),
+        since: None,
         engine,
     };
     let mut kept = Vec::new();
-    while let Some(d) = rx.recv().await {
+    loop {
+        let next = match acks.since {
+            None => rx.recv().await,
+            Some(since) => tokio::select! {
+                d = rx.recv() => d,
+                () = tokio::time::sleep_until(since + ACK_DELAY) => {
+                    acknowledge(&*store, &session, &mut acks, true).await;
+                    continue;
+                }
+            },
+        };
+        let Some(d) = next else {
+            break;
+        };
         match d {
             Delivery::Event(event, record) => {
                 if let Some(record) = &record {
@@ -1498,6 +1512,7 @@ pub(crate) async fn deliver(
                 // kill in between makes them hear it twice, never not at all.
                 acks.events.push(c.event);
                 acks.tasks.push(c.task);
+                acks.since.get_or_insert_with(tokio::time::Instant::now);
                 let _ = events.send(SessionEvent::Completed(c));
             }
             Delivery::Elsewhere(c) => {
@@ -1521,8 +1536,8 @@ pub(crate) async fn deliver(
                 });
             }
         }
-        // Acknowledged together when the burst is over.
-        if rx.is_empty() || acks.events.len() >= 1024 {
+        // Acknowledged together, at most [`ACK_DELAY`] after the first.
+        if acks.events.len() >= 1024 {
             acknowledge(&*store, &session, &mut acks, true).await;
         }
     }
@@ -1534,10 +1549,18 @@ pub(crate) async fn deliver(
     let _ = gone.send(true);
 }
 
+/// How long a delivered completion may wait for its acknowledgement to be
+/// written, so that one write acknowledges many: a crash meanwhile delivers
+/// it again (as a crash before the acknowledgement always could; this
+/// write does not sync anyway, the next durable commit makes it durable).
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Completions delivered and not yet acknowledged.
 struct Acks {
     events: Vec<EventId>,
     tasks: Vec<TaskId>,
+    /// When the first of them was delivered.
+    since: Option<tokio::time::Instant>,
     /// Told which tasks' completions were acknowledged.
     engine: mpsc::UnboundedSender<Command>,
 }
@@ -1561,12 +1584,16 @@ async fn acknowledge(
     match store.commit(session, batch).await {
         Ok(()) => {
             acks.events.clear();
+            acks.since = None;
             let tasks = std::mem::take(&mut acks.tasks);
             let _ = acks.engine.send(Command::Acknowledged(tasks));
         }
-        // Kept, and tried again with the next ones: until then a shared
+        // Kept, and tried again after another delay: until then a shared
         // session keeps the tasks' claims, so no one delivers them again.
-        Err(e) => tracing::error!(error = %e, "could not acknowledge completions"),
+        Err(e) => {
+            acks.since = Some(tokio::time::Instant::now());
+            tracing::error!(error = %e, "could not acknowledge completions");
+        }
     }
 }
 
