@@ -165,8 +165,27 @@ pub(crate) struct Engine {
     /// event has gone out.
     idle: watch::Sender<IdleLevel>,
     pending: Pending,
+    /// What happened to the command channel while the last commit was
+    /// under way.
+    overlap: Option<Overlap>,
+    /// The tasks whose completions the commit under way records.
+    committing: HashSet<TaskId>,
+    /// The tasks with effects that wait for the commit under way.
+    held_effects: HashSet<TaskId>,
     /// Set when other processes share the session.
     pub(crate) shared: Option<crate::shared::Shared>,
+}
+
+/// What the run loop takes up after a commit during which commands were
+/// read ([`Engine::while_committing`]).
+enum Overlap {
+    /// Commands were handled: their changes wait for a commit.
+    Handled,
+    /// A shutdown, to handle first (commands handled before it, if any,
+    /// are in the pending changes).
+    HeldBack(Command),
+    /// The channel closed.
+    Closed,
 }
 
 /// Whether the session is idle, as of change `gen`.
@@ -255,6 +274,9 @@ impl Engine {
             idle_sent: false,
             idle,
             pending: Pending::default(),
+            overlap: None,
+            committing: HashSet::new(),
+            held_effects: HashSet::new(),
             shared: None,
         }
     }
@@ -356,29 +378,36 @@ impl Engine {
         self.pump();
         let busy = self.busy();
         self.check_busy(busy);
-        self.flush().await;
+        self.flush(None).await;
         self.check_idle(busy);
         loop {
             let at = self.next_timer();
-            let first = tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(c) => Some(c),
-                    None => break,
+            let first = match self.overlap.take() {
+                // Runners reported while the last batch committed: their
+                // changes are handled, still to be committed and acted on.
+                Some(Overlap::Handled) => None,
+                Some(Overlap::HeldBack(cmd)) => Some(cmd),
+                Some(Overlap::Closed) => break,
+                None => tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(c) => Some(c),
+                        None => break,
+                    },
+                    () = sleep_until(at) => None,
+                    // The clock jumped: timers and the timetable are judged
+                    // again below.
+                    Ok(()) = jumps.changed() => None,
                 },
-                () = sleep_until(at) => None,
-                // The clock jumped: timers and the timetable are judged
-                // again below.
-                Ok(()) = jumps.changed() => None,
             };
             self.fire_timers();
             // Everything that is waiting is handled, then made durable in
             // one commit, then acted on: many events, one sync.
-            let mut next = first;
+            let mut next = first.or_else(|| rx.try_recv().ok());
             let mut handled = 0;
             while let Some(cmd) = next.take() {
                 if let Command::Shutdown(done) = cmd {
                     self.pending.durable = true;
-                    self.flush().await;
+                    self.flush(None).await;
                     self.shutdown(&mut rx).await;
                     watcher.abort();
                     let _ = done.send(());
@@ -397,8 +426,12 @@ impl Engine {
             // Before the replies go out: whoever enqueued and then waits
             // for idle must not see the idle from before.
             self.check_busy(busy);
-            self.flush().await;
-            self.check_idle(busy);
+            self.flush(Some(&mut rx)).await;
+            if self.overlap.is_none() {
+                // Otherwise not yet: what was handled meanwhile may end
+                // tasks whose completions go out first.
+                self.check_idle(busy);
+            }
         }
         watcher.abort();
     }
@@ -510,7 +543,9 @@ impl Engine {
                         r.state.is_terminal().then(|| ended_elsewhere(r).outcome)
                     })),
                 };
-                if self.pending.completions.iter().any(|c| c.task == task) {
+                if self.committing.contains(&task)
+                    || self.pending.completions.iter().any(|c| c.task == task)
+                {
                     // Ended in this batch: say so once the ending is durable.
                     self.pending.after.push(Box::new(move |committed| {
                         let _ = reply.send(committed.and(r));
@@ -540,7 +575,12 @@ impl Engine {
     /// but with the next durable commit (or deferrably, once
     /// [`DEFER_LIMIT`] have gathered): a crash may lose them, and the task
     /// then does again what they recorded.
-    async fn flush(&mut self) {
+    ///
+    /// With `rx`, what runners report while the commit is under way is
+    /// handled meanwhile (their records change for the next commit) and
+    /// slots they free are filled at once; anything else, and everything
+    /// after it, waits for the commit (see [`Overlap`]).
+    async fn flush(&mut self, rx: Option<&mut mpsc::UnboundedReceiver<Command>>) {
         let mut pending = std::mem::take(&mut self.pending);
         // A start is itself deferrable (a crash before its record is
         // written only means the task starts again), so a task whose only
@@ -548,16 +588,7 @@ impl Engine {
         // commits: a slot freed by a completion is filled without waiting
         // for that completion's sync. Any other effect of the same task
         // (an abort of the attempt before, a discard) keeps the order.
-        let early = only_starts(&pending.effects);
-        if !early.is_empty() {
-            let (now, later) = std::mem::take(&mut pending.effects)
-                .into_iter()
-                .partition(|(id, _)| early.contains(id));
-            pending.effects = later;
-            for (id, effect) in now {
-                self.effect(id, effect);
-            }
-        }
+        self.start_early(&mut pending.effects);
         let mut result: Result<(), SessionError> = Ok(());
         let deferrable = self.shared.is_none()
             && !pending.durable
@@ -584,7 +615,18 @@ impl Engine {
                 ..Batch::default()
             };
             let wrote: Vec<TaskId> = batch.save.iter().map(|r| r.id).collect();
-            if let Err(e) = self.store.commit(&self.session, batch).await {
+            self.committing = batch.complete.iter().map(|c| c.task).collect();
+            self.held_effects = pending.effects.iter().map(|(id, _)| *id).collect();
+            let (store, session) = (self.store.clone(), self.session.clone());
+            let commit = async move { store.commit(&session, batch).await };
+            let committed = match rx {
+                // Shared sessions keep the plain order: claims and follows
+                // reason about what is committed.
+                Some(rx) if self.shared.is_none() => self.while_committing(commit, rx).await,
+                _ => commit.await,
+            };
+            self.committing.clear();
+            if let Err(e) = committed {
                 tracing::error!(error = %e, "could not persist task records");
                 result = Err(SessionError::Store(StoreError::new(
                     e.kind(),
@@ -601,6 +643,7 @@ impl Engine {
                 self.pending.completions.append(&mut pending.completions);
             }
         }
+        self.held_effects.clear();
         for (id, effect) in pending.effects {
             if effect == Effect::DiscardPartial {
                 // Before any later start: a new attempt must not open the
@@ -619,6 +662,57 @@ impl Engine {
             reply(result.as_ref().map(|_| ()).map_err(clone_error));
         }
         self.release_claims();
+    }
+
+    /// Carries out now the starts of tasks whose only effects in `effects`
+    /// are starts (taking them out of the list), unless effects of the batch
+    /// being committed still wait to be carried out for the task (a discard,
+    /// an abort): those go first.
+    fn start_early(&mut self, effects: &mut Vec<(TaskId, Effect)>) {
+        let mut early = only_starts(effects);
+        early.retain(|id| !self.held_effects.contains(id));
+        if early.is_empty() {
+            return;
+        }
+        let (now, later) = std::mem::take(effects)
+            .into_iter()
+            .partition(|(id, _)| early.contains(id));
+        *effects = later;
+        for (id, effect) in now {
+            self.effect(id, effect);
+        }
+    }
+
+    /// Waits for `commit`, handling meanwhile the commands that come into the
+    /// next batch (what they change is committed, and what waits on that is
+    /// done, after the next commit) and starting at once the tasks that
+    /// freed slots admit. A shutdown (or the channel's end) stops that until
+    /// the commit is done: it is kept for the run loop.
+    async fn while_committing(
+        &mut self,
+        commit: impl std::future::Future<Output = Result<(), StoreError>>,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), StoreError> {
+        tokio::pin!(commit);
+        loop {
+            let taking = !matches!(self.overlap, Some(Overlap::HeldBack(_) | Overlap::Closed));
+            tokio::select! {
+                biased;
+                r = &mut commit => return r,
+                cmd = rx.recv(), if taking => match cmd {
+                    Some(cmd @ Command::Shutdown(_)) => self.overlap = Some(Overlap::HeldBack(cmd)),
+                    Some(cmd) => {
+                        self.handle(cmd);
+                        self.pump();
+                        let mut effects = std::mem::take(&mut self.pending.effects);
+                        self.start_early(&mut effects);
+                        self.pending.effects = effects;
+                        self.overlap = Some(Overlap::Handled);
+                    }
+                    None => self.overlap = Some(Overlap::Closed),
+                },
+            }
+        }
     }
 
     /// Frees a task's slot (running, or reserved at admission).
@@ -986,8 +1080,11 @@ impl Engine {
                     let _ = r.throttle.send(t);
                 }
             }
-            Effect::Abort { .. } => {
-                if let Some(r) = self.running.get(&id) {
+            Effect::Abort { attempt } => {
+                // That attempt only: a later one may have started since.
+                if let Some(r) = self.running.get(&id)
+                    && r.attempt == attempt
+                {
                     let _ = r.stop.send(true);
                 }
             }
@@ -1132,7 +1229,7 @@ impl Engine {
                 } => {
                     self.event(task, event);
                     self.pending.durable = true;
-                    self.flush().await;
+                    self.flush(None).await;
                     if let Some(ack) = ack {
                         let _ = ack.send(());
                     }
