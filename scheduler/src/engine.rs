@@ -703,11 +703,24 @@ impl Engine {
                     Some(cmd @ Command::Shutdown(_)) => self.overlap = Some(Overlap::HeldBack(cmd)),
                     Some(cmd) => {
                         self.handle(cmd);
+                        // The rest of the burst, then one pass of the queue.
+                        for _ in 1..MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(cmd @ Command::Shutdown(_)) => {
+                                    self.overlap = Some(Overlap::HeldBack(cmd));
+                                    break;
+                                }
+                                Ok(cmd) => self.handle(cmd),
+                                Err(_) => break,
+                            }
+                        }
                         self.pump();
                         let mut effects = std::mem::take(&mut self.pending.effects);
                         self.start_early(&mut effects);
                         self.pending.effects = effects;
-                        self.overlap = Some(Overlap::Handled);
+                        if self.overlap.is_none() {
+                            self.overlap = Some(Overlap::Handled);
+                        }
                     }
                     None => self.overlap = Some(Overlap::Closed),
                 },
@@ -811,11 +824,24 @@ impl Engine {
     fn pump(&mut self) {
         let max = self.config.policy.max_concurrent as usize;
         let mut skip_hosts: Vec<Arc<str>> = Vec::new();
-        let candidates: Vec<QueueKey> = self.queue.iter().copied().collect();
-        for key in candidates {
+        // Walked in order one key at a time (admitting a task changes the
+        // queue), and only as far as needed: not copied whole on each pass.
+        let mut last: Option<QueueKey> = None;
+        loop {
             if self.busy_slots() >= max {
                 break;
             }
+            let next = match &last {
+                None => self.queue.iter().next(),
+                Some(k) => self
+                    .queue
+                    .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some(key) = next.copied() else {
+                break;
+            };
+            last = Some(key);
             let id = key.3;
             if !skip_hosts.is_empty() && skip_hosts.len() >= self.queued_per_host.len() {
                 break; // every origin with queued work is at its limit
