@@ -46,12 +46,7 @@ impl TlsSetup {
     pub fn new(config: &HttpConfig) -> Result<TlsSetup, ConfigError> {
         let mut roots = RootCertStore::empty();
         if matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki) {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::debug!(error = %e, "platform root store: skipped an entry");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(found.certs);
-            tracing::debug!(added, ignored, "platform roots loaded");
+            roots.roots.extend(platform_roots().roots.iter().cloned());
         }
         if matches!(config.roots, Roots::Webpki | Roots::PlatformAndWebpki) {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -95,6 +90,23 @@ impl TlsSetup {
         tls.alpn_protocols = alpn;
         Ok(tls)
     }
+}
+
+/// The platform's roots, read and parsed once per process (every transport
+/// of a session, and each session, wants them; reading them is some
+/// hundreds of files).
+fn platform_roots() -> &'static RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "platform root store: skipped an entry");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "platform roots loaded");
+        roots
+    })
 }
 
 /// Where a verifier keeps why it refused a certificate.
