@@ -27,6 +27,15 @@ async fn payload_store_conformance() {
     testkit::conformance::payload_store(&store, store.root()).await;
 }
 
+/// The same on tmpfs, where small commits are done without a blocking
+/// thread (`/dev/shm` is tmpfs on Linux).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_store_conformance_in_memory() {
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let store = FsPayloadStore::new(dir.path()).unwrap();
+    testkit::conformance::payload_store(&store, store.root()).await;
+}
+
 #[tokio::test]
 async fn destinations_stay_inside_the_root() {
     let dir = tempfile::tempdir().unwrap();
