@@ -170,8 +170,11 @@ pub(crate) struct Engine {
     overlap: Option<Overlap>,
     /// The tasks whose completions the commit under way records.
     committing: HashSet<TaskId>,
-    /// The tasks with effects that wait for the commit under way.
+    /// The tasks with effects that wait for the commit under way, and the
+    /// tasks it creates.
     held_effects: HashSet<TaskId>,
+    /// Replies that wait for the commit under way, with its result.
+    after_committing: Vec<Reply>,
     /// Set when other processes share the session.
     pub(crate) shared: Option<crate::shared::Shared>,
 }
@@ -215,6 +218,8 @@ struct Pending {
     completions: Vec<Completion>,
     effects: Vec<(TaskId, Effect)>,
     after: Vec<Reply>,
+    /// Tasks this batch creates: none starts before its record exists.
+    created: HashSet<TaskId>,
 }
 
 fn clone_error(e: &SessionError) -> SessionError {
@@ -277,6 +282,7 @@ impl Engine {
             overlap: None,
             committing: HashSet::new(),
             held_effects: HashSet::new(),
+            after_committing: Vec::new(),
             shared: None,
         }
     }
@@ -387,7 +393,10 @@ impl Engine {
                 // changes are handled, still to be committed and acted on.
                 Some(Overlap::Handled) => None,
                 Some(Overlap::HeldBack(cmd)) => Some(cmd),
-                Some(Overlap::Closed) => break,
+                Some(Overlap::Closed) => {
+                    self.flush(None).await;
+                    break;
+                }
                 None => tokio::select! {
                     cmd = rx.recv() => match cmd {
                         Some(c) => Some(c),
@@ -543,15 +552,18 @@ impl Engine {
                         r.state.is_terminal().then(|| ended_elsewhere(r).outcome)
                     })),
                 };
-                if self.committing.contains(&task)
-                    || self.pending.completions.iter().any(|c| c.task == task)
-                {
+                let reply: Reply = Box::new(move |committed| {
+                    let _ = reply.send(committed.and(r));
+                });
+                if self.committing.contains(&task) {
+                    // Ended in the batch being committed: said once that
+                    // commit is done, with its result.
+                    self.after_committing.push(reply);
+                } else if self.pending.completions.iter().any(|c| c.task == task) {
                     // Ended in this batch: say so once the ending is durable.
-                    self.pending.after.push(Box::new(move |committed| {
-                        let _ = reply.send(committed.and(r));
-                    }));
+                    self.pending.after.push(reply);
                 } else {
-                    let _ = reply.send(r);
+                    reply(Ok(()));
                 }
             }
             Command::Shutdown(_) => {}
@@ -588,8 +600,9 @@ impl Engine {
         // commits: a slot freed by a completion is filled without waiting
         // for that completion's sync. Any other effect of the same task
         // (an abort of the attempt before, a discard) keeps the order.
-        self.start_early(&mut pending.effects);
+        self.start_early(&mut pending.effects, &pending.created);
         let mut result: Result<(), SessionError> = Ok(());
+        let mut discarded: HashMap<TaskId, TaskRecord> = HashMap::new();
         let deferrable = self.shared.is_none()
             && !pending.durable
             && pending.after.is_empty()
@@ -617,6 +630,15 @@ impl Engine {
             let wrote: Vec<TaskId> = batch.save.iter().map(|r| r.id).collect();
             self.committing = batch.complete.iter().map(|c| c.task).collect();
             self.held_effects = pending.effects.iter().map(|(id, _)| *id).collect();
+            self.held_effects.extend(pending.created.iter().copied());
+            // A discard needs the record even if the task is replaced (same
+            // key) while the commit is under way.
+            discarded = pending
+                .effects
+                .iter()
+                .filter(|(_, e)| *e == Effect::DiscardPartial)
+                .filter_map(|(id, _)| Some((*id, self.records.get(id)?.clone())))
+                .collect();
             let (store, session) = (self.store.clone(), self.session.clone());
             let commit = async move { store.commit(&session, batch).await };
             let committed = match rx {
@@ -626,6 +648,13 @@ impl Engine {
                 _ => commit.await,
             };
             self.committing.clear();
+            let committed_ok = committed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| SessionError::Store(StoreError::new(e.kind(), e.to_string())));
+            for reply in std::mem::take(&mut self.after_committing) {
+                reply(committed_ok.as_ref().map(|_| ()).map_err(clone_error));
+            }
             if let Err(e) = committed {
                 tracing::error!(error = %e, "could not persist task records");
                 result = Err(SessionError::Store(StoreError::new(
@@ -648,7 +677,10 @@ impl Engine {
             if effect == Effect::DiscardPartial {
                 // Before any later start: a new attempt must not open the
                 // partial that this discard would then delete under it.
-                if let Some(record) = self.records.get(&id).cloned() {
+                let record = discarded
+                    .remove(&id)
+                    .or_else(|| self.records.get(&id).cloned());
+                if let Some(record) = record {
                     self.discard_partial(&record).await;
                 }
                 continue;
@@ -667,10 +699,11 @@ impl Engine {
     /// Carries out now the starts of tasks whose only effects in `effects`
     /// are starts (taking them out of the list), unless effects of the batch
     /// being committed still wait to be carried out for the task (a discard,
-    /// an abort): those go first.
-    fn start_early(&mut self, effects: &mut Vec<(TaskId, Effect)>) {
+    /// an abort: those go first), or the task is `created` by the pending
+    /// batch or by the one being committed (its record must exist first).
+    fn start_early(&mut self, effects: &mut Vec<(TaskId, Effect)>, created: &HashSet<TaskId>) {
         let mut early = only_starts(effects);
-        early.retain(|id| !self.held_effects.contains(id));
+        early.retain(|id| !self.held_effects.contains(id) && !created.contains(id));
         if early.is_empty() {
             return;
         }
@@ -716,8 +749,16 @@ impl Engine {
                         }
                         self.pump();
                         let mut effects = std::mem::take(&mut self.pending.effects);
-                        self.start_early(&mut effects);
+                        let created = std::mem::take(&mut self.pending.created);
+                        self.start_early(&mut effects, &created);
                         self.pending.effects = effects;
+                        self.pending.created = created;
+                        // Work may have begun and ended within this commit:
+                        // the idle level and the next idle event see it.
+                        if self.running.len() + self.reserved.len() > 0 {
+                            self.check_busy(true);
+                            self.was_idle = false;
+                        }
                         if self.overlap.is_none() {
                             self.overlap = Some(Overlap::Handled);
                         }
@@ -776,6 +817,7 @@ impl Engine {
         }
         self.insert_record(record);
         self.pending.dirty.insert(id);
+        self.pending.created.insert(id);
         self.was_idle = false;
         Ok(id)
     }

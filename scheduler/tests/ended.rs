@@ -122,3 +122,51 @@ async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
     held.await.unwrap().unwrap();
     s.shutdown().await;
 }
+
+/// A task starts only once its record is durable: while the commit that
+/// creates it is held back, nothing is asked of the origin, although the
+/// engine meanwhile starts what it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_does_not_start_before_its_creation_is_durable() {
+    let f = Fixture::new(Proto::H1).await;
+    let (gate, open) = watch::channel(false);
+    let store = Arc::new(Gated {
+        inner: FsTaskStore::open(&f.state).unwrap(),
+        open,
+        ending_durable: AtomicBool::new(false),
+    });
+    let s = Session::builder("test.created")
+        .unwrap()
+        .store(store.clone())
+        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
+        .transport(Arc::new(
+            HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
+        ))
+        .config(Fixture::config())
+        .build()
+        .await
+        .unwrap();
+    let path = "/created";
+    f.origin.resource(path, testkit::Resource::seeded(3, 1000));
+    let enqueued = {
+        let s = s.clone();
+        let url = f.url(path);
+        tokio::spawn(async move { s.download(&url).unwrap().to("created").enqueue().await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !enqueued.is_finished(),
+        "enqueue answered before its commit"
+    );
+    assert!(
+        f.ranges(path).is_empty(),
+        "the origin was asked before the task's record was durable"
+    );
+    assert!(f.file("created").is_none());
+    gate.send_replace(true);
+    let t = enqueued.await.unwrap().unwrap();
+    let outcome = common::wait(&t).await;
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(f.ranges(path).len(), 1);
+    s.shutdown().await;
+}
