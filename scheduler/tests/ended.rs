@@ -48,16 +48,19 @@ impl TaskStore for Gated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
-    let f = Fixture::new(Proto::H1).await;
-    let (gate, open) = watch::channel(true);
+/// A session `id` on the fixture's state, its commits held while `open` is
+/// false.
+async fn gated_session(
+    f: &Fixture,
+    id: &str,
+    open: watch::Receiver<bool>,
+) -> (Session, Arc<Gated>) {
     let store = Arc::new(Gated {
         inner: FsTaskStore::open(&f.state).unwrap(),
         open,
         ending_durable: AtomicBool::new(false),
     });
-    let s = Session::builder("test.ended")
+    let s = Session::builder(id)
         .unwrap()
         .store(store.clone())
         .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
@@ -68,6 +71,14 @@ async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
         .build()
         .await
         .unwrap();
+    (s, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
+    let f = Fixture::new(Proto::H1).await;
+    let (gate, open) = watch::channel(true);
+    let (s, store) = gated_session(&f, "test.ended", open).await;
     // A small download runs while the engine is held in a commit: the
     // commit of a second, suspended task's enqueue, behind the closed gate.
     let t = s
@@ -130,22 +141,7 @@ async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
 async fn a_task_does_not_start_before_its_creation_is_durable() {
     let f = Fixture::new(Proto::H1).await;
     let (gate, open) = watch::channel(false);
-    let store = Arc::new(Gated {
-        inner: FsTaskStore::open(&f.state).unwrap(),
-        open,
-        ending_durable: AtomicBool::new(false),
-    });
-    let s = Session::builder("test.created")
-        .unwrap()
-        .store(store.clone())
-        .payloads(Arc::new(FsPayloadStore::new(&f.out).unwrap()))
-        .transport(Arc::new(
-            HttpTransport::new(HttpConfig::default().roots(Roots::Webpki)).unwrap(),
-        ))
-        .config(Fixture::config())
-        .build()
-        .await
-        .unwrap();
+    let (s, _) = gated_session(&f, "test.created", open).await;
     let path = "/created";
     f.origin.resource(path, testkit::Resource::seeded(3, 1000));
     let enqueued = {
