@@ -727,8 +727,12 @@ impl Engine {
         rx: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), StoreError> {
         tokio::pin!(commit);
+        // As many as one batch holds: the next commit stays as small as
+        // the run loop would make it.
+        let mut handled = 0;
         loop {
-            let taking = !matches!(self.overlap, Some(Overlap::HeldBack(_) | Overlap::Closed));
+            let taking = handled < MAX_BATCH
+                && !matches!(self.overlap, Some(Overlap::HeldBack(_) | Overlap::Closed));
             tokio::select! {
                 biased;
                 r = &mut commit => return r,
@@ -736,14 +740,18 @@ impl Engine {
                     Some(cmd @ Command::Shutdown(_)) => self.overlap = Some(Overlap::HeldBack(cmd)),
                     Some(cmd) => {
                         self.handle(cmd);
+                        handled += 1;
                         // The rest of the burst, then one pass of the queue.
-                        for _ in 1..MAX_BATCH {
+                        while handled < MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(cmd @ Command::Shutdown(_)) => {
                                     self.overlap = Some(Overlap::HeldBack(cmd));
                                     break;
                                 }
-                                Ok(cmd) => self.handle(cmd),
+                                Ok(cmd) => {
+                                    self.handle(cmd);
+                                    handled += 1;
+                                }
                                 Err(_) => break,
                             }
                         }
