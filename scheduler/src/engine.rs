@@ -588,10 +588,10 @@ impl Engine {
     /// [`DEFER_LIMIT`] have gathered): a crash may lose them, and the task
     /// then does again what they recorded.
     ///
-    /// With `rx`, what runners report while the commit is under way is
-    /// handled meanwhile (their records change for the next commit) and
-    /// slots they free are filled at once; anything else, and everything
-    /// after it, waits for the commit (see [`Overlap`]).
+    /// With `rx`, the commands that come while the commit is under way are
+    /// handled meanwhile into the next batch (at most one batch's worth; a
+    /// shutdown waits for the commit) and slots they free are filled at once
+    /// (see [`Engine::while_committing`]).
     async fn flush(&mut self, rx: Option<&mut mpsc::UnboundedReceiver<Command>>) {
         let mut pending = std::mem::take(&mut self.pending);
         // A start is itself deferrable (a crash before its record is
@@ -599,7 +599,8 @@ impl Engine {
         // effects in this batch are starts starts now, while the batch
         // commits: a slot freed by a completion is filled without waiting
         // for that completion's sync. Any other effect of the same task
-        // (an abort of the attempt before, a discard) keeps the order.
+        // (an abort of the attempt before, a discard) keeps the order, and
+        // a task this batch creates waits for its record to exist.
         self.start_early(&mut pending.effects, &pending.created);
         let mut result: Result<(), SessionError> = Ok(());
         let mut discarded: HashMap<TaskId, TaskRecord> = HashMap::new();
