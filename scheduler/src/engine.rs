@@ -1585,15 +1585,21 @@ impl Engine {
 
 /// Whether this process knows the task ended and `theirs` says it has not:
 /// a stale write (the same task never starts again once ended).
-/// The tasks whose only effects in `effects` are starts.
+/// The tasks whose only effects in `effects` are starts (beside
+/// notifications and timers, which may go with them).
 fn only_starts(effects: &[(TaskId, Effect)]) -> HashSet<TaskId> {
     let mut starts = HashSet::new();
     let mut others = HashSet::new();
     for (id, effect) in effects {
-        if matches!(effect, Effect::Start { .. }) {
-            starts.insert(*id);
-        } else {
-            others.insert(*id);
+        match effect {
+            Effect::Start { .. } => {
+                starts.insert(*id);
+            }
+            // Told to the delegate, or a timer: no order with a start.
+            Effect::Notify(_) | Effect::SetTimer(_) => {}
+            _ => {
+                others.insert(*id);
+            }
         }
     }
     starts.retain(|id| !others.contains(id));

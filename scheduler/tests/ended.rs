@@ -166,3 +166,66 @@ async fn a_task_does_not_start_before_its_creation_is_durable() {
     assert_eq!(f.ranges(path).len(), 1);
     s.shutdown().await;
 }
+
+/// Work that begins and ends while a commit is held back still makes the
+/// session busy, then idle again: the idle event comes once more, after the
+/// task's completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_done_during_a_commit_is_followed_by_an_idle_event() {
+    use futures::StreamExt;
+    let f = Fixture::new(Proto::H1).await;
+    f.origin
+        .resource("/quick", testkit::Resource::seeded(4, 1000));
+    let (gate, open) = watch::channel(true);
+    let (s, _) = gated_session(&f, "test.idle", open).await;
+    let quick = s
+        .download(&f.url("/quick"))
+        .unwrap()
+        .to("quick")
+        .suspended()
+        .enqueue()
+        .await
+        .unwrap();
+    let other = s
+        .download(&f.url("/quick"))
+        .unwrap()
+        .to("other")
+        .suspended()
+        .enqueue()
+        .await
+        .unwrap();
+    s.wait_idle().await.unwrap();
+    let mut events = Box::pin(s.events());
+    // A cancel's commit is held; meanwhile the quick task is resumed, runs
+    // and ends.
+    gate.send_replace(false);
+    let cancelled = tokio::spawn(async move { other.cancel().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resumed = {
+        let quick = quick.clone();
+        tokio::spawn(async move { quick.resume().await })
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while f.file("quick").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the quick download lands while the commit is held");
+    gate.send_replace(true);
+    let mut completed = false;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(e) = events.next().await {
+            match e {
+                scheduler::SessionEvent::Completed(c) if c.task == quick.id() => completed = true,
+                scheduler::SessionEvent::Idle if completed => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("an idle event after the quick task's completion");
+    cancelled.await.unwrap().unwrap();
+    resumed.await.unwrap().unwrap();
+    s.shutdown().await;
+}
