@@ -1039,8 +1039,11 @@ async fn transfer_through_runner(
             .cloned()
             .unwrap_or_default();
         match v["event"].as_str() {
-            Some("progress") => eprintln!("{name}: {} bytes", v["bytes"]),
-            Some("waiting") => eprintln!("{name}: waiting: {}", v["reason"].as_str().unwrap_or("")),
+            Some("progress") => say(format_args!("{name}: {} bytes", v["bytes"])),
+            Some("waiting") => say(format_args!(
+                "{name}: waiting: {}",
+                v["reason"].as_str().unwrap_or("")
+            )),
             Some("done") => {
                 ended += 1;
                 if v["ok"].as_bool() != Some(true) {
@@ -1253,15 +1256,17 @@ struct Announce;
 
 #[async_trait::async_trait]
 impl Delegate for Announce {
-    #[allow(clippy::print_stderr)]
     async fn completed(&self, c: &Completion) {
         let name = c.label.clone().unwrap_or_else(|| c.task.to_string());
         match &c.outcome {
             Outcome::Completed { bytes } => {
-                eprintln!("{name}: done, {bytes} bytes (event {})", c.event);
+                say(format_args!(
+                    "{name}: done, {bytes} bytes (event {})",
+                    c.event
+                ));
             }
-            Outcome::Failed { error, .. } => eprintln!("{name}: failed: {error}"),
-            Outcome::Cancelled { .. } => eprintln!("{name}: cancelled"),
+            Outcome::Failed { error, .. } => say(format_args!("{name}: failed: {error}")),
+            Outcome::Cancelled { .. } => say(format_args!("{name}: cancelled")),
         }
     }
 }

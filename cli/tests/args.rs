@@ -96,7 +96,7 @@ fn url_lists_come_from_a_file_or_stdin() {
 }
 
 #[test]
-fn a_bad_timetable_checkpoint_or_resolve_is_refused_and_queues_nothing() {
+fn a_bad_runner_option_is_refused_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let out = dir.path().join("out");
@@ -106,6 +106,7 @@ fn a_bad_timetable_checkpoint_or_resolve_is_refused_and_queues_nothing() {
         ("--resolve", "example.com:443"),
         ("--resolve", "example.com:https:127.0.0.1"),
         ("--resolve", "example.com:443:localhost"),
+        ("--parallel", "0"),
     ] {
         let got = ferry(
             &home,

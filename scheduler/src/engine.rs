@@ -649,13 +649,6 @@ impl Engine {
                 _ => commit.await,
             };
             self.committing.clear();
-            let committed_ok = committed
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| SessionError::Store(StoreError::new(e.kind(), e.to_string())));
-            for reply in std::mem::take(&mut self.after_committing) {
-                reply(committed_ok.as_ref().map(|_| ()).map_err(clone_error));
-            }
             if let Err(e) = committed {
                 tracing::error!(error = %e, "could not persist task records");
                 result = Err(SessionError::Store(StoreError::new(
@@ -664,6 +657,9 @@ impl Engine {
                 )));
             } else if let Some(sh) = &mut self.shared {
                 sh.committed(wrote);
+            }
+            for reply in std::mem::take(&mut self.after_committing) {
+                reply(result.as_ref().map(|_| ()).map_err(clone_error));
             }
             if result.is_err() && self.shared.is_some() {
                 // Not in the store: written again with the next commit, the
@@ -738,22 +734,19 @@ impl Engine {
                 biased;
                 r = &mut commit => return r,
                 cmd = rx.recv(), if taking => match cmd {
-                    Some(cmd @ Command::Shutdown(_)) => self.overlap = Some(Overlap::HeldBack(cmd)),
-                    Some(cmd) => {
-                        self.handle(cmd);
-                        handled += 1;
-                        // The rest of the burst, then one pass of the queue.
-                        while handled < MAX_BATCH {
-                            match rx.try_recv() {
-                                Ok(cmd @ Command::Shutdown(_)) => {
-                                    self.overlap = Some(Overlap::HeldBack(cmd));
-                                    break;
-                                }
-                                Ok(cmd) => {
-                                    self.handle(cmd);
-                                    handled += 1;
-                                }
-                                Err(_) => break,
+                    Some(first) => {
+                        // The burst (up to a shutdown), then one pass of the
+                        // queue.
+                        let mut next = Some(first);
+                        while let Some(cmd) = next.take() {
+                            if let Command::Shutdown(_) = cmd {
+                                self.overlap = Some(Overlap::HeldBack(cmd));
+                                break;
+                            }
+                            self.handle(cmd);
+                            handled += 1;
+                            if handled < MAX_BATCH {
+                                next = rx.try_recv().ok();
                             }
                         }
                         self.pump();
@@ -764,7 +757,7 @@ impl Engine {
                         self.pending.created = created;
                         // Work may have begun and ended within this commit:
                         // the idle level and the next idle event see it.
-                        if self.running.len() + self.reserved.len() > 0 {
+                        if self.busy_slots() > 0 {
                             self.check_busy(true);
                             self.was_idle = false;
                         }
@@ -883,7 +876,7 @@ impl Engine {
                 break;
             }
             let next = match &last {
-                None => self.queue.iter().next(),
+                None => self.queue.first(),
                 Some(k) => self
                     .queue
                     .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
@@ -1583,8 +1576,6 @@ impl Engine {
     }
 }
 
-/// Whether this process knows the task ended and `theirs` says it has not:
-/// a stale write (the same task never starts again once ended).
 /// The tasks whose only effects in `effects` are starts (beside
 /// notifications and timers, which may go with them).
 fn only_starts(effects: &[(TaskId, Effect)]) -> HashSet<TaskId> {
@@ -1606,6 +1597,8 @@ fn only_starts(effects: &[(TaskId, Effect)]) -> HashSet<TaskId> {
     starts
 }
 
+/// Whether this process knows the task ended and `theirs` says it has not:
+/// a stale write (the same task never starts again once ended).
 fn ended_here(ours: Option<&TaskRecord>, theirs: &TaskRecord) -> bool {
     ours.is_some_and(|o| o.state.is_terminal()) && !theirs.state.is_terminal()
 }

@@ -338,17 +338,13 @@ impl FsPartial {
 }
 
 /// Opens (creating it owner-only, never through a symlink) the partial of
-/// `place` (at `path`) and cuts it back to `durable` bytes at most; returns it with the
+/// `place` and cuts it back to `durable` bytes at most; returns it with the
 /// offset where the next write goes.
-fn open_partial(
-    place: &Place,
-    path: &Path,
-    durable: u64,
-) -> Result<(std::fs::File, u64), StoreError> {
-    let io = |what: &str, e| StoreError::io(format!("{what} {}", path.display()), e);
-    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC;
+fn open_partial(place: &Place, durable: u64) -> Result<(std::fs::File, u64), StoreError> {
+    let io =
+        |what: &str, e| StoreError::io(format!("{what} {}", place.partial_path().display()), e);
     // Never open a partial through a symlink someone planted.
-    flags |= OFlags::NOFOLLOW;
+    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     if durable == 0 {
         flags |= OFlags::TRUNC;
     }
@@ -391,13 +387,12 @@ impl PayloadStore for FsPayloadStore {
             // Creating (or emptying) a file is a metadata operation like the
             // path checks above, done here too: a blocking thread's round
             // trip would cost more than the work, on every small download.
-            let (file, offset) = open_partial(&place, &path, 0)?;
+            let (file, offset) = open_partial(&place, 0)?;
             (file, offset, place)
         } else {
             // Cutting a large partial back may take a while.
-            let opened = path.clone();
             tokio::task::spawn_blocking(move || {
-                open_partial(&place, &opened, durable).map(|(f, o)| (f, o, place))
+                open_partial(&place, durable).map(|(f, o)| (f, o, place))
             })
             .await
             .map_err(|e| {

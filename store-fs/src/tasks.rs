@@ -186,8 +186,11 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
+        // Jobs gathered while waiting change nothing: only a durable group
+        // waits.
+        let durable = group.iter().any(|j| !j.batch.deferrable);
         if let Some(at) = last_sync
-            && group.iter().any(|j| !j.batch.deferrable)
+            && durable
         {
             let due = at + SYNC_INTERVAL;
             while let Some(left) = due.checked_duration_since(Instant::now()) {
@@ -197,7 +200,6 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
-        let durable = group.iter().any(|j| !j.batch.deferrable);
         match commit(db, &group) {
             Ok(()) => {
                 for job in group {
