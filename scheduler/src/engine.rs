@@ -987,20 +987,30 @@ impl Engine {
         self.bandwidth_change = policy.timetable.as_ref().map(|t| t.at(now).1);
     }
 
-    /// When the earliest timer (or timetable change) is due, on tokio's
-    /// clock.
+    /// When the earliest timer (timetable change, or claim to try again)
+    /// is due, on tokio's clock.
     fn next_timer(&self) -> Option<tokio::time::Instant> {
         let task = self.timers.first().map(|&(at, _)| at);
-        let at = match (task, self.bandwidth_change) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(tokio::time::Instant::now() + self.clock.until(at))
+        let timer = match (task, self.bandwidth_change) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|at| tokio::time::Instant::now() + self.clock.until(at));
+        let retry = self.shared.as_ref().and_then(|s| s.next_retry());
+        match (timer, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Sends `Event::Timer` to every task whose time has come, and judges
-    /// the running tasks again when the timetable has changed.
+    /// Sends `Event::Timer` to every task whose time has come, judges the
+    /// running tasks again when the timetable has changed, and lets the
+    /// claims due be tried again.
     fn fire_timers(&mut self) {
+        if let Some(sh) = &mut self.shared {
+            // The claims due are tried by the pass of the queue that follows.
+            sh.retries_due();
+        }
         let now = self.clock.now();
         if self.bandwidth_change.is_some_and(|t| t <= now) {
             self.handle(Command::Conditions(self.conditions));
@@ -1379,8 +1389,7 @@ impl Engine {
         let ttl = sh.claims.ttl();
         let (Some(held), Some((fresh, completion))) = (c.claim, c.fresh) else {
             // Held elsewhere (or the store did not answer): later.
-            sh.not_before
-                .insert(c.task, tokio::time::Instant::now() + ttl / 2);
+            sh.retry_at(c.task, tokio::time::Instant::now() + ttl / 2);
             return;
         };
         sh.not_before.remove(&c.task);
@@ -1392,9 +1401,13 @@ impl Engine {
                 // A task that ended never starts again: a record saying
                 // otherwise is a stale write.
                 Some(r) if !ended_here(self.records.get(&c.task), &r) => {
-                    if self.records.get(&c.task) != Some(&r) {
-                        self.forget(c.task);
-                        self.adopt(r);
+                    if self.records.get(&c.task) != Some(&r)
+                        && let Some(ended) = self.take_theirs(r, None)
+                        && completion.is_none()
+                    {
+                        // Ended elsewhere since this process last read the
+                        // store, its completion already acknowledged there.
+                        let _ = self.deliver.send(Delivery::Elsewhere(Box::new(ended)));
                     }
                 }
                 // Written again from here, under the claim.
@@ -1434,6 +1447,22 @@ impl Engine {
             let key = queue_key(old);
             self.queue_remove(&key);
         }
+    }
+
+    /// Takes the store's record of a task in place of this process's.
+    /// When it says the task ended and this process did not know, the
+    /// outcome is kept for its waiters and the completion returned: `done`
+    /// (the one in the outbox), else what the record says.
+    fn take_theirs(&mut self, r: TaskRecord, done: Option<&Completion>) -> Option<Completion> {
+        let was_terminal = self.forget(r.id).is_some_and(|o| o.state.is_terminal());
+        let ended = (!was_terminal && r.state.is_terminal())
+            .then(|| done.cloned().unwrap_or_else(|| ended_elsewhere(&r)));
+        self.next_seq = self.next_seq.max(r.seq + 1);
+        self.adopt(r);
+        if let Some(c) = &ended {
+            self.outcomes.insert(c.task, c.outcome.clone());
+        }
+        ended
     }
 
     /// Takes the other processes' changes from the store: records added,
@@ -1519,26 +1548,10 @@ impl Engine {
             self.forget(id);
         }
         for r in adopt {
-            let id = r.id;
-            let was_terminal = self.records.get(&id).is_some_and(|o| o.state.is_terminal());
-            self.forget(id);
-            if let Some(sh) = &mut self.shared {
-                sh.lost.remove(&id);
-            }
-            let ended = (!was_terminal && r.state.is_terminal()).then(|| {
-                f.snapshot
-                    .outbox
-                    .iter()
-                    .find(|c| c.task == id)
-                    .cloned()
-                    .unwrap_or_else(|| ended_elsewhere(&r))
-            });
-            self.next_seq = self.next_seq.max(r.seq + 1);
-            self.adopt(r);
-            if let Some(c) = ended {
+            let done = f.snapshot.outbox.iter().find(|c| c.task == r.id);
+            if let Some(c) = self.take_theirs(r, done) {
                 // Others' completions reach this process's event stream
                 // (not its delegate: the process that ran the task has it).
-                self.outcomes.insert(id, c.outcome.clone());
                 let _ = self.deliver.send(Delivery::Elsewhere(Box::new(c)));
             }
         }

@@ -17,7 +17,7 @@
 //! A completion left unacknowledged by a process that died is delivered by
 //! whichever process claims its task next.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub(crate) claiming: HashSet<TaskId>,
     /// Tasks another process holds: not tried again before then.
     pub(crate) not_before: HashMap<TaskId, tokio::time::Instant>,
+    /// When those tries come due (some may be moot by then): the engine
+    /// wakes to make them.
+    pub(crate) retries: BTreeSet<tokio::time::Instant>,
     /// Tasks whose claim was lost while running: their record is not
     /// written here until the store says how they are now.
     pub(crate) lost: HashSet<TaskId>,
@@ -85,6 +88,7 @@ impl Shared {
             held: HashMap::new(),
             claiming: HashSet::new(),
             not_before: HashMap::new(),
+            retries: BTreeSet::new(),
             lost: HashSet::new(),
             runners: HashMap::new(),
             unacked: HashSet::new(),
@@ -108,6 +112,25 @@ impl Shared {
                 .not_before
                 .get(&task)
                 .is_none_or(|t| *t <= tokio::time::Instant::now())
+    }
+
+    /// Notes that `task` is held elsewhere: tried again at `at`.
+    pub(crate) fn retry_at(&mut self, task: TaskId, at: tokio::time::Instant) {
+        self.not_before.insert(task, at);
+        self.retries.insert(at);
+    }
+
+    /// When the engine must next wake to try a claim again.
+    pub(crate) fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.retries.first().copied()
+    }
+
+    /// Forgets the retries that have come due.
+    pub(crate) fn retries_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.retries.first().is_some_and(|t| *t <= now) {
+            self.retries.pop_first();
+        }
     }
 
     /// Whether a record this process wrote after commit `generation` is

@@ -43,10 +43,22 @@ async fn worker(
         ..SessionConfig::default()
     };
     let steady = ScriptedConditions::new(transfer_core::Conditions::default());
-    worker_in(objects, name, out, delegate, config, Arc::new(steady)).await
+    worker_in(
+        objects,
+        name,
+        out,
+        delegate,
+        config,
+        Arc::new(steady),
+        FOLLOW,
+    )
+    .await
 }
 
-/// A worker with its own settings and conditions.
+/// How often the workers read the store for the others' changes.
+const FOLLOW: Duration = Duration::from_millis(100);
+
+/// A worker with its own settings, conditions and reading of the store.
 async fn worker_in(
     objects: &Arc<dyn ObjectStore>,
     name: &str,
@@ -54,6 +66,7 @@ async fn worker_in(
     delegate: Arc<Heard>,
     config: SessionConfig,
     conditions: Arc<dyn transfer_core::ConditionSource>,
+    follow: Duration,
 ) -> Session {
     let claims = S3Claims::new(objects.clone(), "ferry", name, Duration::from_millis(900));
     Session::builder("shared.test")
@@ -66,7 +79,7 @@ async fn worker_in(
         .config(config)
         .conditions(conditions)
         .delegate(delegate)
-        .shared(Arc::new(claims), Some(Duration::from_millis(100)))
+        .shared(Arc::new(claims), Some(follow))
         .build()
         .await
         .unwrap()
@@ -163,6 +176,73 @@ async fn two_sessions_share_the_work_and_each_task_runs_once() {
     let log = origin.log();
     assert_eq!(log.len() as u64, N, "one request per task");
     assert!(overlapping(&log).is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A task that another process finished while this one waited to claim it
+/// (and before this one read the store again): when the claim comes at
+/// last, the record it reads says the task ended, and this process's
+/// waiters and event stream hear how, though not its delegate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ended_elsewhere_while_its_claim_was_awaited_ends_here_too() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    const LEN: u64 = 256 << 10;
+    // About 1/8 s: over well before the other worker tries again (after
+    // half the claims' time to live, 450 ms).
+    origin.script(
+        &format!("/gen/{LEN}"),
+        Script::new().always(Fault::RateLimit(2 << 20)),
+    );
+    let (heard_a, heard_b) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
+    let b = worker(&objects, "worker-b", dir.path(), heard_b.clone()).await;
+    let url = origin.http_url(&format!("/gen/{LEN}?seed=9"));
+    let tb = b.download(&url).unwrap().to("f").enqueue().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while origin.log().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("worker-b starts the task");
+    // worker-a finds the task under way, cannot claim it, and reads the
+    // store again only in a minute: its claim is what tells it.
+    let steady = ScriptedConditions::new(transfer_core::Conditions::default());
+    let a = worker_in(
+        &objects,
+        "worker-a",
+        dir.path(),
+        heard_a.clone(),
+        SessionConfig::default(),
+        Arc::new(steady),
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut events = Box::pin(a.events());
+    let outcome = tokio::time::timeout(Duration::from_secs(10), a.task(tb.id()).wait())
+        .await
+        .expect("worker-a's waiter hears the task end")
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures::StreamExt;
+        loop {
+            if let Some(scheduler::SessionEvent::Completed(c)) = events.next().await {
+                break c;
+            }
+        }
+    })
+    .await
+    .expect("worker-a's event stream has the completion");
+    assert_eq!(heard.task, tb.id());
+    assert_eq!(heard_b.0.lock().unwrap().get(&tb.id()), Some(&1));
+    assert!(
+        heard_a.0.lock().unwrap().is_empty(),
+        "not worker-a's to deliver"
+    );
+    assert_eq!(origin.log().len(), 1, "fetched once");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -335,6 +415,7 @@ async fn a_shared_session_whose_tasks_wait_on_conditions_is_idle() {
         heard.clone(),
         config,
         conditions.clone(),
+        FOLLOW,
     )
     .await;
     let url = origin.http_url("/gen/65536?seed=8");
