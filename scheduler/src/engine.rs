@@ -290,6 +290,9 @@ impl Engine {
     /// Takes the records found at attach: interrupted attempts go back to
     /// the queue with their resume data; timers are set again.
     pub(crate) fn attach(&mut self, records: Vec<TaskRecord>) {
+        // Grown once, not by doubling: a record is most of a kilobyte.
+        self.records.reserve(records.len());
+        self.hosts.reserve(records.len());
         for r in records {
             self.next_id = self.next_id.max(r.id.as_u64() + 1);
             self.next_seq = self.next_seq.max(r.seq + 1);
@@ -539,9 +542,10 @@ impl Engine {
                 let _ = reply.send(self.records.get(&task).cloned());
             }
             Command::Tasks(reply) => {
-                let mut all: Vec<TaskRecord> = self.records.values().cloned().collect();
-                all.sort_by_key(|r| (r.seq, r.id));
-                let _ = reply.send(all);
+                // Sorted by reference: a record is most of a kilobyte.
+                let mut all: Vec<&TaskRecord> = self.records.values().collect();
+                all.sort_unstable_by_key(|r| (r.seq, r.id));
+                let _ = reply.send(all.into_iter().cloned().collect());
             }
             Command::Ended { task, reply } => {
                 let r = match self.records.get(&task) {

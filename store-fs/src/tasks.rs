@@ -9,7 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::oneshot;
 use transfer_core::{
     Batch, Completion, SessionId, Snapshot, StoreError, StoreErrorKind, TaskRecord, TaskStore,
@@ -286,7 +288,12 @@ fn read_session<T>(
     let rows = t
         .range((session, 0)..=(session, u64::MAX))
         .map_err(|e| db_error(&format!("reading {name}"), e))?;
-    let mut out = Vec::new();
+    // Every session's entries: a bound, exact when the store holds one
+    // session (the common case), that spares growing by doubling.
+    let all = t
+        .len()
+        .map_err(|e| db_error(&format!("counting {name}"), e))?;
+    let mut out = Vec::with_capacity(usize::try_from(all).unwrap_or(0));
     for row in rows {
         let (k, v) = row.map_err(|e| db_error(&format!("reading {name}"), e))?;
         let item = decode(v.value()).map_err(|e| {

@@ -195,15 +195,36 @@ pub(crate) fn decode_versioned<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     supported: u32,
 ) -> Result<T, DecodeError> {
-    let VersionOnly { v } = serde_json::from_slice(bytes)?;
-    if v == 0 || v > supported {
-        return Err(DecodeError::UnsupportedVersion {
-            found: v,
-            supported,
-        });
+    let check = |v: u32| {
+        if v == 0 || v > supported {
+            return Err(DecodeError::UnsupportedVersion {
+                found: v,
+                supported,
+            });
+        }
+        Ok(())
+    };
+    if let Some(v) = leading_version(bytes) {
+        // As `encode_versioned` writes it, the version first: the data is
+        // read in the same pass (it ignores the `v` it does not have),
+        // without serde's flatten, which would buffer every field first.
+        check(v)?;
+        return Ok(serde_json::from_slice(bytes)?);
     }
+    let VersionOnly { v } = serde_json::from_slice(bytes)?;
+    check(v)?;
     let Versioned { data, .. } = serde_json::from_slice::<Versioned<T>>(bytes)?;
     Ok(data)
+}
+
+/// The version at the very start of `bytes` (`{"v":N,`), if it is there.
+fn leading_version(bytes: &[u8]) -> Option<u32> {
+    let rest = bytes.strip_prefix(b"{\"v\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || rest[end] != b',' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 impl ResumeData {
