@@ -139,9 +139,9 @@ impl HttpTransport {
     /// A transport with `config`. Fails only if no root can be trusted or an
     /// added root is not a certificate.
     pub fn new(config: HttpConfig) -> Result<Self, ConfigError> {
-        let tls = tls::client_config(&config)?;
+        let (setup, tls) = tls::client_config(&config)?;
         Ok(HttpTransport {
-            pool: Pool::new(config, tls),
+            pool: Pool::new(config, setup, tls),
         })
     }
 

@@ -115,6 +115,8 @@ pub(crate) struct Pool {
 struct Inner {
     hosts: Mutex<HashMap<Key, Host>>,
     config: HttpConfig,
+    /// The roots and pins behind `tls`.
+    setup: crate::tls::TlsSetup,
     tls: tokio_rustls::TlsConnector,
     next_id: AtomicU64,
 }
@@ -169,11 +171,16 @@ impl Drop for Connecting<'_> {
 }
 
 impl Pool {
-    pub(crate) fn new(config: HttpConfig, tls: rustls::ClientConfig) -> Pool {
+    pub(crate) fn new(
+        config: HttpConfig,
+        setup: crate::tls::TlsSetup,
+        tls: rustls::ClientConfig,
+    ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 hosts: Mutex::new(HashMap::new()),
                 config,
+                setup,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
                 next_id: AtomicU64::new(1),
             }),
@@ -305,6 +312,10 @@ async fn connect(
     timeouts: &Timeouts,
 ) -> Result<(Sender, ConnFacts), TransferError> {
     let started = Instant::now();
+    if key.tls {
+        // Read while this connects, not after.
+        inner.setup.prefetch();
+    }
     let deadline = started + timeouts.connect;
     let (addrs, dns) = resolve(&inner.config, &key.host, key.port, deadline).await?;
 

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
@@ -37,35 +37,56 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 /// pins and verification as HTTP/1.1 and HTTP/2).
 #[derive(Clone, Debug)]
 pub struct TlsSetup {
-    webpki: Arc<WebPkiServerVerifier>,
+    webpki: Arc<Verifier>,
     pins: HashMap<String, Vec<[u8; 32]>>,
 }
 
 impl TlsSetup {
-    /// Loads the roots `config` asks for and builds the verifier.
+    /// Takes the roots `config` asks for. The platform's (some hundreds of
+    /// files) are read once a TLS connection begins (see
+    /// [`prefetch`](Self::prefetch)) and the verifier built at the first
+    /// certificate to check, so a process that speaks only plain HTTP never
+    /// reads them, unless they are all there is to trust: then they are
+    /// read now, to refuse an empty store at once.
     pub fn new(config: &HttpConfig) -> Result<TlsSetup, ConfigError> {
-        let mut roots = RootCertStore::empty();
-        if matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki) {
-            roots.roots.extend(platform_roots().roots.iter().cloned());
-        }
+        let platform = matches!(config.roots, Roots::Platform | Roots::PlatformAndWebpki);
+        let mut others = RootCertStore::empty();
         if matches!(config.roots, Roots::Webpki | Roots::PlatformAndWebpki) {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            others.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         for cert in &config.extra_roots {
-            roots
+            others
                 .add(cert.clone())
                 .map_err(|e| ConfigError::Certificate(e.to_string()))?;
         }
-        if roots.is_empty() {
-            return Err(ConfigError::NoRoots);
+        let verifier = Verifier {
+            others,
+            platform,
+            built: std::sync::OnceLock::new(),
+            supported: provider().signature_verification_algorithms,
+        };
+        if verifier.others.is_empty() || !platform {
+            // Built now: whether anything is trusted depends on it, or it
+            // costs nothing to read.
+            let built = verifier.build().map_err(|e| match e {
+                VerifierBuilderError::NoRootAnchors => ConfigError::NoRoots,
+                e => ConfigError::Certificate(e.to_string()),
+            })?;
+            let _ = verifier.built.set(Ok(built));
         }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| ConfigError::Certificate(e.to_string()))?;
         Ok(TlsSetup {
-            webpki,
+            webpki: Arc::new(verifier),
             pins: config.pins.clone(),
         })
+    }
+
+    /// Starts reading the platform's roots on a thread of their own, if
+    /// this setup trusts them and they have not been read: called as a TLS
+    /// connection begins, so they are read while it connects.
+    pub fn prefetch(&self) {
+        if self.webpki.platform && self.webpki.built.get().is_none() {
+            prefetch_platform_roots();
+        }
     }
 
     /// A client configuration offering `alpn`. With a [`Refusal`], the
@@ -92,12 +113,65 @@ impl TlsSetup {
     }
 }
 
+/// webpki's verifier over a setup's roots, built when first needed.
+#[derive(Debug)]
+struct Verifier {
+    /// The roots trusted besides the platform's.
+    others: RootCertStore,
+    /// Whether the platform's roots are trusted too.
+    platform: bool,
+    built: std::sync::OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+    /// The provider's signature algorithms (what the verifier would use).
+    supported: WebPkiSupportedAlgorithms,
+}
+
+impl Verifier {
+    fn build(&self) -> Result<Arc<WebPkiServerVerifier>, VerifierBuilderError> {
+        let mut roots = if self.platform {
+            platform_roots().clone()
+        } else {
+            RootCertStore::empty()
+        };
+        roots.roots.extend(self.others.roots.iter().cloned());
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build()
+    }
+
+    /// The verifier, built now if it was not yet (waiting for the platform's
+    /// roots if they are still being read).
+    fn get(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
+        match self
+            .built
+            .get_or_init(|| self.build().map_err(|e| e.to_string()))
+        {
+            Ok(v) => Ok(v),
+            Err(e) => Err(rustls::Error::General(format!(
+                "no certificate verifier: {e}"
+            ))),
+        }
+    }
+}
+
+/// Starts reading the platform's roots on a thread of their own, once per
+/// process, unless they have been read.
+fn prefetch_platform_roots() {
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if PLATFORM_ROOTS.get().is_none() && !STARTED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        // If no thread can be made, the first handshake reads them.
+        let _ = std::thread::Builder::new()
+            .name("ferry-tls-roots".into())
+            .spawn(|| {
+                platform_roots();
+            });
+    }
+}
+
+static PLATFORM_ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+
 /// The platform's roots, read and parsed once per process (every transport
 /// of a session, and each session, wants them; reading them is some
 /// hundreds of files).
 fn platform_roots() -> &'static RootCertStore {
-    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
-    ROOTS.get_or_init(|| {
+    PLATFORM_ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         for e in &found.errors {
             tracing::debug!(error = %e, "platform root store: skipped an entry");
@@ -129,13 +203,19 @@ impl Refusal {
     }
 }
 
-pub(crate) fn client_config(config: &HttpConfig) -> Result<rustls::ClientConfig, ConfigError> {
+/// The setup of `config` and its client configuration for HTTP/1.1 and
+/// HTTP/2.
+pub(crate) fn client_config(
+    config: &HttpConfig,
+) -> Result<(TlsSetup, rustls::ClientConfig), ConfigError> {
     let alpn = if config.http1_only {
         vec![b"http/1.1".to_vec()]
     } else {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     };
-    TlsSetup::new(config)?.client_config(alpn, None)
+    let setup = TlsSetup::new(config)?;
+    let tls = setup.client_config(alpn, None)?;
+    Ok((setup, tls))
 }
 
 /// Why a pinned host was refused (carried inside rustls' error).
@@ -147,7 +227,7 @@ struct PinMismatch {
 
 #[derive(Debug)]
 struct PinningVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Arc<Verifier>,
     pins: HashMap<String, Vec<[u8; 32]>>,
     refusal: Option<Refusal>,
 }
@@ -161,7 +241,7 @@ impl PinningVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
+        let verified = self.inner.get()?.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -206,7 +286,7 @@ impl ServerCertVerifier for PinningVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.inner.supported)
     }
 
     fn verify_tls13_signature(
@@ -215,11 +295,11 @@ impl ServerCertVerifier for PinningVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.inner.supported)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.inner.supported.supported_schemes()
     }
 }
 

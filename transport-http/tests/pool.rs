@@ -81,3 +81,46 @@ fn pem_roots_are_parsed_and_empty_bundles_refused() {
         Err(transport_http::ConfigError::NoRoots)
     ));
 }
+
+/// The default trust (the platform's roots and the compiled-in ones): the
+/// platform's are read in the background and the verifier built at the
+/// first certificate to check. It then verifies as any: the origin with its
+/// root added is trusted, pinned keys still count, and an origin no trusted
+/// root vouches for is refused as an unknown issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_platform_roots_read_in_the_background_verify_as_any() {
+    use transfer_core::{ErrorKind, TlsFailure};
+    let origin = Origin::start().await.unwrap();
+    let trusting = HttpTransport::new(
+        HttpConfig::default()
+            .add_roots_pem(origin.root_cert_pem().as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    let r = trusting
+        .send(get(&origin.https_url("/gen/1024")))
+        .await
+        .unwrap();
+    let body = r.response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 1024);
+
+    let wrong_pin = HttpTransport::new(
+        HttpConfig::default()
+            .add_roots_pem(origin.root_cert_pem().as_bytes())
+            .unwrap()
+            .pin("localhost", [7; 32]),
+    )
+    .unwrap();
+    let e = wrong_pin
+        .send(get(&origin.https_url("/gen/10")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls(TlsFailure::PinMismatch), "{e}");
+
+    let untrusting = HttpTransport::new(HttpConfig::default()).unwrap();
+    let e = untrusting
+        .send(get(&origin.https_url("/gen/10")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tls(TlsFailure::UnknownIssuer), "{e}");
+}

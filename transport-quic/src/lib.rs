@@ -329,6 +329,7 @@ impl QuicTransport {
         deadline: Instant,
         limit: Duration,
     ) -> Result<quinn::Connection, TransferError> {
+        self.inner.tls.prefetch();
         let endpoint = self.endpoint_for(addr)?;
         let refusal = Refusal::new();
         let invalid = |e: String| TransferError::new(ErrorKind::InvalidRequest, e);
