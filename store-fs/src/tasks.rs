@@ -179,7 +179,7 @@ const CACHE_BYTES: usize = 16 << 20;
 /// commit. A sync costs the same for one record or a hundred; under a steady
 /// stream of completions this makes one out of many, for at most this much
 /// more latency.
-const SYNC_INTERVAL: Duration = Duration::from_millis(2);
+const SYNC_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The writer thread: takes every job that is waiting, commits them in one
 /// durable transaction, answers them all. Ends when the last store handle drops.
