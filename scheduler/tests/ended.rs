@@ -229,3 +229,81 @@ async fn work_done_during_a_commit_is_followed_by_an_idle_event() {
     resumed.await.unwrap().unwrap();
     s.shutdown().await;
 }
+
+/// A cancelled task's partial is deleted once the cancel is durable, even
+/// when, while that commit was under way, a new task took the cancelled
+/// one's key (and so its place in the session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_partial_goes_even_when_its_key_is_taken_meanwhile() {
+    let f = Fixture::new(Proto::H1).await;
+    let (gate, open) = watch::channel(true);
+    let (s, _) = gated_session(&f, "test.replaced", open).await;
+    let path = "/replaced";
+    f.origin
+        .resource(path, testkit::Resource::seeded(4, 8 << 20));
+    f.origin.script(
+        path,
+        testkit::Script::new().always(testkit::Fault::RateLimit(1 << 20)),
+    );
+    let old = s
+        .download(&f.url(path))
+        .unwrap()
+        .to("big")
+        .key("the-big-one")
+        .enqueue()
+        .await
+        .unwrap();
+    // Its partial, once bytes are in it.
+    let partial = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let found = std::fs::read_dir(&f.out).unwrap().flatten().find(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".big.")
+                    && name.ends_with(".partial")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            });
+            if let Some(e) = found {
+                break e.path();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the download begins");
+    gate.send_replace(false);
+    let cancelled = {
+        let old = old.clone();
+        tokio::spawn(async move { old.cancel().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let replaced = {
+        let s = s.clone();
+        let url = f.url(path);
+        tokio::spawn(async move {
+            s.download(&url)
+                .unwrap()
+                .to("big")
+                .key("the-big-one")
+                .suspended()
+                .enqueue()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        partial.exists(),
+        "nothing is deleted before the cancel is durable"
+    );
+    gate.send_replace(true);
+    cancelled.await.unwrap().unwrap();
+    let new = replaced.await.unwrap().unwrap();
+    assert_ne!(new.id(), old.id(), "the key went to a new task");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while partial.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the cancelled task's partial is deleted");
+    s.shutdown().await;
+}
