@@ -622,11 +622,11 @@ impl Engine {
         {
             let mut dirty = std::mem::take(&mut self.deferred);
             dirty.append(&mut pending.dirty);
+            // Sized once: a record is most of a kilobyte.
+            let mut save = Vec::with_capacity(dirty.len());
+            save.extend(dirty.iter().filter_map(|id| self.records.get(id).cloned()));
             let batch = Batch {
-                save: dirty
-                    .iter()
-                    .filter_map(|id| self.records.get(id).cloned())
-                    .collect(),
+                save,
                 remove: pending.removed,
                 complete: pending.completions.clone(),
                 deferrable,
