@@ -91,6 +91,24 @@ fn queue_key(r: &TaskRecord) -> QueueKey {
     (Reverse(p), begin, r.seq, r.id)
 }
 
+/// Whether a task in `phase` keeps the session from being idle: it runs,
+/// waits to run, or waits for a time (a backoff, a start date); not one
+/// that only waits for conditions to change, nor one that ended or is
+/// suspended.
+fn keeps_busy(phase: &Phase) -> bool {
+    match phase {
+        Phase::Queued | Phase::Running { .. } => true,
+        Phase::Waiting(w) => !w.is_policy() || w.wake_at().is_some(),
+        _ => false,
+    }
+}
+
+/// Keeps `count` (of records that keep the session busy) right across a
+/// change of one record's phase, from one that did (`before`) to `after`.
+fn retally(count: &mut usize, before: bool, after: &Phase) {
+    *count = *count + usize::from(keeps_busy(after)) - usize::from(before);
+}
+
 fn admissible(phase: &Phase) -> bool {
     match phase {
         Phase::Queued => true,
@@ -122,6 +140,10 @@ pub(crate) struct Engine {
     pub(crate) tx: mpsc::UnboundedSender<Command>,
     pub(crate) deliver: mpsc::UnboundedSender<Delivery>,
     pub(crate) records: HashMap<TaskId, TaskRecord>,
+    /// Records in a phase that keeps the session busy (see
+    /// [`keeps_busy`]): counted as phases change, so the idle check after
+    /// each batch does not walk every record.
+    busy_records: usize,
     pub(crate) queue: BTreeSet<QueueKey>,
     /// Queue entries per origin, so a pass can stop once every origin with
     /// queued work is at its limit instead of walking the whole queue.
@@ -257,6 +279,7 @@ impl Engine {
             tx,
             deliver,
             records: HashMap::new(),
+            busy_records: 0,
             queue: BTreeSet::new(),
             queued_per_host: HashMap::new(),
             running: HashMap::new(),
@@ -328,6 +351,7 @@ impl Engine {
         let key = queue_key(old);
         self.queue_remove(&key);
         let old = self.records.remove(&id)?;
+        self.busy_records -= usize::from(keeps_busy(&old.state.phase));
         if let Some(k) = &old.spec.key
             && self.keys.get(k) == Some(&id)
         {
@@ -363,7 +387,10 @@ impl Engine {
         if let Some(key) = &r.spec.key {
             self.keys.insert(key.clone(), r.id);
         }
-        self.records.insert(r.id, r);
+        self.busy_records += usize::from(keeps_busy(&r.state.phase));
+        if let Some(old) = self.records.insert(r.id, r) {
+            self.busy_records -= usize::from(keeps_busy(&old.state.phase));
+        }
     }
 
     pub(crate) async fn run(
@@ -807,6 +834,7 @@ impl Engine {
             }
             // A finished task with the same key is replaced.
             if let Some(r) = self.records.remove(&old) {
+                self.busy_records -= usize::from(keeps_busy(&r.state.phase));
                 self.queue_remove(&queue_key(&r));
             }
             self.hosts.remove(&old);
@@ -929,7 +957,9 @@ impl Engine {
                     // so that a session with nothing it may run is idle.
                     Verdict::Wait(reason) if reason.is_policy() && reason.wake_at().is_none() => {
                         if let Some(r) = self.records.get_mut(&id) {
+                            let was = keeps_busy(&r.state.phase);
                             r.state.phase = Phase::Waiting(reason);
+                            retally(&mut self.busy_records, was, &r.state.phase);
                         }
                     }
                     _ => {}
@@ -942,11 +972,15 @@ impl Engine {
 
     /// Whether anything runs or waits to run.
     fn busy(&self) -> bool {
-        self.busy_slots() > 0
-            || self.records.values().any(|r| {
-                matches!(r.state.phase, Phase::Queued | Phase::Running { .. })
-                    || matches!(&r.state.phase, Phase::Waiting(w) if !w.is_policy() || w.wake_at().is_some())
-            })
+        debug_assert_eq!(
+            self.busy_records,
+            self.records
+                .values()
+                .filter(|r| keeps_busy(&r.state.phase))
+                .count(),
+            "records that keep the session busy, miscounted"
+        );
+        self.busy_slots() > 0 || self.busy_records > 0
     }
 
     /// Clears the idle level when work has arrived.
@@ -1058,7 +1092,9 @@ impl Engine {
         let Some(record) = self.records.get_mut(&id) else {
             return;
         };
+        let was = keeps_busy(&record.state.phase);
         record.state = state;
+        retally(&mut self.busy_records, was, &record.state.phase);
         let phase = record.state.phase.clone();
         if let Phase::Waiting(reason) = &phase
             && !matches!(reason, WaitReason::HostLimit | WaitReason::SessionLimit)
@@ -1134,7 +1170,9 @@ impl Engine {
             let old = queue_key(record);
             self.queue_remove(&old);
             if let Some(r) = self.records.get_mut(&id) {
+                let was = keeps_busy(&r.state.phase);
                 r.state = state;
+                retally(&mut self.busy_records, was, &r.state.phase);
                 let key = queue_key(r);
                 self.queue_insert(key);
             }
