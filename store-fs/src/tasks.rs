@@ -174,25 +174,29 @@ impl FsTaskStore {
 /// redb's page cache.
 const CACHE_BYTES: usize = 16 << 20;
 
-/// The shortest time between two syncs: a job that needs one sooner waits
-/// for the rest of it, gathering the jobs that come meanwhile into the same
-/// commit. A sync costs the same for one record or a hundred; under a steady
-/// stream of completions this makes one out of many, for at most this much
-/// more latency.
-const SYNC_INTERVAL: Duration = Duration::from_millis(5);
+/// The shortest time between two syncs while jobs come from several
+/// callers at once: a job that needs one sooner waits for the rest of it,
+/// gathering the jobs that come meanwhile into the same commit. A sync costs
+/// the same for one record or a hundred; under a steady stream of
+/// completions this makes one out of many, for at most this much more
+/// latency. A lone caller (the last group was one job) never waits: nothing
+/// would come to share its sync.
+const SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
 /// The writer thread: takes every job that is waiting, commits them in one
 /// durable transaction, answers them all. Ends when the last store handle drops.
 fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
     let mut last_sync: Option<Instant> = None;
+    let mut last_group = 0;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
         // Jobs gathered while waiting change nothing: only a durable group
-        // waits.
+        // waits, and only when others are about.
         let durable = group.iter().any(|j| !j.batch.deferrable);
         if let Some(at) = last_sync
             && durable
+            && (group.len() > 1 || last_group > 1)
         {
             let due = at + SYNC_INTERVAL;
             while let Some(left) = due.checked_duration_since(Instant::now()) {
@@ -202,6 +206,7 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
+        last_group = group.len();
         match commit(db, &group) {
             Ok(()) => {
                 for job in group {
