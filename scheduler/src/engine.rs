@@ -103,10 +103,12 @@ fn keeps_busy(phase: &Phase) -> bool {
     }
 }
 
-/// Keeps `count` (of records that keep the session busy) right across a
-/// change of one record's phase, from one that did (`before`) to `after`.
-fn retally(count: &mut usize, before: bool, after: &Phase) {
-    *count = *count + usize::from(keeps_busy(after)) - usize::from(before);
+/// Applies `change` to a record's state, keeping `count` (of records that
+/// keep the session busy) right.
+fn change_state(count: &mut usize, state: &mut TaskState, change: impl FnOnce(&mut TaskState)) {
+    let before = keeps_busy(&state.phase);
+    change(state);
+    *count = *count + usize::from(keeps_busy(&state.phase)) - usize::from(before);
 }
 
 fn admissible(phase: &Phase) -> bool {
@@ -441,26 +443,19 @@ impl Engine {
             self.fire_timers();
             // Everything that is waiting is handled, then made durable in
             // one commit, then acted on: many events, one sync.
-            let mut next = first.or_else(|| rx.try_recv().ok());
-            let mut handled = 0;
-            while let Some(cmd) = next.take() {
-                if let Command::Shutdown(done) = cmd {
-                    self.pending.durable = true;
-                    self.flush(None).await;
-                    self.shutdown(&mut rx).await;
-                    watcher.abort();
-                    let _ = done.send(());
-                    return;
-                }
-                self.handle(cmd);
-                handled += 1;
-                if handled < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
+            if let Some(first) = first.or_else(|| rx.try_recv().ok())
+                && let Some(Command::Shutdown(done)) = self.handle_burst(first, &mut rx, &mut 0)
+            {
+                self.pending.durable = true;
+                self.flush(None).await;
+                self.shutdown(&mut rx).await;
+                watcher.abort();
+                let _ = done.send(());
+                return;
             }
             self.pump();
-            // One scan of the records serves both checks: carrying out the
-            // batch starts and notifies, it changes no task's phase.
+            // One answer serves both checks: carrying out the batch starts
+            // and notifies, it changes no task's phase.
             let busy = self.busy();
             // Before the replies go out: whoever enqueued and then waits
             // for idle must not see the idle from before.
@@ -473,6 +468,29 @@ impl Engine {
             }
         }
         watcher.abort();
+    }
+
+    /// Handles `first` and the commands already waiting behind it, up to a
+    /// batch's worth in all (`handled` counts them, across calls). A
+    /// shutdown ends the burst and is returned, not handled.
+    fn handle_burst(
+        &mut self,
+        first: Command,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        handled: &mut usize,
+    ) -> Option<Command> {
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            if let Command::Shutdown(_) = cmd {
+                return Some(cmd);
+            }
+            self.handle(cmd);
+            *handled += 1;
+            if *handled < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        None
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -624,7 +642,6 @@ impl Engine {
     /// shutdown waits for the commit) and slots they free are filled at once
     /// (see [`Engine::while_committing`]).
     async fn flush(&mut self, rx: Option<&mut mpsc::UnboundedReceiver<Command>>) {
-        let mut pending = std::mem::take(&mut self.pending);
         // A start is itself deferrable (a crash before its record is
         // written only means the task starts again), so a task whose only
         // effects in this batch are starts starts now, while the batch
@@ -632,7 +649,8 @@ impl Engine {
         // for that completion's sync. Any other effect of the same task
         // (an abort of the attempt before, a discard) keeps the order, and
         // a task this batch creates waits for its record to exist.
-        self.start_early(&mut pending.effects, &pending.created);
+        self.start_early();
+        let mut pending = std::mem::take(&mut self.pending);
         let mut result: Result<(), SessionError> = Ok(());
         let mut discarded: HashMap<TaskId, TaskRecord> = HashMap::new();
         let deferrable = self.shared.is_none()
@@ -724,21 +742,22 @@ impl Engine {
         self.release_claims();
     }
 
-    /// Carries out now the starts of tasks whose only effects in `effects`
-    /// are starts (taking them out of the list), unless effects of the batch
-    /// being committed still wait to be carried out for the task (a discard,
-    /// an abort: those go first), or the task is `created` by the pending
-    /// batch or by the one being committed (its record must exist first).
-    fn start_early(&mut self, effects: &mut Vec<(TaskId, Effect)>, created: &HashSet<TaskId>) {
-        let mut early = only_starts(effects);
-        early.retain(|id| !self.held_effects.contains(id) && !created.contains(id));
+    /// Carries out now the starts of pending tasks whose only effects are
+    /// starts (taking them out of the pending effects), unless effects of
+    /// the batch being committed still wait to be carried out for the task
+    /// (a discard, an abort: those go first), or the task is created by the
+    /// pending batch or by the one being committed (its record must exist
+    /// first).
+    fn start_early(&mut self) {
+        let mut early = only_starts(&self.pending.effects);
+        early.retain(|id| !self.held_effects.contains(id) && !self.pending.created.contains(id));
         if early.is_empty() {
             return;
         }
-        let (now, later) = std::mem::take(effects)
+        let (now, later) = std::mem::take(&mut self.pending.effects)
             .into_iter()
             .partition(|(id, _)| early.contains(id));
-        *effects = later;
+        self.pending.effects = later;
         for (id, effect) in now {
             self.effect(id, effect);
         }
@@ -768,24 +787,11 @@ impl Engine {
                     Some(first) => {
                         // The burst (up to a shutdown), then one pass of the
                         // queue.
-                        let mut next = Some(first);
-                        while let Some(cmd) = next.take() {
-                            if let Command::Shutdown(_) = cmd {
-                                self.overlap = Some(Overlap::HeldBack(cmd));
-                                break;
-                            }
-                            self.handle(cmd);
-                            handled += 1;
-                            if handled < MAX_BATCH {
-                                next = rx.try_recv().ok();
-                            }
+                        if let Some(shutdown) = self.handle_burst(first, rx, &mut handled) {
+                            self.overlap = Some(Overlap::HeldBack(shutdown));
                         }
                         self.pump();
-                        let mut effects = std::mem::take(&mut self.pending.effects);
-                        let created = std::mem::take(&mut self.pending.created);
-                        self.start_early(&mut effects, &created);
-                        self.pending.effects = effects;
-                        self.pending.created = created;
+                        self.start_early();
                         // Work may have begun and ended within this commit:
                         // the idle level and the next idle event see it.
                         if self.busy_slots() > 0 {
@@ -957,9 +963,9 @@ impl Engine {
                     // so that a session with nothing it may run is idle.
                     Verdict::Wait(reason) if reason.is_policy() && reason.wake_at().is_none() => {
                         if let Some(r) = self.records.get_mut(&id) {
-                            let was = keeps_busy(&r.state.phase);
-                            r.state.phase = Phase::Waiting(reason);
-                            retally(&mut self.busy_records, was, &r.state.phase);
+                            change_state(&mut self.busy_records, &mut r.state, |s| {
+                                s.phase = Phase::Waiting(reason);
+                            });
                         }
                     }
                     _ => {}
@@ -1028,17 +1034,11 @@ impl Engine {
     /// When the earliest timer (timetable change, or claim to try again)
     /// is due, on tokio's clock.
     fn next_timer(&self) -> Option<tokio::time::Instant> {
-        let task = self.timers.first().map(|&(at, _)| at);
-        let timer = match (task, self.bandwidth_change) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|at| tokio::time::Instant::now() + self.clock.until(at));
+        let on_tokio = |at| tokio::time::Instant::now() + self.clock.until(at);
+        let task = self.timers.first().map(|&(at, _)| on_tokio(at));
+        let timetable = self.bandwidth_change.map(on_tokio);
         let retry = self.shared.as_ref().and_then(|s| s.next_retry());
-        match (timer, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [task, timetable, retry].into_iter().flatten().min()
     }
 
     /// Sends `Event::Timer` to every task whose time has come, judges the
@@ -1092,9 +1092,7 @@ impl Engine {
         let Some(record) = self.records.get_mut(&id) else {
             return;
         };
-        let was = keeps_busy(&record.state.phase);
-        record.state = state;
-        retally(&mut self.busy_records, was, &record.state.phase);
+        change_state(&mut self.busy_records, &mut record.state, |s| *s = state);
         let phase = record.state.phase.clone();
         if let Phase::Waiting(reason) = &phase
             && !matches!(reason, WaitReason::HostLimit | WaitReason::SessionLimit)
@@ -1170,9 +1168,7 @@ impl Engine {
             let old = queue_key(record);
             self.queue_remove(&old);
             if let Some(r) = self.records.get_mut(&id) {
-                let was = keeps_busy(&r.state.phase);
-                r.state = state;
-                retally(&mut self.busy_records, was, &r.state.phase);
+                change_state(&mut self.busy_records, &mut r.state, |s| *s = state);
                 let key = queue_key(r);
                 self.queue_insert(key);
             }

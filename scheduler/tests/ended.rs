@@ -104,13 +104,10 @@ async fn an_outcome_asked_with_the_ending_waits_for_its_commit() {
     // The download's bytes land and its runner reports the ending, which
     // waits behind the held commit.
     let landed = f.out.join("small");
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !landed.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    common::eventually("the small download lands", Duration::from_secs(30), || {
+        landed.exists().then_some(())
     })
-    .await
-    .expect("the small download lands");
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The question queues behind the ending; then the gate opens and both
     // are handled in one batch.
@@ -205,13 +202,12 @@ async fn work_done_during_a_commit_is_followed_by_an_idle_event() {
         let quick = quick.clone();
         tokio::spawn(async move { quick.resume().await })
     };
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while f.file("quick").is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the quick download lands while the commit is held");
+    common::eventually(
+        "the quick download lands while the commit is held",
+        Duration::from_secs(30),
+        || f.file("quick"),
+    )
+    .await;
     gate.send_replace(true);
     let mut completed = false;
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -254,22 +250,16 @@ async fn a_cancelled_partial_goes_even_when_its_key_is_taken_meanwhile() {
         .await
         .unwrap();
     // Its partial, once bytes are in it.
-    let partial = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let found = std::fs::read_dir(&f.out).unwrap().flatten().find(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with(".big.")
-                    && name.ends_with(".partial")
-                    && e.metadata().is_ok_and(|m| m.len() > 0)
-            });
-            if let Some(e) = found {
-                break e.path();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let partial = common::eventually("the download begins", Duration::from_secs(30), || {
+        std::fs::read_dir(&f.out).unwrap().flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(".big.")
+                && name.ends_with(".partial")
+                && e.metadata().is_ok_and(|m| m.len() > 0))
+            .then(|| e.path())
+        })
     })
-    .await
-    .expect("the download begins");
+    .await;
     gate.send_replace(false);
     let cancelled = {
         let old = old.clone();
@@ -298,12 +288,11 @@ async fn a_cancelled_partial_goes_even_when_its_key_is_taken_meanwhile() {
     cancelled.await.unwrap().unwrap();
     let new = replaced.await.unwrap().unwrap();
     assert_ne!(new.id(), old.id(), "the key went to a new task");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while partial.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the cancelled task's partial is deleted");
+    common::eventually(
+        "the cancelled task's partial is deleted",
+        Duration::from_secs(5),
+        || (!partial.exists()).then_some(()),
+    )
+    .await;
     s.shutdown().await;
 }

@@ -139,15 +139,10 @@ impl Verifier {
     /// The verifier, built now if it was not yet (waiting for the platform's
     /// roots if they are still being read).
     fn get(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
-        match self
-            .built
+        self.built
             .get_or_init(|| self.build().map_err(|e| e.to_string()))
-        {
-            Ok(v) => Ok(v),
-            Err(e) => Err(rustls::Error::General(format!(
-                "no certificate verifier: {e}"
-            ))),
-        }
+            .as_deref()
+            .map_err(|e| rustls::Error::General(format!("no certificate verifier: {e}")))
     }
 }
 

@@ -157,6 +157,21 @@ pub async fn wait(task: &TaskHandle) -> Outcome {
         .unwrap()
 }
 
+/// What `probe` finds, asked every 10 ms until it finds something; fails
+/// the test naming `what` after `limit`.
+pub async fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(found) = probe() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
+}
+
 pub fn failed_with(outcome: &Outcome) -> ErrorKind {
     match outcome {
         Outcome::Failed { error, .. } => error.kind(),
