@@ -25,16 +25,7 @@ fn ferry(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn queued(home: &Path) -> Vec<String> {
-    let out = ferry(home, &["ls", "--json"], None);
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["url"].as_str().unwrap().to_owned()
-        })
-        .collect()
+    queued_to(home).into_iter().map(|(url, _)| url).collect()
 }
 
 #[test]
@@ -93,6 +84,77 @@ fn url_lists_come_from_a_file_or_stdin() {
     let refused = ferry(&home, &["add", "-i", empty.to_str().unwrap()], None);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("lists no URLs"));
+}
+
+/// Each queued task as (URL, destination).
+fn queued_to(home: &Path) -> Vec<(String, String)> {
+    let out = ferry(home, &["ls", "--json"], None);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_owned();
+            (s("url"), s("destination"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_long_list_is_queued_whole_with_one_name_per_url_and_once_only() {
+    // 100 URLs are queued in batches (16, then 64, then the rest), and all
+    // end in one file name: every URL still gets a name of its own, and a
+    // second run of the same list finds them all instead of adding more.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // One name taken on disk already.
+    std::fs::write(out.join("same.bin"), b"keep").unwrap();
+    let list: String = (0..100)
+        .map(|i| format!("http://127.0.0.1:9/d{i}/same.bin\n"))
+        .collect();
+    let add = |list: &str| {
+        let added = ferry(
+            &home,
+            &["add", "-o", out.to_str().unwrap(), "-i", "-"],
+            Some(list),
+        );
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+    };
+    add(&list);
+    let first = queued_to(&home);
+    assert_eq!(first.len(), 100);
+    let urls: std::collections::HashSet<_> = first.iter().map(|(u, _)| u.clone()).collect();
+    assert_eq!(urls.len(), 100);
+    let names: std::collections::HashSet<_> = first.iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(names.len(), 100, "two URLs share a destination");
+    let file = |d: &String| {
+        Path::new(d)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        !names.iter().any(|d| file(d) == "same.bin"),
+        "the file on disk is not taken"
+    );
+    assert!(names.iter().any(|d| file(d) == "same-100.bin"));
+    assert_eq!(std::fs::read(out.join("same.bin")).unwrap(), b"keep");
+
+    add(&list);
+    let mut again = queued_to(&home);
+    let mut first = first;
+    again.sort();
+    first.sort();
+    assert_eq!(again, first, "the same list again adds nothing");
 }
 
 #[test]
