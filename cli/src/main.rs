@@ -650,6 +650,11 @@ pub(crate) async fn add_tasks(
         } => Some(p.clone()),
         _ => None,
     };
+    let listed = if args.overwrite {
+        None
+    } else {
+        names::listing(&args.output, args.urls.len())
+    };
     let mut batch = FIRST_BATCH;
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
@@ -671,6 +676,7 @@ pub(crate) async fn add_tasks(
                 &args.output,
                 &names::file_name(url),
                 args.overwrite,
+                listed.as_ref(),
                 &taken,
                 &mut tried,
             ),

@@ -3,6 +3,7 @@
 //! numbered name when the file exists.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use percent_encoding::percent_decode_str;
@@ -49,19 +50,49 @@ fn sanitize(raw: &str) -> String {
     }
 }
 
+/// URLs from which a directory is listed once instead of asking for each
+/// name in turn (a path lookup each).
+const LIST_FROM: usize = 64;
+
+/// The names in `dir` when `urls` names are to be found there and listing
+/// it costs less than asking for each: `None` for a short list, or a
+/// directory that holds many more entries than there are URLs.
+pub(crate) fn listing(dir: &Path, urls: usize) -> Option<HashSet<OsString>> {
+    if urls < LIST_FROM {
+        return None;
+    }
+    let most = urls.saturating_mul(4).saturating_add(1024);
+    let mut names = HashSet::new();
+    for entry in std::fs::read_dir(dir).ok()? {
+        names.insert(entry.ok()?.file_name());
+        if names.len() > most {
+            return None;
+        }
+    }
+    Some(names)
+}
+
 /// `dir/name`, or `dir/stem-N.ext` with the first N that is free (neither on
-/// disk nor `taken` by this command), unless `overwrite`. `tried` remembers
-/// per name where the search stopped, so many URLs with one name cost one
-/// probe each, not one per earlier clash.
+/// disk nor `taken` by this command), unless `overwrite`. On disk means in
+/// `listed` when the directory was listed (see [`listing`]), else present
+/// at that path (a link too). `tried` remembers per name where the search stopped, so
+/// many URLs with one name cost one probe each, not one per earlier clash.
 pub(crate) fn unique(
     dir: &Path,
     name: &str,
     overwrite: bool,
+    listed: Option<&HashSet<OsString>>,
     taken: &HashSet<PathBuf>,
     tried: &mut HashMap<String, u64>,
 ) -> PathBuf {
     let first = dir.join(name);
-    let free = |p: &Path| !taken.contains(p) && (overwrite || !p.exists());
+    let on_disk = |p: &Path| match listed {
+        Some(names) => p.file_name().is_some_and(|n| names.contains(n)),
+        // A link counts, even one leading nowhere: a download is never
+        // written through one.
+        None => std::fs::symlink_metadata(p).is_ok(),
+    };
+    let free = |p: &Path| !taken.contains(p) && (overwrite || !on_disk(p));
     if free(&first) {
         return first;
     }
@@ -125,16 +156,17 @@ mod tests {
         std::fs::write(dir.path().join("f.bin"), b"x").unwrap();
         let mut tried = HashMap::new();
         let mut taken = HashSet::new();
-        let p = unique(dir.path(), "f.bin", false, &taken, &mut tried);
+        let p = unique(dir.path(), "f.bin", false, None, &taken, &mut tried);
         assert_eq!(p, dir.path().join("f-1.bin"));
         taken.insert(p);
-        let q = unique(dir.path(), "f.bin", false, &taken, &mut tried);
+        let q = unique(dir.path(), "f.bin", false, None, &taken, &mut tried);
         assert_eq!(q, dir.path().join("f-2.bin"));
         assert_eq!(
             unique(
                 dir.path(),
                 "f.bin",
                 true,
+                None,
                 &HashSet::new(),
                 &mut HashMap::new()
             ),
@@ -144,9 +176,51 @@ mod tests {
         // stopped.
         let mut names = HashSet::new();
         for _ in 0..10_000 {
-            let p = unique(dir.path(), "same", false, &taken, &mut tried);
+            let p = unique(dir.path(), "same", false, None, &taken, &mut tried);
             taken.insert(p.clone());
             assert!(names.insert(p));
         }
+    }
+
+    #[test]
+    fn a_listed_directory_answers_as_the_paths_do() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["f.bin", "f-1.bin", "g"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        // A dangling link takes its name as well: a download may not go
+        // through it.
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("h")).unwrap();
+        assert_eq!(
+            listing(dir.path(), LIST_FROM - 1),
+            None,
+            "a short list asks per name"
+        );
+        let listed = listing(dir.path(), LIST_FROM).expect("listed");
+        assert_eq!(listed.len(), 4);
+        let taken = HashSet::new();
+        for (name, free) in [
+            ("f.bin", "f-2.bin"),
+            ("g", "g-1"),
+            ("h", "h-1"),
+            ("new", "new"),
+        ] {
+            let by_list = unique(
+                dir.path(),
+                name,
+                false,
+                Some(&listed),
+                &taken,
+                &mut HashMap::new(),
+            );
+            assert_eq!(by_list, dir.path().join(free), "{name}");
+            let by_path = unique(dir.path(), name, false, None, &taken, &mut HashMap::new());
+            assert_eq!(by_path, by_list, "{name}");
+        }
+        // A directory far larger than the list is not read through.
+        for i in 0..(LIST_FROM * 4 + 1024) {
+            std::fs::write(dir.path().join(format!("x{i}")), b"").unwrap();
+        }
+        assert_eq!(listing(dir.path(), LIST_FROM), None);
     }
 }
