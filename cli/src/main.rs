@@ -655,7 +655,12 @@ pub(crate) async fn add_tasks(
     } else {
         names::listing(&args.output, args.urls.len())
     };
-    let mut batch = FIRST_BATCH;
+    // Batches help only a running session (its downloads start early); the
+    // store's own enqueue reads every record per call.
+    let mut batch = match target {
+        Target::Live(_) => FIRST_BATCH,
+        Target::Offline(_) => usize::MAX,
+    };
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
         let mine = by_key.get(key.as_str()).map_or(&[][..], Vec::as_slice);
@@ -702,8 +707,8 @@ pub(crate) async fn add_tasks(
     Ok(done)
 }
 
-/// A long URL list is enqueued in batches, each four times the last, from
-/// this many: the first downloads begin after one small durable save, not
+/// A long URL list is enqueued into a running session in batches, each
+/// four times the last, from this many: the first downloads begin after one small durable save, not
 /// after the whole list is named and saved (2,000 URLs took about 30 ms).
 const FIRST_BATCH: usize = 16;
 

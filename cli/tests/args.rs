@@ -103,13 +103,40 @@ fn queued_to(home: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn a_long_list_is_queued_whole_with_one_name_per_url_and_once_only() {
-    // 100 URLs are queued in batches (16, then 64, then the rest), and all
-    // end in one file name: every URL still gets a name of its own, and a
-    // second run of the same list finds them all instead of adding more.
+    long_list_queued(false);
+}
+
+#[test]
+fn a_long_list_sent_to_a_runner_is_queued_whole_in_batches() {
+    long_list_queued(true);
+}
+
+/// 100 URLs that all end in one file name: every URL gets a name of its own,
+/// and a second run of the same list finds them all instead of adding more.
+/// With a runner, the list reaches its session in batches (16, then 64,
+/// then the rest); its downloads fail and wait to be tried again meanwhile
+/// (nothing listens on port 9).
+fn long_list_queued(runner: bool) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
+    let running = runner.then(|| {
+        let child = Command::new(FERRY)
+            .args(["run"])
+            .env("FERRY_HOME", &home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !home.join("control.sock").exists() {
+            assert!(start.elapsed().as_secs() < 20, "the runner did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        KillOnDrop(child)
+    });
     // One name taken on disk already.
     std::fs::write(out.join("same.bin"), b"keep").unwrap();
     let list: String = (0..100)
@@ -155,6 +182,17 @@ fn a_long_list_is_queued_whole_with_one_name_per_url_and_once_only() {
     again.sort();
     first.sort();
     assert_eq!(again, first, "the same list again adds nothing");
+    drop(running);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
