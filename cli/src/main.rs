@@ -1055,6 +1055,7 @@ async fn transfer(
     let shown = show_progress(&session, &tasks);
     let mut failures = 0;
     let mut answers = Vec::new();
+    let mut outcomes = Vec::with_capacity(tasks.len());
     for (handle, name) in &tasks {
         let outcome = tokio::select! {
             o = handle.wait() => o?,
@@ -1066,8 +1067,9 @@ async fn transfer(
         if !report(name, &outcome) {
             failures += 1;
         }
+        outcomes.push((handle.id(), name.as_str(), outcome));
     }
-    shown.finish();
+    shown.finish(&outcomes).await;
     if matches!(job, Job::Put(_)) {
         // The completions are in the stream already (recorded before
         // `wait` returned); take what is there without waiting.
@@ -1465,13 +1467,32 @@ fn watch_signals(session: Session) -> tokio::sync::watch::Receiver<bool> {
 struct Shown {
     bars: Option<MultiProgress>,
     task: tokio::task::JoinHandle<()>,
+    /// The downloads whose "done" line was printed.
+    said_done: Arc<std::sync::Mutex<HashSet<TaskId>>>,
 }
 
 impl Shown {
-    fn finish(self) {
+    /// Stops the display. Without bars, each completed download gets its
+    /// "done" line here if the event stream did not bring it: one that
+    /// ended while the list was still being queued, or just before this.
+    async fn finish(self, outcomes: &[(TaskId, &str, Outcome)]) {
         self.task.abort();
-        if let Some(b) = self.bars {
-            let _ = b.clear();
+        // Once it has stopped, nothing more is printed by it.
+        let _ = self.task.await;
+        match self.bars {
+            Some(b) => {
+                let _ = b.clear();
+            }
+            None => {
+                let said = self.said_done.lock().map(|s| s.clone()).unwrap_or_default();
+                for (id, name, outcome) in outcomes {
+                    if let Outcome::Completed { bytes } = outcome
+                        && !said.contains(id)
+                    {
+                        say(format_args!("{name}: done, {bytes} bytes"));
+                    }
+                }
+            }
         }
     }
 
@@ -1526,18 +1547,22 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
         Shown {
             bars: Some(multi),
             task,
+            said_done: Arc::default(),
         }
     } else {
+        let said_done: Arc<std::sync::Mutex<HashSet<TaskId>>> = Arc::default();
+        let said = said_done.clone();
         let task = tokio::spawn(async move {
             let mut last: HashMap<TaskId, Instant> = HashMap::new();
             while let Some(e) = events.next().await {
                 match e {
                     SessionEvent::Progress { task, progress } => {
-                        let due = last
-                            .get(&task)
-                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+                        // Every 2 s per download, the first 2 s after its
+                        // first bytes: one that ends sooner says only done.
+                        let since = last.entry(task).or_insert_with(Instant::now);
+                        let due = since.elapsed() >= Duration::from_secs(2);
                         if due && let Some(name) = names.get(&task) {
-                            last.insert(task, Instant::now());
+                            *since = Instant::now();
                             match progress.expected {
                                 Some(t) => {
                                     say(format_args!("{name}: {} of {} bytes", progress.total, t))
@@ -1557,17 +1582,25 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
                         }
                     }
                     SessionEvent::Completed(c) => {
+                        last.remove(&c.task);
                         if let (Some(name), Outcome::Completed { bytes }) =
                             (names.get(&c.task), &c.outcome)
                         {
                             say(format_args!("{name}: done, {bytes} bytes"));
+                            if let Ok(mut s) = said.lock() {
+                                s.insert(c.task);
+                            }
                         }
                     }
                     _ => {}
                 }
             }
         });
-        Shown { bars: None, task }
+        Shown {
+            bars: None,
+            task,
+            said_done,
+        }
     }
 }
 
