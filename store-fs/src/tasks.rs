@@ -22,6 +22,15 @@ const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
 
+/// How much lower the writer thread's priority is than its process's (a
+/// `nice` increment). Saves are batch work that waits for the disk anyway:
+/// when the writer shares a core with the threads moving bytes, it should
+/// yield to them rather than preempt them at each wake-up, and the batches
+/// it then finds are larger. Measured: 2,000 small files over one HTTP/2
+/// connection took 292 ms at +5 against 322 ms at 0 (287 ms at +10), with
+/// less CPU (307 against 326 ms).
+const WRITER_NICE: i32 = 5;
+
 /// The database file's name inside the store directory.
 pub const DATABASE_FILE: &str = "ferry.redb";
 
@@ -116,7 +125,11 @@ impl FsTaskStore {
         let writer_db = db.clone();
         let thread = thread::Builder::new()
             .name("ferry-store-writer".into())
-            .spawn(move || writer(&writer_db, &rx))
+            .spawn(move || {
+                // This thread only, on Linux. A failure leaves it as it was.
+                let _ = rustix::process::nice(WRITER_NICE);
+                writer(&writer_db, &rx)
+            })
             .map_err(|e| StoreError::io("starting the store writer", e))?;
         let writer = Arc::new(Writer {
             jobs: Some(jobs),
