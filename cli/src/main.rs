@@ -708,8 +708,9 @@ pub(crate) async fn add_tasks(
 }
 
 /// A long URL list is enqueued into a running session in batches, each
-/// four times the last, from this many: the first downloads begin after one small durable save, not
-/// after the whole list is named and saved (2,000 URLs took about 30 ms).
+/// four times the last, from this many: the first downloads begin after one
+/// small durable save, not after the whole list is named and saved (2,000
+/// URLs took about 30 ms).
 const FIRST_BATCH: usize = 16;
 
 /// The largest batch: a durable save of this many records takes a few

@@ -75,8 +75,9 @@ pub(crate) fn listing(dir: &Path, urls: usize) -> Option<HashSet<OsString>> {
 /// `dir/name`, or `dir/stem-N.ext` with the first N that is free (neither on
 /// disk nor `taken` by this command), unless `overwrite`. On disk means in
 /// `listed` when the directory was listed (see [`listing`]), else present
-/// at that path (a link too). `tried` remembers per name where the search stopped, so
-/// many URLs with one name cost one probe each, not one per earlier clash.
+/// at that path (a link too). `tried` remembers per name where the search
+/// stopped, so many URLs with one name cost one probe each, not one per
+/// earlier clash.
 pub(crate) fn unique(
     dir: &Path,
     name: &str,
