@@ -655,12 +655,6 @@ pub(crate) async fn add_tasks(
     } else {
         names::listing(&args.output, args.urls.len())
     };
-    // Batches help only a running session (its downloads start early); the
-    // store's own enqueue reads every record per call.
-    let mut batch = match target {
-        Target::Live(_) => FIRST_BATCH,
-        Target::Offline(_) => usize::MAX,
-    };
     for url in &args.urls {
         let key = format!("get {} {url}", args.output.display());
         let mine = by_key.get(key.as_str()).map_or(&[][..], Vec::as_slice);
@@ -693,24 +687,28 @@ pub(crate) async fn add_tasks(
             .label(name.clone());
         specs.push(args.finish(b, rate).build().with_context(|| url.clone())?);
         labels.push(name);
-        if specs.len() == batch {
-            // The first downloads start while the rest are still named.
-            let ids = target.enqueue(std::mem::take(&mut specs)).await?;
-            done.extend(ids.into_iter().zip(labels.drain(..)));
-            batch = (batch * 4).min(LAST_BATCH);
-        }
     }
-    if !specs.is_empty() {
+    // Every URL was checked above: a bad one anywhere has queued nothing.
+    // Batches help only a running session (its first downloads start while
+    // the rest are saved); the store's own enqueue reads every record per
+    // call.
+    let mut batch = match target {
+        Target::Live(_) => FIRST_BATCH,
+        Target::Offline(_) => usize::MAX,
+    };
+    let mut rest = specs.into_iter().zip(labels).peekable();
+    while rest.peek().is_some() {
+        let (specs, labels): (Vec<TaskSpec>, Vec<String>) = rest.by_ref().take(batch).unzip();
         let ids = target.enqueue(specs).await?;
         done.extend(ids.into_iter().zip(labels));
+        batch = batch.saturating_mul(4).min(LAST_BATCH);
     }
     Ok(done)
 }
 
 /// A long URL list is enqueued into a running session in batches, each
 /// four times the last, from this many: the first downloads begin after one
-/// small durable save, not after the whole list is named and saved (2,000
-/// URLs took about 30 ms).
+/// small durable save, not after the whole list is saved.
 const FIRST_BATCH: usize = 16;
 
 /// The largest batch: a durable save of this many records takes a few

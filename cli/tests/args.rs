@@ -121,22 +121,7 @@ fn long_list_queued(runner: bool) {
     let home = dir.path().join("home");
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let running = runner.then(|| {
-        let child = Command::new(FERRY)
-            .args(["run"])
-            .env("FERRY_HOME", &home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while !home.join("control.sock").exists() {
-            assert!(start.elapsed().as_secs() < 20, "the runner did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        KillOnDrop(child)
-    });
+    let running = runner.then(|| run(&home));
     // One name taken on disk already.
     std::fs::write(out.join("same.bin"), b"keep").unwrap();
     let list: String = (0..100)
@@ -183,6 +168,50 @@ fn long_list_queued(runner: bool) {
     first.sort();
     assert_eq!(again, first, "the same list again adds nothing");
     drop(running);
+}
+
+#[test]
+fn a_bad_url_late_in_a_long_list_queues_nothing() {
+    // The list goes to a running session, which takes long lists in
+    // batches: the bad URL is found before the first batch is queued.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let _running = run(&home);
+    let mut list: String = (0..100)
+        .map(|i| format!("http://127.0.0.1:9/f{i}.bin\n"))
+        .collect();
+    list.push_str("ftp://127.0.0.1:9/late.bin\n");
+    let refused = ferry(
+        &home,
+        &["add", "-o", out.to_str().unwrap(), "-i", "-"],
+        Some(&list),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ftp://127.0.0.1:9/late.bin"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(queued(&home), Vec::<String>::new(), "nothing was queued");
+}
+
+/// `ferry run` on `home`, once it listens on its control socket.
+fn run(home: &Path) -> KillOnDrop {
+    let child = Command::new(FERRY)
+        .args(["run"])
+        .env("FERRY_HOME", home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !home.join("control.sock").exists() {
+        assert!(start.elapsed().as_secs() < 20, "the runner did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    KillOnDrop(child)
 }
 
 /// A child process killed when the test ends, passed or not.
