@@ -696,11 +696,18 @@ pub(crate) async fn add_tasks(
         Target::Live(_) => FIRST_BATCH,
         Target::Offline(_) => usize::MAX,
     };
-    let mut rest = specs.into_iter().zip(labels).peekable();
-    while rest.peek().is_some() {
-        let (specs, labels): (Vec<TaskSpec>, Vec<String>) = rest.by_ref().take(batch).unzip();
-        let ids = target.enqueue(specs).await?;
-        done.extend(ids.into_iter().zip(labels));
+    let mut specs = specs.into_iter();
+    let mut labels = labels.into_iter();
+    while !specs.as_slice().is_empty() {
+        let part: Vec<TaskSpec> = if specs.len() <= batch {
+            // The rest in one: the list's own allocation, not a copy of it.
+            std::mem::replace(&mut specs, Vec::new().into_iter()).collect()
+        } else {
+            specs.by_ref().take(batch).collect()
+        };
+        let names: Vec<String> = labels.by_ref().take(part.len()).collect();
+        let ids = target.enqueue(part).await?;
+        done.extend(ids.into_iter().zip(names));
         batch = batch.saturating_mul(4).min(LAST_BATCH);
     }
     Ok(done)
