@@ -637,13 +637,7 @@ pub(crate) async fn add_tasks(
         let objects: Vec<(String, String)> = objects.collect();
         return add_objects(target, args, objects, rate, &records).await;
     }
-    // The session's records by key, looked up once per URL.
-    let mut by_key: HashMap<&str, Vec<&TaskRecord>> = HashMap::new();
-    for r in &records {
-        if let Some(k) = r.spec.key.as_deref() {
-            by_key.entry(k).or_default().push(r);
-        }
-    }
+    let by_key = by_key(&records);
     let destination_of = |r: &TaskRecord| match &r.spec.kind {
         TaskKind::Download {
             destination: Destination::Path(p),
@@ -869,6 +863,18 @@ pub(crate) async fn add_upload(
     Ok(ids.into_iter().map(|id| (id, name.clone())).collect())
 }
 
+/// The session's records by key, for one lookup per URL instead of a walk
+/// of every record.
+fn by_key(records: &[TaskRecord]) -> HashMap<&str, Vec<&TaskRecord>> {
+    let mut by_key: HashMap<&str, Vec<&TaskRecord>> = HashMap::new();
+    for r in records {
+        if let Some(k) = r.spec.key.as_deref() {
+            by_key.entry(k).or_default().push(r);
+        }
+    }
+    by_key
+}
+
 /// Enqueues downloads into objects, `(url, s3://BUCKET/KEY)`, except those
 /// the same command already completed (unless `--overwrite`) or has under
 /// way.
@@ -882,13 +888,13 @@ async fn add_objects(
     let mut done = Vec::new();
     let mut specs = Vec::new();
     let mut labels = Vec::new();
+    let by_key = by_key(records);
     for (url, to) in objects {
         let key = format!("get {to} {url}");
         // Done before (and not to be done again), or under way: that task.
-        if let Some(r) = records.iter().find(|r| {
-            r.spec.key.as_deref() == Some(&key)
-                && (!r.state.is_terminal()
-                    || (r.state.phase == Phase::Completed && !args.overwrite))
+        let mine = by_key.get(key.as_str()).map_or(&[][..], Vec::as_slice);
+        if let Some(r) = mine.iter().find(|r| {
+            !r.state.is_terminal() || (r.state.phase == Phase::Completed && !args.overwrite)
         }) {
             done.push((r.id, to));
             continue;
@@ -1490,10 +1496,10 @@ impl Shown {
                 let _ = b.clear();
             }
             None => {
-                let said = self.said_done.lock().map(|s| s.clone()).unwrap_or_default();
+                let said = self.said_done.lock().ok();
                 for (id, name, outcome) in outcomes {
                     if let Outcome::Completed { bytes } = outcome
-                        && !said.contains(id)
+                        && !said.as_ref().is_some_and(|s| s.contains(id))
                     {
                         say(format_args!("{name}: done, {bytes} bytes"));
                     }

@@ -839,11 +839,7 @@ impl Engine {
                 return Ok(old);
             }
             // A finished task with the same key is replaced.
-            if let Some(r) = self.records.remove(&old) {
-                self.busy_records -= usize::from(keeps_busy(&r.state.phase));
-                self.queue_remove(&queue_key(&r));
-            }
-            self.hosts.remove(&old);
+            self.forget(old);
             self.pending.dirty.remove(&old);
             self.pending.removed.push(old);
         }
