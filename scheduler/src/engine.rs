@@ -839,7 +839,11 @@ impl Engine {
                 return Ok(old);
             }
             // A finished task with the same key is replaced.
-            self.forget(old);
+            if let Some(r) = self.records.remove(&old) {
+                self.busy_records -= usize::from(keeps_busy(&r.state.phase));
+                self.queue_remove(&queue_key(&r));
+            }
+            self.hosts.remove(&old);
             self.pending.dirty.remove(&old);
             self.pending.removed.push(old);
         }
