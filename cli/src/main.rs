@@ -1497,13 +1497,15 @@ impl Shown {
             }
             None => {
                 let said = self.said_done.lock().ok();
+                let mut out = String::new();
                 for (id, name, outcome) in outcomes {
                     if let Outcome::Completed { bytes } = outcome
                         && !said.as_ref().is_some_and(|s| s.contains(id))
                     {
-                        say(format_args!("{name}: done, {bytes} bytes"));
+                        line(&mut out, format_args!("{name}: done, {bytes} bytes"));
                     }
                 }
+                say_all(&mut out);
             }
         }
     }
@@ -1566,46 +1568,70 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
         let said = said_done.clone();
         let task = tokio::spawn(async move {
             let mut last: HashMap<TaskId, Instant> = HashMap::new();
-            while let Some(e) = events.next().await {
-                match e {
-                    SessionEvent::Progress { task, progress } => {
-                        // Every 2 s per download, the first 2 s after its
-                        // first bytes: one that ends sooner says only done.
-                        let since = last.entry(task).or_insert_with(Instant::now);
-                        let due = since.elapsed() >= Duration::from_secs(2);
-                        if due && let Some(name) = names.get(&task) {
-                            *since = Instant::now();
-                            match progress.expected {
-                                Some(t) => {
-                                    say(format_args!("{name}: {} of {} bytes", progress.total, t))
+            // The lines of one burst of events (completions come together,
+            // after the commit that made them durable), written at once.
+            let mut out = String::new();
+            let mut ended = false;
+            while !ended {
+                let Some(mut e) = events.next().await else {
+                    break;
+                };
+                loop {
+                    match e {
+                        SessionEvent::Progress { task, progress } => {
+                            // Every 2 s per download, the first 2 s after its
+                            // first bytes: one that ends sooner says only done.
+                            let since = last.entry(task).or_insert_with(Instant::now);
+                            let due = since.elapsed() >= Duration::from_secs(2);
+                            if due && let Some(name) = names.get(&task) {
+                                *since = Instant::now();
+                                match progress.expected {
+                                    Some(t) => line(
+                                        &mut out,
+                                        format_args!("{name}: {} of {} bytes", progress.total, t),
+                                    ),
+                                    None => line(
+                                        &mut out,
+                                        format_args!("{name}: {} bytes", progress.total),
+                                    ),
                                 }
-                                None => say(format_args!("{name}: {} bytes", progress.total)),
                             }
                         }
-                    }
-                    SessionEvent::Waiting { task, reason } => {
-                        if let Some(name) = names.get(&task) {
-                            say(format_args!("{name}: waiting: {reason}"));
-                        }
-                    }
-                    SessionEvent::Restarted { task, reason } => {
-                        if let Some(name) = names.get(&task) {
-                            say(format_args!("{name}: starting over: {reason:?}"));
-                        }
-                    }
-                    SessionEvent::Completed(c) => {
-                        last.remove(&c.task);
-                        if let (Some(name), Outcome::Completed { bytes }) =
-                            (names.get(&c.task), &c.outcome)
-                        {
-                            say(format_args!("{name}: done, {bytes} bytes"));
-                            if let Ok(mut s) = said.lock() {
-                                s.insert(c.task);
+                        SessionEvent::Waiting { task, reason } => {
+                            if let Some(name) = names.get(&task) {
+                                line(&mut out, format_args!("{name}: waiting: {reason}"));
                             }
                         }
+                        SessionEvent::Restarted { task, reason } => {
+                            if let Some(name) = names.get(&task) {
+                                line(&mut out, format_args!("{name}: starting over: {reason:?}"));
+                            }
+                        }
+                        SessionEvent::Completed(c) => {
+                            last.remove(&c.task);
+                            if let (Some(name), Outcome::Completed { bytes }) =
+                                (names.get(&c.task), &c.outcome)
+                            {
+                                line(&mut out, format_args!("{name}: done, {bytes} bytes"));
+                                if let Ok(mut s) = said.lock() {
+                                    s.insert(c.task);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                    // No await until the lines are out: a stop between two
+                    // events of a burst loses none of them.
+                    match futures::FutureExt::now_or_never(events.next()) {
+                        Some(Some(next)) => e = next,
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
                 }
+                say_all(&mut out);
             }
         });
         Shown {
@@ -1618,9 +1644,25 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
 
 /// Writes one line to standard error in one write (`eprintln!` makes one
 /// per piece, unbuffered: four for each file done).
-fn say(line: std::fmt::Arguments<'_>) {
-    let line = format!("{line}\n");
-    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+fn say(text: std::fmt::Arguments<'_>) {
+    let mut out = String::new();
+    line(&mut out, text);
+    say_all(&mut out);
+}
+
+/// Adds a line to `out`, for [`say_all`].
+fn line(out: &mut String, text: std::fmt::Arguments<'_>) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "{text}");
+}
+
+/// Writes the lines gathered in `out` to standard error in one write, and
+/// empties it.
+fn say_all(out: &mut String) {
+    if !out.is_empty() {
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), out.as_bytes());
+        out.clear();
+    }
 }
 
 /// One row of `ferry ls`, as JSON. `live` says whether a runner holds the

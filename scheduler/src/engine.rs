@@ -5,6 +5,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// A map keyed by task id. Ids are the engine's own (counted, or random in
+/// a shared session), never chosen by a peer, so they need no
+/// flood-resistant hash: Fx costs a multiply where SipHash runs rounds, on
+/// every event of every task.
+type IdMap<V> = HashMap<TaskId, V, rustc_hash::FxBuildHasher>;
+/// A set of task ids; see [`IdMap`].
+type IdSet = HashSet<TaskId, rustc_hash::FxBuildHasher>;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -141,7 +149,7 @@ pub(crate) struct Engine {
     pub(crate) clock: Clock,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
     pub(crate) deliver: mpsc::UnboundedSender<Delivery>,
-    pub(crate) records: HashMap<TaskId, TaskRecord>,
+    pub(crate) records: IdMap<TaskRecord>,
     /// Records in a phase that keeps the session busy (see
     /// [`keeps_busy`]): counted as phases change, so the idle check after
     /// each batch does not walk every record.
@@ -150,19 +158,19 @@ pub(crate) struct Engine {
     /// Queue entries per origin, so a pass can stop once every origin with
     /// queued work is at its limit instead of walking the whole queue.
     queued_per_host: HashMap<Arc<str>, usize>,
-    running: HashMap<TaskId, Running>,
+    running: IdMap<Running>,
     /// Each task's origin, computed once (scheduling asks for it often).
-    hosts: HashMap<TaskId, Arc<str>>,
+    hosts: IdMap<Arc<str>>,
     /// The task holding each idempotency key (one at a time: a new task
     /// with a finished task's key replaces it).
     keys: HashMap<String, TaskId>,
     /// When tasks want `Event::Timer`: one sleep for the earliest.
     timers: BTreeSet<(Timestamp, TaskId)>,
     /// Admitted, not started yet (the start waits for the commit): host.
-    reserved: HashMap<TaskId, Arc<str>>,
+    reserved: IdMap<Arc<str>>,
     /// How tasks ended, as their completions said (this process, and the
     /// outbox at attach).
-    outcomes: HashMap<TaskId, Outcome>,
+    outcomes: IdMap<Outcome>,
     per_host: HashMap<Arc<str>, u32>,
     conditions: Conditions,
     session_bucket: Arc<Bucket>,
@@ -170,7 +178,7 @@ pub(crate) struct Engine {
     bandwidth_change: Option<Timestamp>,
     /// The server's answer to each upload's latest attempt, until the
     /// task's completion takes it.
-    responses: HashMap<TaskId, Box<transfer_core::ResponseSummary>>,
+    responses: IdMap<Box<transfer_core::ResponseSummary>>,
     next_id: u64,
     next_seq: u64,
     jitter: transfer_core::SplitMix64,
@@ -179,7 +187,7 @@ pub(crate) struct Engine {
     deferred: BTreeSet<TaskId>,
     /// Tasks that waited (not for a slot) since they last ran: their next
     /// attempt asks the delegate's `will_begin` first.
-    delayed: HashSet<TaskId>,
+    delayed: IdSet,
     /// Counts idle and busy changes, so a late idle never hides a busy.
     idle_gen: u64,
     /// The last change counted was to idle.
@@ -193,10 +201,10 @@ pub(crate) struct Engine {
     /// under way.
     overlap: Option<Overlap>,
     /// The tasks whose completions the commit under way records.
-    committing: HashSet<TaskId>,
+    committing: IdSet,
     /// The tasks with effects that wait for the commit under way, and the
     /// tasks it creates.
-    held_effects: HashSet<TaskId>,
+    held_effects: IdSet,
     /// Replies that wait for the commit under way, with its result.
     after_committing: Vec<Reply>,
     /// Set when other processes share the session.
@@ -243,7 +251,7 @@ struct Pending {
     effects: Vec<(TaskId, Effect)>,
     after: Vec<Reply>,
     /// Tasks this batch creates: none starts before its record exists.
-    created: HashSet<TaskId>,
+    created: IdSet,
 }
 
 fn clone_error(e: &SessionError) -> SessionError {
@@ -280,33 +288,33 @@ impl Engine {
             clock,
             tx,
             deliver,
-            records: HashMap::new(),
+            records: IdMap::default(),
             busy_records: 0,
             queue: BTreeSet::new(),
             queued_per_host: HashMap::new(),
-            running: HashMap::new(),
-            hosts: HashMap::new(),
+            running: IdMap::default(),
+            hosts: IdMap::default(),
             keys: HashMap::new(),
             timers: BTreeSet::new(),
-            reserved: HashMap::new(),
-            outcomes: HashMap::new(),
+            reserved: IdMap::default(),
+            outcomes: IdMap::default(),
             per_host: HashMap::new(),
             conditions: conditions.current(),
             bandwidth_change: None,
-            responses: HashMap::new(),
+            responses: IdMap::default(),
             next_id: now << 12,
             next_seq: 0,
             jitter: transfer_core::SplitMix64::new(now),
             was_idle: false,
             deferred: BTreeSet::new(),
-            delayed: HashSet::new(),
+            delayed: IdSet::default(),
             idle_gen: 0,
             idle_sent: false,
             idle,
             pending: Pending::default(),
             overlap: None,
-            committing: HashSet::new(),
-            held_effects: HashSet::new(),
+            committing: IdSet::default(),
+            held_effects: IdSet::default(),
             after_committing: Vec::new(),
             shared: None,
         }
@@ -652,7 +660,7 @@ impl Engine {
         self.start_early();
         let mut pending = std::mem::take(&mut self.pending);
         let mut result: Result<(), SessionError> = Ok(());
-        let mut discarded: HashMap<TaskId, TaskRecord> = HashMap::new();
+        let mut discarded: IdMap<TaskRecord> = IdMap::default();
         let deferrable = self.shared.is_none()
             && !pending.durable
             && pending.after.is_empty()
@@ -1518,7 +1526,7 @@ impl Engine {
         // What others wrote to tasks this process runs: a user's cancel or
         // suspend (a save here since may have replaced it in the store).
         // The last each task got: a pause then a resume is a resume.
-        let mut last: HashMap<TaskId, TaskRecord> = HashMap::new();
+        let mut last: IdMap<TaskRecord> = IdMap::default();
         for r in f.foreign {
             last.insert(r.id, r);
         }
@@ -1629,9 +1637,9 @@ impl Engine {
 
 /// The tasks whose only effects in `effects` are starts (beside
 /// notifications and timers, which may go with them).
-fn only_starts(effects: &[(TaskId, Effect)]) -> HashSet<TaskId> {
-    let mut starts = HashSet::new();
-    let mut others = HashSet::new();
+fn only_starts(effects: &[(TaskId, Effect)]) -> IdSet {
+    let mut starts = IdSet::default();
+    let mut others = IdSet::default();
     for (id, effect) in effects {
         match effect {
             Effect::Start { .. } => {
