@@ -149,7 +149,7 @@ pub(crate) struct Engine {
     pub(crate) clock: Clock,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
     pub(crate) deliver: mpsc::UnboundedSender<Delivery>,
-    pub(crate) records: IdMap<TaskRecord>,
+    pub(crate) records: IdMap<Box<TaskRecord>>,
     /// Records in a phase that keeps the session busy (see
     /// [`keeps_busy`]): counted as phases change, so the idle check after
     /// each batch does not walk every record.
@@ -373,7 +373,7 @@ impl Engine {
             sh.not_before.remove(&id);
             sh.lost.remove(&id);
         }
-        Some(old)
+        Some(*old)
     }
 
     /// A new task or event id: random when other processes share the
@@ -398,7 +398,7 @@ impl Engine {
             self.keys.insert(key.clone(), r.id);
         }
         self.busy_records += usize::from(keeps_busy(&r.state.phase));
-        if let Some(old) = self.records.insert(r.id, r) {
+        if let Some(old) = self.records.insert(r.id, Box::new(r)) {
             self.busy_records -= usize::from(keeps_busy(&old.state.phase));
         }
     }
@@ -586,17 +586,15 @@ impl Engine {
             }
             Command::Metrics { task, metrics } => {
                 if let Some(r) = self.records.get(&task) {
-                    let _ = self
-                        .deliver
-                        .send(Delivery::Metrics(Box::new(r.clone()), metrics));
+                    let _ = self.deliver.send(Delivery::Metrics(r.clone(), metrics));
                 }
             }
             Command::Snapshot { task, reply } => {
-                let _ = reply.send(self.records.get(&task).cloned());
+                let _ = reply.send(self.records.get(&task).map(|r| TaskRecord::clone(r)));
             }
             Command::Tasks(reply) => {
                 // Sorted by reference: a record is most of a kilobyte.
-                let mut all: Vec<&TaskRecord> = self.records.values().collect();
+                let mut all: Vec<&TaskRecord> = self.records.values().map(|r| &**r).collect();
                 all.sort_unstable_by_key(|r| (r.seq, r.id));
                 let _ = reply.send(all.into_iter().cloned().collect());
             }
@@ -677,7 +675,11 @@ impl Engine {
             dirty.append(&mut pending.dirty);
             // Sized once: a record is most of a kilobyte.
             let mut save = Vec::with_capacity(dirty.len());
-            save.extend(dirty.iter().filter_map(|id| self.records.get(id).cloned()));
+            save.extend(
+                dirty
+                    .iter()
+                    .filter_map(|id| self.records.get(id).map(|r| TaskRecord::clone(r))),
+            );
             let batch = Batch {
                 save,
                 remove: pending.removed,
@@ -695,7 +697,7 @@ impl Engine {
                 .effects
                 .iter()
                 .filter(|(_, e)| *e == Effect::DiscardPartial)
-                .filter_map(|(id, _)| Some((*id, self.records.get(id)?.clone())))
+                .filter_map(|(id, _)| Some((*id, TaskRecord::clone(self.records.get(id)?))))
                 .collect();
             let (store, session) = (self.store.clone(), self.session.clone());
             let commit = async move { store.commit(&session, batch).await };
@@ -733,7 +735,7 @@ impl Engine {
                 // partial that this discard would then delete under it.
                 let record = discarded
                     .remove(&id)
-                    .or_else(|| self.records.get(&id).cloned());
+                    .or_else(|| self.records.get(&id).map(|r| TaskRecord::clone(r)));
                 if let Some(record) = record {
                     self.discard_partial(&record).await;
                 }
@@ -1185,7 +1187,8 @@ impl Engine {
 
     /// Carries out one effect after the record is durable.
     fn effect(&mut self, id: TaskId, effect: Effect) {
-        let Some(record) = self.records.get(&id).cloned() else {
+        // The record is copied only by the effects that hand it on.
+        let Some(record) = self.records.get(&id) else {
             return;
         };
         match effect {
@@ -1196,9 +1199,10 @@ impl Engine {
                 // Only if the task is still in that attempt (a later event in
                 // the same batch may have moved it on).
                 if record.state.phase == (Phase::Running { attempt }) {
+                    let record = Arc::new(TaskRecord::clone(record));
                     // An earlier attempt's answer is not this one's.
                     self.responses.remove(&id);
-                    self.start(&record, attempt, throttle);
+                    self.start(record, attempt, throttle);
                 }
             }
             Effect::Throttle(t) => {
@@ -1233,9 +1237,8 @@ impl Engine {
                     },
                     Notification::Restarted(reason) => SessionEvent::Restarted { task: id, reason },
                 };
-                let _ = self
-                    .deliver
-                    .send(Delivery::Event(event, Some(Box::new(record))));
+                let record = record.clone();
+                let _ = self.deliver.send(Delivery::Event(event, Some(record)));
             }
             Effect::SetTimer(t) => self.set_timer(id, t),
         }
@@ -1267,7 +1270,7 @@ impl Engine {
         }
     }
 
-    fn start(&mut self, record: &TaskRecord, attempt: u32, throttle: Throttle) {
+    fn start(&mut self, record: Arc<TaskRecord>, attempt: u32, throttle: Throttle) {
         let transport = self
             .transports
             .iter()
@@ -1328,9 +1331,9 @@ impl Engine {
             stop: stop_rx,
             throttle: throttle_rx,
             session_bucket: self.session_bucket.clone(),
-            record: Arc::new(record.clone()),
             delegate: self.delegate.clone(),
             delayed: self.delayed.remove(&record.id),
+            record,
         };
         tokio::spawn(a.run());
     }
@@ -1368,7 +1371,12 @@ impl Engine {
                     let _ = reply.send(Err(SessionError::Closed));
                 }
                 Command::Tasks(reply) => {
-                    let _ = reply.send(self.records.values().cloned().collect());
+                    let _ = reply.send(
+                        self.records
+                            .values()
+                            .map(|r| TaskRecord::clone(r))
+                            .collect(),
+                    );
                 }
                 _ => {}
             }
@@ -1446,8 +1454,8 @@ impl Engine {
             match fresh {
                 // A task that ended never starts again: a record saying
                 // otherwise is a stale write.
-                Some(r) if !ended_here(self.records.get(&c.task), &r) => {
-                    if self.records.get(&c.task) != Some(&r)
+                Some(r) if !ended_here(self.records.get(&c.task).map(|b| &**b), &r) => {
+                    if self.records.get(&c.task).map(|b| &**b) != Some(&r)
                         && let Some(ended) = self.take_theirs(r, None)
                         && completion.is_none()
                     {
@@ -1550,7 +1558,7 @@ impl Engine {
         }
         for r in f.snapshot.records {
             seen.insert(r.id);
-            let ours = self.records.get(&r.id);
+            let ours = self.records.get(&r.id).map(|b| &**b);
             if sh.mine(r.id) && !sh.lost.contains(&r.id) {
                 continue; // this process's to write
             }
