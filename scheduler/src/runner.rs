@@ -389,9 +389,15 @@ impl Attempt {
                 self.checkpoint(partial, false).await?;
                 return Ok(Streamed::Stopped);
             }
-            let frame = tokio::select! {
-                f = body.frame() => f,
-                _ = self.stop.changed() => continue,
+            // A frame already there is taken without the select (the
+            // frame future holds nothing: dropped unready, it loses none).
+            let frame = match futures::FutureExt::now_or_never(body.frame()) {
+                Some(f) => f,
+                None => tokio::select! {
+                    biased;
+                    _ = self.stop.changed() => continue,
+                    f = body.frame() => f,
+                },
             };
             let Some(frame) = frame else {
                 return Ok(Streamed::Ended);
@@ -419,16 +425,22 @@ impl Attempt {
                 task_bucket.set_rate(t.task);
                 self.session_bucket.set_rate(t.session);
             }
-            // A stop must not wait out a long throttle pause; the bytes in
-            // hand are written either way.
-            let session_bucket = self.session_bucket.clone();
-            let paced = async {
-                task_bucket.take(n).await;
-                session_bucket.take(n).await;
-            };
-            tokio::select! {
-                () = paced => {}
-                _ = self.stop.wait_for(|s| *s) => {}
+            // Unlimited, or within the rates: no wait, no future. A stop
+            // must not wait out a long throttle pause; the bytes in hand are
+            // written either way.
+            let task_taken = task_bucket.try_take(n);
+            if !(task_taken && self.session_bucket.try_take(n)) {
+                let session_bucket = self.session_bucket.clone();
+                let paced = async {
+                    if !task_taken {
+                        task_bucket.take(n).await;
+                    }
+                    session_bucket.take(n).await;
+                };
+                tokio::select! {
+                    () = paced => {}
+                    _ = self.stop.wait_for(|s| *s) => {}
+                }
             }
             if let Some(h) = hasher.as_mut() {
                 h.update(&data);
