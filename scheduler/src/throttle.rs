@@ -26,6 +26,18 @@ struct State {
     last: Instant,
 }
 
+impl State {
+    /// Adds the tokens earned at `rate` since the last refill, up to a
+    /// quarter second's worth (or one take of `n`, if larger).
+    fn refill(&mut self, rate: u64, n: u64) {
+        let now = Instant::now();
+        let burst = (rate as f64 / 4.0).max(n as f64);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * rate as f64).min(burst);
+        self.last = now;
+    }
+}
+
 impl Bucket {
     /// A bucket for `rate` bytes per second (`None`: unlimited), starting
     /// empty.
@@ -59,10 +71,7 @@ impl Bucket {
         if rate == 0 {
             return false;
         }
-        let now = Instant::now();
-        let burst = (rate as f64 / 4.0).max(n as f64);
-        s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * rate as f64).min(burst);
-        s.last = now;
+        s.refill(rate, n);
         if s.tokens >= n as f64 {
             s.tokens -= n as f64;
             true
@@ -81,11 +90,7 @@ impl Bucket {
                 if rate == 0 {
                     (Duration::from_millis(100), true)
                 } else {
-                    let now = Instant::now();
-                    let burst = (rate as f64 / 4.0).max(n as f64);
-                    s.tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * rate as f64)
-                        .min(burst);
-                    s.last = now;
+                    s.refill(rate, n);
                     s.tokens -= n as f64;
                     if s.tokens >= 0.0 {
                         return;
@@ -140,6 +145,24 @@ impl Pacer for BodyPacer {
 mod tests {
     use super::*;
 
+    /// Bytes moved through `b` in 16 KiB chunks until `secs` from `start`,
+    /// as fast as it allows; `try_first` as the runner does.
+    async fn pull(b: &Bucket, start: Instant, secs: u64, try_first: bool) -> u64 {
+        let mut moved = 0u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            if !(try_first && b.try_take(16 << 10)) {
+                b.take(16 << 10).await;
+            }
+            moved += 16 << 10;
+        }
+        moved
+    }
+
+    /// `moved` is within 5% of `want`.
+    fn near(moved: u64, want: u64) -> bool {
+        moved.abs_diff(want) as f64 / want as f64 <= 0.05
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_rate_paces_bytes() {
         let b = Bucket::new(Some(1000));
@@ -162,21 +185,8 @@ mod tests {
         assert!(!paused.try_take(1));
         for rate in [64u64 << 10, 50 << 20] {
             let b = Bucket::new(Some(rate));
-            let start = Instant::now();
-            let mut moved = 0u64;
-            while start.elapsed() < Duration::from_secs(10) {
-                if !b.try_take(16 << 10) {
-                    b.take(16 << 10).await;
-                }
-                moved += 16 << 10;
-            }
-            let want = rate * 10;
-            let off = moved.abs_diff(want) as f64 / want as f64;
-            assert!(
-                off <= 0.05,
-                "rate {rate}: moved {moved}, {:.1}% off",
-                off * 100.0
-            );
+            let moved = pull(&b, Instant::now(), 10, true).await;
+            assert!(near(moved, rate * 10), "rate {rate}: moved {moved}");
         }
         // Within the tokens, the try takes them; beyond, it takes nothing
         // and the wait is for the shortfall alone. At 1,000 B/s the bucket
@@ -210,33 +220,14 @@ mod tests {
     async fn ten_seconds_move_the_limit_within_five_percent() {
         for rate in [64u64 << 10, 1 << 20, 50 << 20] {
             let b = Bucket::new(Some(rate));
-            let start = Instant::now();
-            let mut moved = 0u64;
-            while start.elapsed() < Duration::from_secs(10) {
-                b.take(16 << 10).await;
-                moved += 16 << 10;
-            }
-            let want = rate * 10;
-            let off = moved.abs_diff(want) as f64 / want as f64;
-            assert!(
-                off <= 0.05,
-                "rate {rate}: moved {moved} in 10 s, {:.1}% off",
-                off * 100.0
-            );
+            let moved = pull(&b, Instant::now(), 10, false).await;
+            assert!(near(moved, rate * 10), "rate {rate}: moved {moved} in 10 s");
         }
         let b = Bucket::new(Some(1 << 20));
         let start = Instant::now();
-        let mut moved = 0u64;
-        while start.elapsed() < Duration::from_secs(5) {
-            b.take(16 << 10).await;
-            moved += 16 << 10;
-        }
+        let half = pull(&b, start, 5, false).await;
         b.set_rate(Some(256 << 10));
-        let half = moved;
-        while start.elapsed() < Duration::from_secs(10) {
-            b.take(16 << 10).await;
-            moved += 16 << 10;
-        }
+        let moved = half + pull(&b, start, 10, false).await;
         let second = (moved - half) as f64;
         let want = (256u64 << 10) as f64 * 5.0;
         assert!(
