@@ -1370,6 +1370,10 @@ impl Delegate for Announce {
             Outcome::Cancelled { .. } => say(format_args!("{name}: cancelled")),
         }
     }
+
+    fn follows_tasks(&self) -> bool {
+        false
+    }
 }
 
 /// The state on disk, for commands run while no `ferry` runs the session.

@@ -145,6 +145,9 @@ pub(crate) struct Engine {
     pub(crate) payloads: Arc<dyn PayloadStore>,
     pub(crate) transports: Vec<Arc<dyn Transport>>,
     pub(crate) delegate: Arc<dyn Delegate>,
+    /// The delegate wants progress, waiting and metrics calls (each with a
+    /// copy of the record).
+    follows: bool,
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) clock: Clock,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
@@ -282,6 +285,7 @@ impl Engine {
             store,
             payloads,
             transports,
+            follows: delegate.follows_tasks(),
             delegate,
             session_bucket: Arc::new(Bucket::new(config.policy.rate_limit)),
             config,
@@ -585,7 +589,7 @@ impl Engine {
                 }
             }
             Command::Metrics { task, metrics } => {
-                if let Some(r) = self.records.get(&task) {
+                if let Some(r) = self.records.get(&task).filter(|_| self.follows) {
                     let _ = self.deliver.send(Delivery::Metrics(r.clone(), metrics));
                 }
             }
@@ -1237,8 +1241,8 @@ impl Engine {
                     },
                     Notification::Restarted(reason) => SessionEvent::Restarted { task: id, reason },
                 };
-                let record = record.clone();
-                let _ = self.deliver.send(Delivery::Event(event, Some(record)));
+                let record = self.follows.then(|| record.clone());
+                let _ = self.deliver.send(Delivery::Event(event, record));
             }
             Effect::SetTimer(t) => self.set_timer(id, t),
         }

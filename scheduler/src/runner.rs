@@ -343,6 +343,9 @@ impl Attempt {
     /// Hands a finished request's metrics to the delegate (in order, after
     /// the task's earlier events).
     pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
+        if !self.delegate.follows_tasks() {
+            return;
+        }
         let _ = self.engine.send(Command::Metrics {
             task: self.task,
             metrics: Box::new(metrics),

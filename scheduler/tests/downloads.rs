@@ -282,6 +282,66 @@ mod delegate_progress {
         assert!(reports.iter().all(|p| p.total <= len));
     }
 
+    /// Hears everything, but says it follows no task.
+    #[derive(Default)]
+    struct CompletionsOnly {
+        progress: Mutex<u32>,
+        metrics: Mutex<u32>,
+        completed: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Delegate for CompletionsOnly {
+        async fn progress(&self, _task: &TaskRecord, _p: Progress) {
+            *self.progress.lock().unwrap() += 1;
+        }
+
+        async fn metrics(&self, _task: &TaskRecord, _m: &transfer_core::RequestMetrics) {
+            *self.metrics.lock().unwrap() += 1;
+        }
+
+        async fn completed(&self, _c: &transfer_core::Completion) {
+            *self.completed.lock().unwrap() += 1;
+        }
+
+        fn follows_tasks(&self) -> bool {
+            false
+        }
+    }
+
+    /// A delegate that follows no task gets no progress or metrics calls
+    /// (the session makes no copies of records for them), still gets its
+    /// completion, and the session's event stream still carries progress.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delegate_that_follows_no_task_hears_only_of_endings() {
+        use futures::StreamExt;
+        let f = Fixture::new(Proto::H1).await;
+        let len = 4u64 << 20;
+        f.origin.resource("/c", Resource::seeded(12, len));
+        f.origin
+            .script("/c", Script::new().always(Fault::RateLimit(8 << 20)));
+        let only = Arc::new(CompletionsOnly::default());
+        let mut config = Fixture::config();
+        config.progress_interval = Duration::from_millis(50);
+        let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+        let s = f.session_full(true, payloads, config, only.clone()).await;
+        let mut events = Box::pin(s.events());
+        let t = f.get(&s, &f.url("/c"), "c").await;
+        assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+        let mut progress_events = 0;
+        while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+            match e {
+                scheduler::SessionEvent::Progress { .. } => progress_events += 1,
+                scheduler::SessionEvent::Completed(_) => break,
+                _ => {}
+            }
+        }
+        assert!(progress_events > 0, "progress events for subscribers");
+        assert_eq!(*only.completed.lock().unwrap(), 1);
+        assert_eq!(*only.progress.lock().unwrap(), 0);
+        assert_eq!(*only.metrics.lock().unwrap(), 0);
+    }
+
     /// Idle is a level, not only an edge: after the download, and in a new
     /// session over the finished state (whose one idle event goes out while
     /// it is built, before anyone can subscribe), `wait_idle` returns; while

@@ -73,6 +73,16 @@ pub trait Delegate: Send + Sync {
 
     /// No task is running or queued and every pending event was delivered.
     async fn session_idle(&self) {}
+
+    /// Whether this delegate wants [`progress`](Self::progress),
+    /// [`waiting`](Self::waiting) and [`metrics`](Self::metrics). Each of
+    /// those calls carries a copy of the task's record as it was when the
+    /// event happened; a delegate that implements none of them returns
+    /// `false`, and the session neither makes the copies nor calls them.
+    /// Asked once, when the session starts.
+    fn follows_tasks(&self) -> bool {
+        true
+    }
 }
 
 /// A delegate that ignores everything.
@@ -80,4 +90,8 @@ pub trait Delegate: Send + Sync {
 pub struct NoDelegate;
 
 #[async_trait]
-impl Delegate for NoDelegate {}
+impl Delegate for NoDelegate {
+    fn follows_tasks(&self) -> bool {
+        false
+    }
+}
