@@ -1325,8 +1325,6 @@ impl Engine {
             session: self.session.clone(),
             task: record.id,
             attempt,
-            spec: record.spec.clone(),
-            resume: record.state.resume.clone(),
             transport,
             payloads: self.payloads.clone(),
             config: self.config.clone(),

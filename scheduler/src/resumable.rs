@@ -110,8 +110,8 @@ impl Attempt {
             validator: None,
             total: Some(total),
         });
-        let durable = self.resume.durable_offset;
-        let mut resource = match &self.resume.partial {
+        let durable = self.resume().durable_offset;
+        let mut resource = match &self.resume().partial {
             Some(PartialLocation::UploadResource { url, protocol: p }) if *p == protocol => {
                 Some(url.clone())
             }

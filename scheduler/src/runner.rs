@@ -28,8 +28,6 @@ pub(crate) struct Attempt {
     pub(crate) session: SessionId,
     pub(crate) task: TaskId,
     pub(crate) attempt: u32,
-    pub(crate) spec: TaskSpec,
-    pub(crate) resume: ResumeData,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) payloads: Arc<dyn transfer_core::PayloadStore>,
     pub(crate) config: Arc<SessionConfig>,
@@ -38,7 +36,8 @@ pub(crate) struct Attempt {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) throttle: watch::Receiver<Throttle>,
     pub(crate) session_bucket: Arc<Bucket>,
-    /// The task as it was when the attempt started (for delegate calls).
+    /// The task as it was when the attempt started: its spec and resume
+    /// data, and what delegate calls are given.
     pub(crate) record: Arc<TaskRecord>,
     pub(crate) delegate: Arc<dyn Delegate>,
     /// The task waited before this attempt (earliest begin, conditions,
@@ -68,6 +67,16 @@ fn storage_error(e: StoreError) -> TransferError {
 }
 
 impl Attempt {
+    /// What the task asks for.
+    pub(crate) fn spec(&self) -> &TaskSpec {
+        &self.record.spec
+    }
+
+    /// Where the attempt starts from.
+    pub(crate) fn resume(&self) -> &ResumeData {
+        &self.record.state.resume
+    }
+
     pub(crate) fn send(&self, event: Event) {
         let _ = self.engine.send(Command::Runner {
             task: self.task,
@@ -92,7 +101,7 @@ impl Attempt {
     /// Runs the attempt to its end and reports how it ended.
     pub(crate) async fn run(mut self) {
         let outcome = match self.begin().await {
-            Ok(Some(request)) if self.spec.kind.is_download() => self.download(&request).await,
+            Ok(Some(request)) if self.spec().kind.is_download() => self.download(&request).await,
             Ok(Some(request)) => self.upload(&request).await,
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -122,7 +131,7 @@ impl Attempt {
 
     /// The request the task's spec describes, before any range.
     fn base_request(&self) -> Result<http::request::Parts, TransferError> {
-        let spec = &self.spec;
+        let spec = self.spec();
         let mut b = Request::builder()
             .method(spec.request.method.clone())
             .uri(spec.url().as_uri().clone());
@@ -156,7 +165,7 @@ impl Attempt {
     }
 
     async fn open(&self, resume: &ResumeData) -> Result<Box<dyn Partial>, TransferError> {
-        let TaskKind::Download { destination } = &self.spec.kind else {
+        let TaskKind::Download { destination } = &self.spec().kind else {
             return Err(TransferError::new(
                 ErrorKind::InvalidRequest,
                 "uploads are not run by this runner",
@@ -173,7 +182,7 @@ impl Attempt {
         &mut self,
         base: &http::request::Parts,
     ) -> Result<Option<u64>, TransferError> {
-        let mut resume = self.resume.clone();
+        let mut resume = self.resume().clone();
         let mut partial = self.open(&resume).await?;
         let mut offset = partial.offset();
         let mut restarted_once = false;
@@ -226,7 +235,7 @@ impl Attempt {
             });
             resume.validator = validator;
             resume.total_length = total;
-            if let Some(limit) = self.spec.expected_size.or(self.config.max_body)
+            if let Some(limit) = self.spec().expected_size.or(self.config.max_body)
                 && total.is_some_and(|t| t > limit)
             {
                 return Err(TransferError::new(
@@ -324,7 +333,7 @@ impl Attempt {
         let mut request = TransportRequest::new(request);
         request.options.timeouts = self.config.timeouts;
         request.options.redirects = self.config.redirects;
-        request.options.protocol = crate::protocol_for(&self.spec, &self.config);
+        request.options.protocol = crate::protocol_for(self.spec(), &self.config);
         request.redirect_hook = Some(Arc::new(DelegateRedirects {
             record: self.record.clone(),
             delegate: self.delegate.clone(),
@@ -382,7 +391,7 @@ impl Attempt {
         total: Option<u64>,
         mut hasher: Option<&mut Sha256>,
     ) -> Result<Streamed, TransferError> {
-        let limit = self.spec.expected_size.or(self.config.max_body);
+        let limit = self.spec().expected_size.or(self.config.max_body);
         let task_bucket = Bucket::new(self.throttle.borrow().task);
         let mut last_checkpoint = Instant::now();
         let mut since_checkpoint = 0u64;
@@ -518,7 +527,7 @@ impl Attempt {
         headers: &HeaderMap,
         status: StatusCode,
     ) -> Option<(String, &'static str)> {
-        self.spec
+        self.spec()
             .expected_sha256
             .as_ref()
             .map(|d| (d.to_hex(), "the expected SHA-256"))

@@ -126,7 +126,7 @@ impl Attempt {
             source,
             body,
             stamp,
-        } = &self.spec.kind
+        } = &self.spec().kind
         else {
             return Err(TransferError::new(
                 ErrorKind::InvalidRequest,
