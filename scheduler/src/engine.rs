@@ -5,14 +5,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
-
-/// A map keyed by task id. Ids are the engine's own (counted, or random in
-/// a shared session), never chosen by a peer, so they need no
-/// flood-resistant hash: Fx costs a multiply where SipHash runs rounds, on
-/// every event of every task.
-type IdMap<V> = HashMap<TaskId, V, rustc_hash::FxBuildHasher>;
-/// A set of task ids; see [`IdMap`].
-type IdSet = HashSet<TaskId, rustc_hash::FxBuildHasher>;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -26,6 +18,14 @@ use transfer_core::{
 use crate::runner::Attempt;
 use crate::throttle::Bucket;
 use crate::{Clock, SessionConfig, SessionError, SessionEvent};
+
+/// A map keyed by task id. Ids are the engine's own (counted, or random in
+/// a shared session), never chosen by a peer, so they need no
+/// flood-resistant hash: Fx costs a multiply where SipHash runs rounds, on
+/// every event of every task.
+type IdMap<V> = HashMap<TaskId, V, rustc_hash::FxBuildHasher>;
+/// A set of task ids; see [`IdMap`].
+type IdSet = HashSet<TaskId, rustc_hash::FxBuildHasher>;
 
 pub(crate) enum Command {
     Enqueue {
@@ -589,7 +589,7 @@ impl Engine {
                 }
             }
             Command::Metrics { task, metrics } => {
-                if let Some(r) = self.records.get(&task).filter(|_| self.follows) {
+                if let Some(r) = self.follows.then(|| self.records.get(&task)).flatten() {
                     let _ = self.deliver.send(Delivery::Metrics(r.clone(), metrics));
                 }
             }
@@ -1241,7 +1241,12 @@ impl Engine {
                     },
                     Notification::Restarted(reason) => SessionEvent::Restarted { task: id, reason },
                 };
-                let record = self.follows.then(|| record.clone());
+                // The delegate hears of progress and waiting, with the record.
+                let heard = matches!(
+                    event,
+                    SessionEvent::Progress { .. } | SessionEvent::Waiting { .. }
+                );
+                let record = (self.follows && heard).then(|| record.clone());
                 let _ = self.deliver.send(Delivery::Event(event, record));
             }
             Effect::SetTimer(t) => self.set_timer(id, t),
@@ -1334,6 +1339,7 @@ impl Engine {
             throttle: throttle_rx,
             session_bucket: self.session_bucket.clone(),
             delegate: self.delegate.clone(),
+            follows: self.follows,
             delayed: self.delayed.remove(&record.id),
             record,
         };

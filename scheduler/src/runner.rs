@@ -40,6 +40,9 @@ pub(crate) struct Attempt {
     /// data, and what delegate calls are given.
     pub(crate) record: Arc<TaskRecord>,
     pub(crate) delegate: Arc<dyn Delegate>,
+    /// The delegate follows tasks ([`Delegate::follows_tasks`], asked once
+    /// by the engine): it wants metrics.
+    pub(crate) follows: bool,
     /// The task waited before this attempt (earliest begin, conditions,
     /// backoff, a pause): the delegate's `will_begin` hears of it first.
     pub(crate) delayed: bool,
@@ -350,9 +353,9 @@ impl Attempt {
     }
 
     /// Hands a finished request's metrics to the delegate (in order, after
-    /// the task's earlier events).
+    /// the task's earlier events), unless it follows no task.
     pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
-        if !self.delegate.follows_tasks() {
+        if !self.follows {
             return;
         }
         let _ = self.engine.send(Command::Metrics {
@@ -402,12 +405,22 @@ impl Attempt {
                 return Ok(Streamed::Stopped);
             }
             // A frame already there is taken without the select (the
-            // frame future holds nothing: dropped unready, it loses none).
+            // frame future holds nothing: dropped unready, it loses none);
+            // the stop was checked just above. Waiting, a stop comes first.
             let frame = match futures::FutureExt::now_or_never(body.frame()) {
                 Some(f) => f,
                 None => tokio::select! {
                     biased;
-                    _ = self.stop.changed() => continue,
+                    changed = self.stop.changed() => {
+                        // The engine gone (its sender dropped) stops the
+                        // attempt as a stop would: otherwise this would
+                        // spin, the channel answering at once forever.
+                        if changed.is_err() {
+                            self.checkpoint(partial, false).await?;
+                            return Ok(Streamed::Stopped);
+                        }
+                        continue;
+                    }
                     f = body.frame() => f,
                 },
             };

@@ -51,7 +51,7 @@ impl Bucket {
         }
     }
 
-    /// Changes the rate; the next `take` paces at it.
+    /// Changes the rate; the next `take` or `try_take` paces at it.
     pub fn set_rate(&self, rate: Option<u64>) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.rate != rate {
@@ -80,8 +80,9 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens, sleeping until they are there. A zero rate pauses
-    /// until the rate changes (checked every 100 ms).
+    /// Takes `n` tokens, going into debt for what is missing and sleeping
+    /// until the debt is paid. A zero rate pauses until the rate changes
+    /// (checked every 100 ms).
     pub async fn take(&self, n: u64) {
         loop {
             let (wait, paused) = {
@@ -191,7 +192,8 @@ mod tests {
         // Within the tokens, the try takes them; beyond, it takes nothing
         // and the wait is for the shortfall alone. At 1,000 B/s the bucket
         // holds 250 B after a pause: 200 go at once, then 100 wait 50 ms
-        // (100 if the refused try had taken its share).
+        // for the 50 B missing (had the refused try taken the 50 B it
+        // found, 100 ms; had it gone into debt for all 100, 150 ms).
         let b = Bucket::new(Some(1000));
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(b.try_take(200));

@@ -282,10 +282,12 @@ mod delegate_progress {
         assert!(reports.iter().all(|p| p.total <= len));
     }
 
-    /// Hears everything, but says it follows no task.
+    /// Implements the calls about a task's course and its ending, but
+    /// says it follows no task.
     #[derive(Default)]
     struct CompletionsOnly {
         progress: Mutex<u32>,
+        waiting: Mutex<u32>,
         metrics: Mutex<u32>,
         completed: Mutex<u32>,
     }
@@ -294,6 +296,10 @@ mod delegate_progress {
     impl Delegate for CompletionsOnly {
         async fn progress(&self, _task: &TaskRecord, _p: Progress) {
             *self.progress.lock().unwrap() += 1;
+        }
+
+        async fn waiting(&self, _task: &TaskRecord, _r: &transfer_core::WaitReason) {
+            *self.waiting.lock().unwrap() += 1;
         }
 
         async fn metrics(&self, _task: &TaskRecord, _m: &transfer_core::RequestMetrics) {
@@ -339,6 +345,7 @@ mod delegate_progress {
         assert!(progress_events > 0, "progress events for subscribers");
         assert_eq!(*only.completed.lock().unwrap(), 1);
         assert_eq!(*only.progress.lock().unwrap(), 0);
+        assert_eq!(*only.waiting.lock().unwrap(), 0);
         assert_eq!(*only.metrics.lock().unwrap(), 0);
     }
 

@@ -29,12 +29,17 @@ const FORMAT: u64 = 1;
 /// them), it should take the time they leave rather than preempt them at
 /// each wake-up; the batches it then finds are larger, so it also costs
 /// less. At the lowest priority it still gets a share of a busy core (about
-/// 1.5% against one thread at the default priority: a commit of 100 µs of
-/// work waits some milliseconds), so saves are never starved as under
-/// `SCHED_IDLE`. Measured on 2 cores, 2,000 small files over one HTTP/2
-/// connection from a local server (medians of 16 interleaved runs): 291 ms
-/// at +19 against 335 ms at +5, with less CPU (319 against 340 ms); curl
-/// took 284 ms.
+/// 1.5% against one thread at the default priority), so saves are never
+/// starved as under `SCHED_IDLE`, but they do wait on a machine whose cores
+/// other work keeps busy.
+///
+/// Measured on 2 cores (`cargo xtask bench --only 3 --runs 9`, 2,000 files
+/// of 64 KiB over TLS HTTP/2 from a local nginx, ferry against curl): 1.02×
+/// and 1.06× at +19, against 1.00× and 0.95× at +5; +10 with
+/// `SCHED_BATCH`, 1.03× and 0.95×. The cost, with two CPU-bound processes
+/// on both cores: `ferry get` of 100 such files took 0.31-0.34 s at +19,
+/// 0.14-0.16 s at +10 with `SCHED_BATCH`, 0.04-0.05 s at +5 (`SCHED_IDLE`:
+/// 1.7-2.2 s).
 const WRITER_NICE: i32 = 19;
 
 /// The database file's name inside the store directory.

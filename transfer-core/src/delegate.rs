@@ -1,6 +1,8 @@
 //! The [`Delegate`]: how the application hears about its tasks, as
 //! URLSession's delegate does. Every method has a default that does nothing
-//! (or allows), so a delegate implements only what it needs.
+//! (or allows), so a delegate implements only what it needs; one that needs
+//! none of the calls about a task's course (progress, waiting, metrics)
+//! says so with [`Delegate::follows_tasks`], and is spared their cost.
 
 use async_trait::async_trait;
 use http::Uri;
@@ -43,10 +45,12 @@ pub enum BeginDecision {
 /// Receives a session's task events. Calls for one task arrive in order.
 #[async_trait]
 pub trait Delegate: Send + Sync {
-    /// Bytes moved.
+    /// Bytes moved. Not called when [`follows_tasks`](Self::follows_tasks)
+    /// is `false`.
     async fn progress(&self, _task: &TaskRecord, _progress: Progress) {}
 
-    /// The task waits, for `reason` (called when the reason changes).
+    /// The task waits, for `reason` (called when the reason changes). Not
+    /// called when [`follows_tasks`](Self::follows_tasks) is `false`.
     async fn waiting(&self, _task: &TaskRecord, _reason: &WaitReason) {}
 
     /// A task that waited (earliest begin, policy, backoff) is about to begin;
@@ -64,7 +68,8 @@ pub trait Delegate: Send + Sync {
         RedirectDecision::Follow
     }
 
-    /// Metrics of a finished request.
+    /// Metrics of a finished request. Not called when
+    /// [`follows_tasks`](Self::follows_tasks) is `false`.
     async fn metrics(&self, _task: &TaskRecord, _metrics: &RequestMetrics) {}
 
     /// The task ended. The completion is acknowledged when this returns, and
