@@ -695,7 +695,7 @@ pub(crate) async fn add_tasks(
     while !specs.as_slice().is_empty() {
         let part: Vec<TaskSpec> = if specs.len() <= batch {
             // The rest in one: the list's own allocation, not a copy of it.
-            std::mem::replace(&mut specs, Vec::new().into_iter()).collect()
+            std::mem::take(&mut specs).collect()
         } else {
             specs.by_ref().take(batch).collect()
         };
@@ -1569,65 +1569,22 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
         }
     } else {
         let said_done: Arc<std::sync::Mutex<HashSet<TaskId>>> = Arc::default();
-        let said = said_done.clone();
+        let mut lines = Lines {
+            names,
+            last: HashMap::new(),
+            said: said_done.clone(),
+            out: String::new(),
+        };
         let task = tokio::spawn(async move {
-            let mut last: HashMap<TaskId, Instant> = HashMap::new();
-            // The lines of one burst of events (completions come together,
-            // after the commit that made them durable), written at once.
-            let mut out = String::new();
-            let mut ended = false;
-            while !ended {
-                let Some(mut e) = events.next().await else {
-                    break;
-                };
+            while let Some(e) = events.next().await {
+                lines.take(e);
+                // The rest of the burst (completions come together, after
+                // the commit that made them durable), with no await until
+                // its lines are out: a stop in between loses none of them.
+                let mut ended = false;
                 loop {
-                    match e {
-                        SessionEvent::Progress { task, progress } => {
-                            // Every 2 s per download, the first 2 s after its
-                            // first bytes: one that ends sooner says only done.
-                            let since = last.entry(task).or_insert_with(Instant::now);
-                            let due = since.elapsed() >= Duration::from_secs(2);
-                            if due && let Some(name) = names.get(&task) {
-                                *since = Instant::now();
-                                match progress.expected {
-                                    Some(t) => line(
-                                        &mut out,
-                                        format_args!("{name}: {} of {} bytes", progress.total, t),
-                                    ),
-                                    None => line(
-                                        &mut out,
-                                        format_args!("{name}: {} bytes", progress.total),
-                                    ),
-                                }
-                            }
-                        }
-                        SessionEvent::Waiting { task, reason } => {
-                            if let Some(name) = names.get(&task) {
-                                line(&mut out, format_args!("{name}: waiting: {reason}"));
-                            }
-                        }
-                        SessionEvent::Restarted { task, reason } => {
-                            if let Some(name) = names.get(&task) {
-                                line(&mut out, format_args!("{name}: starting over: {reason:?}"));
-                            }
-                        }
-                        SessionEvent::Completed(c) => {
-                            last.remove(&c.task);
-                            if let (Some(name), Outcome::Completed { bytes }) =
-                                (names.get(&c.task), &c.outcome)
-                            {
-                                line(&mut out, format_args!("{name}: done, {bytes} bytes"));
-                                if let Ok(mut s) = said.lock() {
-                                    s.insert(c.task);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    // No await until the lines are out: a stop between two
-                    // events of a burst loses none of them.
                     match futures::FutureExt::now_or_never(events.next()) {
-                        Some(Some(next)) => e = next,
+                        Some(Some(e)) => lines.take(e),
                         Some(None) => {
                             ended = true;
                             break;
@@ -1635,13 +1592,74 @@ fn show_progress(session: &Session, tasks: &[(TaskHandle, String)]) -> Shown {
                         None => break,
                     }
                 }
-                say_all(&mut out);
+                say_all(&mut lines.out);
+                if ended {
+                    break;
+                }
             }
         });
         Shown {
             bars: None,
             task,
             said_done,
+        }
+    }
+}
+
+/// The lines printed without a terminal, gathered per burst of events.
+struct Lines {
+    names: HashMap<TaskId, String>,
+    /// When each running download last printed its progress.
+    last: HashMap<TaskId, Instant>,
+    /// The downloads whose "done" line was printed (shared with
+    /// [`Shown::finish`]).
+    said: Arc<std::sync::Mutex<HashSet<TaskId>>>,
+    out: String,
+}
+
+impl Lines {
+    /// Adds the line `e` calls for, if any.
+    fn take(&mut self, e: SessionEvent) {
+        let out = &mut self.out;
+        match e {
+            SessionEvent::Progress { task, progress } => {
+                // Every 2 s per download, the first 2 s after its first
+                // bytes: one that ends sooner says only done.
+                let since = self.last.entry(task).or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(2)
+                    && let Some(name) = self.names.get(&task)
+                {
+                    *since = Instant::now();
+                    match progress.expected {
+                        Some(t) => {
+                            line(out, format_args!("{name}: {} of {t} bytes", progress.total))
+                        }
+                        None => line(out, format_args!("{name}: {} bytes", progress.total)),
+                    }
+                }
+            }
+            SessionEvent::Waiting { task, reason } => {
+                if let Some(name) = self.names.get(&task) {
+                    line(out, format_args!("{name}: waiting: {reason}"));
+                }
+            }
+            SessionEvent::Restarted { task, reason } => {
+                if let Some(name) = self.names.get(&task) {
+                    line(out, format_args!("{name}: starting over: {reason:?}"));
+                }
+            }
+            SessionEvent::Completed(c) => {
+                self.last.remove(&c.task);
+                if let (Some(name), Outcome::Completed { bytes }) =
+                    (self.names.get(&c.task), &c.outcome)
+                {
+                    line(out, format_args!("{name}: done, {bytes} bytes"));
+                    if let Ok(mut s) = self.said.lock() {
+                        s.insert(c.task);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

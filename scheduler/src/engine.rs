@@ -589,7 +589,8 @@ impl Engine {
                 }
             }
             Command::Metrics { task, metrics } => {
-                if let Some(r) = self.follows.then(|| self.records.get(&task)).flatten() {
+                // Sent only when the delegate follows tasks.
+                if let Some(r) = self.records.get(&task) {
                     let _ = self.deliver.send(Delivery::Metrics(r.clone(), metrics));
                 }
             }

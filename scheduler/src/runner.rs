@@ -346,10 +346,12 @@ impl Attempt {
 
     /// Paces a request body at the task's and the session's rates.
     pub(crate) fn pacer(&self) -> Arc<dyn transfer_core::Pacer> {
-        Arc::new(crate::throttle::BodyPacer::new(
-            self.session_bucket.clone(),
-            self.throttle.clone(),
-        ))
+        Arc::new(self.body_pacer())
+    }
+
+    /// A body's pacer: a fresh bucket for the task, the session's shared.
+    fn body_pacer(&self) -> crate::throttle::BodyPacer {
+        crate::throttle::BodyPacer::new(self.session_bucket.clone(), self.throttle.clone())
     }
 
     /// Hands a finished request's metrics to the delegate (in order, after
@@ -395,7 +397,7 @@ impl Attempt {
         mut hasher: Option<&mut Sha256>,
     ) -> Result<Streamed, TransferError> {
         let limit = self.spec().expected_size.or(self.config.max_body);
-        let task_bucket = Bucket::new(self.throttle.borrow().task);
+        let pacer = self.body_pacer();
         let mut last_checkpoint = Instant::now();
         let mut since_checkpoint = 0u64;
         let mut last_progress = Instant::now();
@@ -445,23 +447,9 @@ impl Attempt {
                     "the server sent more bytes than it declared",
                 ));
             }
-            if self.throttle.has_changed().unwrap_or(false) {
-                let t = *self.throttle.borrow_and_update();
-                task_bucket.set_rate(t.task);
-                self.session_bucket.set_rate(t.session);
-            }
-            // Unlimited, or within the rates: no wait, no future. A stop
-            // must not wait out a long throttle pause; the bytes in hand are
-            // written either way.
-            let task_taken = task_bucket.try_take(n);
-            if !(task_taken && self.session_bucket.try_take(n)) {
-                let session_bucket = self.session_bucket.clone();
-                let paced = async {
-                    if !task_taken {
-                        task_bucket.take(n).await;
-                    }
-                    session_bucket.take(n).await;
-                };
+            // A stop must not wait out a long throttle pause; the bytes in
+            // hand are written either way.
+            if let Some(paced) = pacer.take(n) {
                 tokio::select! {
                     () = paced => {}
                     _ = self.stop.wait_for(|s| *s) => {}

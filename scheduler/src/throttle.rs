@@ -108,9 +108,9 @@ impl Bucket {
     }
 }
 
-/// Paces an upload's body through the task's bucket and the session's,
-/// following the rates the engine publishes for the task (a changed rate
-/// takes effect at the next chunk).
+/// Paces a transfer's body, download or upload, through the task's bucket
+/// and the session's, following the rates the engine publishes for the
+/// task (a changed rate takes effect at the next chunk).
 pub(crate) struct BodyPacer {
     task: Arc<Bucket>,
     session: Arc<Bucket>,
@@ -129,16 +129,35 @@ impl BodyPacer {
     }
 }
 
-impl Pacer for BodyPacer {
-    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+impl BodyPacer {
+    /// Takes `n` bytes' worth from both buckets at the rates published
+    /// now: `None` when that needs no wait (unlimited, or within the rates:
+    /// the path of every chunk at full speed, without a future), else the
+    /// wait for the rest, each bucket taken once.
+    pub(crate) fn take(&self, n: u64) -> Option<impl Future<Output = ()> + Send + 'static> {
         let rates = *self.throttle.borrow();
         self.task.set_rate(rates.task);
         self.session.set_rate(rates.session);
+        let task_taken = self.task.try_take(n);
+        if task_taken && self.session.try_take(n) {
+            return None;
+        }
         let (task, session) = (self.task.clone(), self.session.clone());
-        Box::pin(async move {
-            task.take(n).await;
+        Some(async move {
+            if !task_taken {
+                task.take(n).await;
+            }
             session.take(n).await;
         })
+    }
+}
+
+impl Pacer for BodyPacer {
+    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        match self.take(n) {
+            None => Box::pin(std::future::ready(())),
+            Some(wait) => Box::pin(wait),
+        }
     }
 }
 
@@ -147,7 +166,7 @@ mod tests {
     use super::*;
 
     /// Bytes moved through `b` in 16 KiB chunks until `secs` from `start`,
-    /// as fast as it allows; `try_first` as the runner does.
+    /// as fast as it allows; `try_first` as a body's pacer does.
     async fn pull(b: &Bucket, start: Instant, secs: u64, try_first: bool) -> u64 {
         let mut moved = 0u64;
         while start.elapsed() < Duration::from_secs(secs) {
@@ -177,7 +196,7 @@ mod tests {
         assert!(took <= Duration::from_millis(5100), "{took:?}");
     }
 
-    /// The runner's way, the cheap try first and the wait only when it
+    /// A body pacer's way, the cheap try first and the wait only when it
     /// fails, paces as `take` alone does; a refused try takes nothing.
     #[tokio::test(start_paused = true)]
     async fn trying_first_paces_the_same() {
