@@ -14,6 +14,9 @@
 //!   injected jitter, `Retry-After` honoured.
 //! - The plug-in traits: [`Transport`], [`TaskStore`], [`PayloadStore`],
 //!   [`ConditionSource`] and [`Delegate`].
+//! - What every transport does alike, whatever the HTTP version:
+//!   [`redirect::follow`], the one redirect loop, and the request-header
+//!   rules in [`headers`].
 //!
 //! Time is always an argument ([`Timestamp`]), so every function here is
 //! deterministic and property-tested.
@@ -75,9 +78,11 @@ mod admission;
 mod conditions;
 mod delegate;
 mod error;
+pub mod headers;
 mod id;
 mod machine;
 mod record;
+pub mod redirect;
 mod resume;
 mod retry;
 mod schedule;
