@@ -52,20 +52,16 @@
 mod body;
 mod config;
 mod error;
-mod headers;
 mod pool;
-mod redirect;
 mod tls;
 
 /// What another Ferry transport (HTTP/3 in transport-quic) shares with this
 /// one, so the two behave alike: TLS roots, pins and the classification of
 /// refusals; request bodies read from files with progress and pacing;
-/// redirect rules; name resolution with `--resolve` overrides.
+/// name resolution with `--resolve` overrides.
 pub mod shared {
     pub use crate::body::{IdleTimer, RequestBodyStream};
-    pub use crate::headers::finish_headers;
     pub use crate::pool::resolve;
-    pub use crate::redirect::{Outgoing, Redirects};
     pub use crate::tls::{Refusal, TlsSetup, tls_error};
 }
 
@@ -81,9 +77,10 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use transfer_core::redirect::{self, Answer, HopSender, Outgoing};
 use transfer_core::{
     ByteCount, ErrorKind, ProtocolPreference, RequestMetrics, RequestOptions, TimeoutKind,
-    Timeouts, TransferError, Transport, TransportRequest, TransportResponse,
+    Timeouts, TransferError, Transport, TransportRequest, TransportResponse, headers,
 };
 
 pub use config::{HttpConfig, Roots};
@@ -92,7 +89,6 @@ pub use tls::spki_sha256;
 use body::{BodyHooks, DownloadBody, SendClock, UploadBody};
 use error::from_hyper;
 use pool::{Checkout, Key, Pool, Sender};
-use redirect::{Outgoing, Redirects};
 
 /// Why a transport could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +267,7 @@ impl HttpTransport {
             })?;
             h.insert(header::HOST, value);
         }
-        headers::finish_headers(h, method, body.len(), self.pool.config().agent(), h2);
+        headers::finish(h, method, body.len(), self.pool.config().agent(), h2);
         Ok(request)
     }
 }
@@ -303,6 +299,56 @@ async fn await_head(
                 }
             }
         }
+    }
+}
+
+/// One request of an [`HttpTransport`] on its way: how the redirect loop
+/// sends each hop, on a pooled connection.
+struct Hops<'a> {
+    transport: &'a HttpTransport,
+    options: &'a RequestOptions,
+    hooks: BodyHooks,
+}
+
+impl HopSender for Hops<'_> {
+    type Body = DownloadBody;
+
+    async fn send_hop(&self, out: &Outgoing) -> Result<Answer<DownloadBody>, TransferError> {
+        let key = Key::of(&out.uri)?;
+        let ex = self
+            .transport
+            .exchange(&key, out, self.options, &self.hooks)
+            .await?;
+        let received = ByteCount::new();
+        let (head, incoming) = ex.response.into_parts();
+        let body = DownloadBody::new(
+            incoming,
+            self.options.timeouts.idle,
+            received.clone(),
+            ex.returner,
+        );
+        let facts = &ex.checkout_facts;
+        let fresh = !ex.reused;
+        let metrics = RequestMetrics {
+            protocol: facts.protocol,
+            reused_connection: ex.reused,
+            dns: facts.dns.filter(|_| fresh),
+            connect: Some(facts.connect).filter(|_| fresh),
+            tls: facts.tls.filter(|_| fresh),
+            first_byte: ex.first_byte,
+            bytes_sent: ex.sent,
+            redirects: 0,
+            remote_addr: facts.remote,
+        };
+        Ok(Answer {
+            response: Response::from_parts(head, body),
+            metrics,
+            received,
+        })
+    }
+
+    async fn discard(&self, body: DownloadBody) {
+        drain(body).await;
     }
 }
 
@@ -342,52 +388,11 @@ impl Transport for HttpTransport {
             redirect_hook,
             pacer,
         } = request;
-        let hooks = BodyHooks { on_sent, pacer };
-        let (parts, body) = request.into_parts();
-        let mut out = Outgoing {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
+        let hops = Hops {
+            transport: self,
+            options: &options,
+            hooks: BodyHooks { on_sent, pacer },
         };
-        let mut redirects = Redirects::new(&options.redirects, redirect_hook.as_ref());
-        loop {
-            let key = Key::of(&out.uri)?;
-            let ex = self.exchange(&key, &out, &options, &hooks).await?;
-            let uri = out.uri.clone();
-            let received = ByteCount::new();
-            let status = ex.response.status();
-            let location = ex.response.headers().get(header::LOCATION).cloned();
-            let (head, incoming) = ex.response.into_parts();
-            let download = DownloadBody::new(
-                incoming,
-                options.timeouts.idle,
-                received.clone(),
-                ex.returner,
-            );
-            if redirects.next(status, location.as_ref(), &mut out).await? {
-                drain(download).await;
-                continue;
-            }
-            let facts = &ex.checkout_facts;
-            let fresh = !ex.reused;
-            let metrics = RequestMetrics {
-                protocol: facts.protocol,
-                reused_connection: ex.reused,
-                dns: facts.dns.filter(|_| fresh),
-                connect: Some(facts.connect).filter(|_| fresh),
-                tls: facts.tls.filter(|_| fresh),
-                first_byte: ex.first_byte,
-                bytes_sent: ex.sent,
-                redirects: redirects.hops(),
-                remote_addr: facts.remote,
-            };
-            return Ok(TransportResponse {
-                response: Response::from_parts(head, download.boxed_unsync()),
-                url: uri,
-                metrics,
-                received,
-            });
-        }
+        redirect::follow(&hops, request, &options.redirects, redirect_hook.as_ref()).await
     }
 }

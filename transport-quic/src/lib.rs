@@ -20,7 +20,8 @@
 //! - **Bodies**: request bodies read from files a chunk at a time, with the
 //!   sent-bytes callback and the pacer; response bodies stream frame by
 //!   frame, and one shorter or longer than its `Content-Length` is an error.
-//! - **Redirects** follow the rules of transport-http.
+//! - **Redirects** go through the one loop every Ferry transport uses
+//!   ([`transfer_core::redirect`]).
 //! - **Migration**: [`QuicTransport::rebind`] moves every connection to a
 //!   new local socket (a new network path); QUIC carries the streams over
 //!   without a new request.
@@ -54,12 +55,13 @@ use http::header;
 use http::{Method, Response, Uri};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, timeout, timeout_at};
+use transfer_core::redirect::{self, Answer, HopSender, Outgoing};
 use transfer_core::{
     ByteCount, ErrorKind, Protocol, ProtocolPreference, RequestMetrics, TimeoutKind, Timeouts,
-    TransferError, Transport, TransportRequest, TransportResponse,
+    TransferError, Transport, TransportRequest, TransportResponse, headers,
 };
 use transport_http::HttpConfig;
-use transport_http::shared::{Outgoing, Redirects, Refusal, RequestBodyStream, TlsSetup};
+use transport_http::shared::{Refusal, RequestBodyStream, TlsSetup};
 
 use crate::body::H3Body;
 use crate::error::{connection_error, stream_error};
@@ -496,7 +498,7 @@ impl QuicTransport {
         let h = head.headers_mut();
         *h = out.headers.clone();
         let agent = self.inner.config.http.agent();
-        transport_http::shared::finish_headers(h, &out.method, out.body.len(), agent, true);
+        headers::finish(h, &out.method, out.body.len(), agent, true);
         head
     }
 }
@@ -508,6 +510,59 @@ struct Hooks {
     timeouts: Timeouts,
     on_sent: Option<transfer_core::SentProgress>,
     pacer: Option<Arc<dyn transfer_core::Pacer>>,
+}
+
+/// One request of a [`QuicTransport`] on its way: how the redirect loop
+/// sends each hop, on the origin's connection.
+struct Hops<'a> {
+    transport: &'a QuicTransport,
+    hooks: Hooks,
+}
+
+impl HopSender for Hops<'_> {
+    type Body = H3Body;
+
+    async fn send_hop(&self, out: &Outgoing) -> Result<Answer<H3Body>, TransferError> {
+        let ex = self.transport.exchange(out, &self.hooks).await?;
+        let status = ex.head.status();
+        let expects_body = out.method != Method::HEAD
+            && status != http::StatusCode::NO_CONTENT
+            && status != http::StatusCode::NOT_MODIFIED;
+        let declared = ex
+            .head
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| expects_body);
+        let received = ByteCount::new();
+        let (_, recv) = ex.stream.split();
+        let body = H3Body::new(
+            recv,
+            ex.conn.clone(),
+            self.hooks.timeouts.idle,
+            received.clone(),
+            declared,
+            expects_body,
+        );
+        let metrics = RequestMetrics {
+            protocol: Protocol::Http3,
+            reused_connection: ex.reused,
+            dns: ex.conn.dns.filter(|_| !ex.reused),
+            connect: Some(ex.conn.handshake).filter(|_| !ex.reused),
+            tls: None,
+            first_byte: ex.first_byte,
+            bytes_sent: ex.sent,
+            redirects: 0,
+            remote_addr: Some(ex.conn.quic.remote_address()),
+        };
+        let (head, ()) = ex.head.into_parts();
+        Ok(Answer {
+            response: Response::from_parts(head, body),
+            metrics,
+            received,
+        })
+    }
 }
 
 /// One request's answer, before redirects are judged.
@@ -589,67 +644,15 @@ impl QuicTransport {
                 .authority()
                 .map(|a| (a.as_str().to_owned(), p))
         });
-        let hooks = Hooks {
-            alternative,
-            timeouts: options.timeouts,
-            on_sent,
-            pacer,
+        let hops = Hops {
+            transport: self,
+            hooks: Hooks {
+                alternative,
+                timeouts: options.timeouts,
+                on_sent,
+                pacer,
+            },
         };
-        let (parts, body) = request.into_parts();
-        let mut out = Outgoing {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-        };
-        let mut redirects = Redirects::new(&options.redirects, redirect_hook.as_ref());
-        loop {
-            let ex = self.exchange(&out, &hooks).await?;
-            let uri = out.uri.clone();
-            let status = ex.head.status();
-            let location = ex.head.headers().get(header::LOCATION).cloned();
-            let expects_body = out.method != Method::HEAD
-                && status != http::StatusCode::NO_CONTENT
-                && status != http::StatusCode::NOT_MODIFIED;
-            let declared = ex
-                .head
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|_| expects_body);
-            let received = ByteCount::new();
-            let (_, recv) = ex.stream.split();
-            let body = H3Body::new(
-                recv,
-                ex.conn.clone(),
-                options.timeouts.idle,
-                received.clone(),
-                declared,
-                expects_body,
-            );
-            if redirects.next(status, location.as_ref(), &mut out).await? {
-                drop(body);
-                continue;
-            }
-            let metrics = RequestMetrics {
-                protocol: Protocol::Http3,
-                reused_connection: ex.reused,
-                dns: ex.conn.dns.filter(|_| !ex.reused),
-                connect: Some(ex.conn.handshake).filter(|_| !ex.reused),
-                tls: None,
-                first_byte: ex.first_byte,
-                bytes_sent: ex.sent,
-                redirects: redirects.hops(),
-                remote_addr: Some(ex.conn.quic.remote_address()),
-            };
-            let (head, ()) = ex.head.into_parts();
-            return Ok(TransportResponse {
-                response: Response::from_parts(head, body.boxed_unsync()),
-                url: uri,
-                metrics,
-                received,
-            });
-        }
+        redirect::follow(&hops, request, &options.redirects, redirect_hook.as_ref()).await
     }
 }
