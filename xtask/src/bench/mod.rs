@@ -967,7 +967,7 @@ fn collect_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Scenario 4: 100,000 queued tasks. The scheduler's `queue` bench measures
+/// Scenario 4: 100,000 queued tasks. The `queue` bench (xtask/benches) measures
 /// durable enqueue, attach and RSS per task in one process; `ferry add` of
 /// the same number of URLs shows the command-line path end to end.
 fn scenario_4(env: &Env, args: &Args) -> anyhow::Result<report::QueueReport> {
@@ -979,11 +979,11 @@ fn scenario_4(env: &Env, args: &Args) -> anyhow::Result<report::QueueReport> {
     std::fs::create_dir_all(&state)?;
     let out = Command::new(&cargo)
         .current_dir(root())
-        .args(["bench", "--quiet", "-p", "scheduler", "--bench", "queue"])
+        .args(["bench", "--quiet", "-p", "xtask", "--bench", "queue"])
         .env("FERRY_BENCH_DIR", &state)
         .env("FERRY_BENCH_TASKS", args.tasks.to_string())
         .output()
-        .context("running the scheduler's queue bench")?;
+        .context("running the queue bench")?;
     if !out.status.success() {
         bail!(
             "the queue bench failed: {}",

@@ -2,15 +2,16 @@
 //! loopback HTTP/1.1 with the session limited to 8 MiB/s, and again with the
 //! task limited to 8 MiB/s, and a 16 MiB upload to the origin's sink under
 //! the session limit. Criterion's throughput line is the rate the transfer
-//! achieved; read it against the limit (8 MiB/s). The paused-clock
-//! unit test in `throttle.rs` shows the same within 5% without noise.
+//! achieved; read it against the limit (8 MiB/s). The paused-clock unit
+//! test in `scheduler/src/throttle.rs` shows the same within 5% without
+//! noise.
 //!
-//! `cargo bench -p scheduler --bench rate_limit`
+//! `cargo bench -p xtask --bench rate_limit`
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod fixture;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,9 +23,9 @@ const LEN: u64 = 16 << 20;
 const LIMIT: u64 = 8 << 20;
 
 fn bench_rate_limit(c: &mut Criterion) {
-    let rt = common::runtime();
+    let rt = fixture::runtime();
     let dir = tempfile::tempdir().unwrap();
-    let (origin, session) = common::origin_and_session(
+    let (origin, session) = fixture::origin_and_session(
         &rt,
         dir.path(),
         "bench.rate",

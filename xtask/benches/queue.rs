@@ -4,12 +4,12 @@
 //! microseconds); the state directory is on disk (`FERRY_BENCH_DIR`, else
 //! the current directory).
 //!
-//! `cargo bench -p scheduler --bench queue` (`FERRY_BENCH_TASKS` sets the count)
+//! `cargo bench -p xtask --bench queue` (`FERRY_BENCH_TASKS` sets the count)
 
 // Bench code: a failed unwrap is a failed run; results go to stdout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-mod common;
+mod fixture;
 
 use std::time::Instant;
 
@@ -55,7 +55,7 @@ async fn main() {
         })
         .collect();
 
-    let s = common::session(dir.path(), "bench.queue").await;
+    let s = fixture::session(dir.path(), "bench.queue").await;
     let before = rss_kib();
     let t = Instant::now();
     let handles = s.enqueue_many(specs, false).await.unwrap();
@@ -68,7 +68,7 @@ async fn main() {
 
     let before_attach = rss_kib();
     let t = Instant::now();
-    let s = common::session(dir.path(), "bench.queue").await;
+    let s = fixture::session(dir.path(), "bench.queue").await;
     let built = t.elapsed();
     let tasks = s.tasks().await.unwrap();
     let attach = t.elapsed();

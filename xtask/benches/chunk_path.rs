@@ -5,12 +5,12 @@
 //! as bytes per second; the origin runs in the same process, so the figure
 //! is the client's and the server's work together.
 //!
-//! `cargo bench -p scheduler --bench chunk_path`
+//! `cargo bench -p xtask --bench chunk_path`
 
 // Bench code: a failed unwrap is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod fixture;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,14 +20,14 @@ use testkit::Resource;
 const LEN: u64 = 64 << 20;
 
 fn bench_download(c: &mut Criterion) {
-    let rt = common::runtime();
+    let rt = fixture::runtime();
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
         tempfile::tempdir_in(shm).unwrap()
     } else {
         tempfile::tempdir().unwrap()
     };
-    let (origin, session) = common::origin_and_session(
+    let (origin, session) = fixture::origin_and_session(
         &rt,
         dir.path(),
         "bench.chunks",
