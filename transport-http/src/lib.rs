@@ -25,6 +25,15 @@
 //!   connection was reused, DNS / connect / TLS / first-byte times, bytes up,
 //!   and a live count of bytes down.
 //!
+//! The redirect loop and the request-header rules are not HTTP/1-2's own:
+//! they are [`transfer_core::redirect`] and [`transfer_core::headers`],
+//! which every transport uses. What HTTP/3 (transport-quic) shares with this crate
+//! and needs IO for lives in four public modules, each named for what it
+//! does, beside [`HttpConfig`] that configures them all:
+//! [`tls`] (roots, pins, why a handshake was refused), [`resolve`] (names
+//! with `--resolve` overrides), [`request_body`] (request bodies streamed
+//! from files) and [`idle`] (the idle timeout between body frames).
+//!
 //! ```no_run
 //! use http_body_util::BodyExt;
 //! use transfer_core::{RequestBody, Transport, TransportRequest};
@@ -49,21 +58,14 @@
 
 #![warn(missing_docs)]
 
-mod body;
 mod config;
 mod error;
+pub mod idle;
 mod pool;
-mod tls;
-
-/// What another Ferry transport (HTTP/3 in transport-quic) shares with this
-/// one, so the two behave alike: TLS roots, pins and the classification of
-/// refusals; request bodies read from files with progress and pacing;
-/// name resolution with `--resolve` overrides.
-pub mod shared {
-    pub use crate::body::{IdleTimer, RequestBodyStream};
-    pub use crate::pool::resolve;
-    pub use crate::tls::{Refusal, TlsSetup, tls_error};
-}
+pub mod request_body;
+pub mod resolve;
+mod response_body;
+pub mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,9 +88,10 @@ use transfer_core::{
 pub use config::{HttpConfig, Roots};
 pub use tls::spki_sha256;
 
-use body::{BodyHooks, DownloadBody, SendClock, UploadBody};
 use error::from_hyper;
 use pool::{Checkout, Key, Pool, Sender};
+use request_body::{BodyHooks, SendClock, UploadBody};
+use response_body::DownloadBody;
 
 /// Why a transport could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! before opening their own.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,8 +24,9 @@ use tokio::time::{Instant, timeout, timeout_at};
 use transfer_core::{ErrorKind, Protocol, TimeoutKind, Timeouts, TransferError};
 
 use crate::HttpConfig;
-use crate::body::UploadBody;
 use crate::error::chain;
+use crate::request_body::UploadBody;
+use crate::resolve;
 use crate::tls::handshake_error;
 
 /// An origin: scheme, lowercase host, port.
@@ -317,7 +318,7 @@ async fn connect(
         inner.setup.prefetch();
     }
     let deadline = started + timeouts.connect;
-    let (addrs, dns) = resolve(&inner.config, &key.host, key.port, deadline).await?;
+    let (addrs, dns) = resolve::lookup(&inner.config, &key.host, key.port, deadline).await?;
 
     let t = Instant::now();
     let mut last_error = None;
@@ -411,49 +412,6 @@ async fn tls_handshake(
             format!("TLS handshake with {} took over {limit:?}", key.host),
         )),
     }
-}
-
-/// The addresses of `host`: the config's `--resolve` override, an IP
-/// literal as is, else a lookup of `host:port` that must end by `deadline`;
-/// with the lookup's time when there was one.
-pub async fn resolve(
-    config: &HttpConfig,
-    host: &str,
-    port: u16,
-    deadline: Instant,
-) -> Result<(Vec<SocketAddr>, Option<Duration>), TransferError> {
-    let key = Key {
-        tls: true,
-        host: host.to_owned(),
-        port,
-    };
-    if let Some(addrs) = config.resolve.get(&key.host) {
-        return Ok((addrs.clone(), None));
-    }
-    if let Ok(ip) = key.host.parse::<IpAddr>() {
-        return Ok((vec![SocketAddr::new(ip, key.port)], None));
-    }
-    let t = Instant::now();
-    let found = timeout_at(
-        deadline,
-        tokio::net::lookup_host((key.host.as_str(), key.port)),
-    )
-    .await
-    .map_err(|_| {
-        TransferError::new(
-            ErrorKind::Timeout(TimeoutKind::Dns),
-            format!("resolving {} timed out", key.host),
-        )
-    })?
-    .map_err(|e| TransferError::new(ErrorKind::Dns, format!("resolving {}: {e}", key.host)))?;
-    let addrs: Vec<SocketAddr> = found.collect();
-    if addrs.is_empty() {
-        return Err(TransferError::new(
-            ErrorKind::Dns,
-            format!("{} has no addresses", key.host),
-        ));
-    }
-    Ok((addrs, Some(t.elapsed())))
 }
 
 /// Starts HTTP/1.1 or HTTP/2 on `io` and spawns the connection's driver,

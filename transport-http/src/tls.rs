@@ -1,4 +1,10 @@
-//! TLS: which roots are trusted, key pinning, and why a handshake failed.
+//! TLS for both transports (HTTP/3 in transport-quic too): which roots are
+//! trusted, key pinning, and why a handshake failed.
+//!
+//! [`TlsSetup`] loads the roots and pins of an [`HttpConfig`] once and makes
+//! a rustls client configuration for any ALPN; [`tls_error`] turns rustls'
+//! refusal into Ferry's error, and a [`Refusal`] keeps the verifier's reason
+//! where a QUIC stack reports only the alert.
 //!
 //! Verification is rustls' webpki verifier, always on. Pinning wraps it: the
 //! chain must verify *and* a pinned key must appear in it. A refused handshake

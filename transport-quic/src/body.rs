@@ -12,7 +12,7 @@ use transfer_core::{ByteCount, ErrorKind, TransferError};
 
 use crate::Conn;
 use crate::error::stream_error;
-use transport_http::shared::IdleTimer;
+use transport_http::idle::IdleTimer;
 
 type Recv = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 

@@ -61,7 +61,8 @@ use transfer_core::{
     TransferError, Transport, TransportRequest, TransportResponse, headers,
 };
 use transport_http::HttpConfig;
-use transport_http::shared::{Refusal, RequestBodyStream, TlsSetup};
+use transport_http::request_body::RequestBodyStream;
+use transport_http::tls::{Refusal, TlsSetup};
 
 use crate::body::H3Body;
 use crate::error::{connection_error, stream_error};
@@ -281,7 +282,7 @@ impl QuicTransport {
         let deadline = started + timeouts.connect;
         let http = &self.inner.config.http;
         let (addrs, dns) =
-            transport_http::shared::resolve(http, &origin.host, origin.port, deadline).await?;
+            transport_http::resolve::lookup(http, &origin.host, origin.port, deadline).await?;
         if addrs.is_empty() {
             return Err(TransferError::new(
                 ErrorKind::Dns,
@@ -351,7 +352,7 @@ impl QuicTransport {
             Ok(Ok(quic)) => Ok(quic),
             Ok(Err(e)) => {
                 if let Some(refused) = refusal.take() {
-                    return Err(transport_http::shared::tls_error(&origin.host, &refused));
+                    return Err(transport_http::tls::tls_error(&origin.host, &refused));
                 }
                 // Whatever broke it, a handshake that failed is a QUIC
                 // failure (the caller may fall back to TCP).

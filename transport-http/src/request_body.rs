@@ -1,6 +1,12 @@
-//! Bodies in both directions, streamed: uploads read from files a chunk at a
-//! time with sent-byte progress; downloads pass frames through as they come,
-//! with an idle timeout between them. Nothing here holds a whole body.
+//! The request body both transports send (HTTP/3 in transport-quic too),
+//! streamed from its parts: files read a chunk at a time, the sent-bytes
+//! callback told as chunks go, the pacer asked before each, and a source
+//! file that changed since it was stamped failing with `SourceChanged`
+//! before its last bytes go out. Nothing here holds a whole body.
+//!
+//! [`RequestBodyStream`] is the part another transport uses; the send clock
+//! beside it is how HTTP/1.1 and HTTP/2 time the response head (idle
+//! between chunks while the body goes, first byte once it is sent).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,16 +18,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use transfer_core::{
-    BodyPart, ByteCount, ErrorKind, FileStamp, Pacer, RequestBody, SentProgress, TimeoutKind,
-    TransferError,
+    BodyPart, ErrorKind, FileStamp, Pacer, RequestBody, SentProgress, TimeoutKind, TransferError,
 };
-
-use crate::error::from_hyper;
-use crate::pool::Returner;
 
 /// Bytes read from a file per frame.
 const UPLOAD_CHUNK: usize = 256 << 10;
@@ -376,137 +377,5 @@ impl Body for RequestBodyStream {
 
     fn size_hint(&self) -> SizeHint {
         self.0.size_hint()
-    }
-}
-
-/// The idle timeout between the frames of a body. The timer is moved
-/// lazily, when it fires: one clock read per frame instead of a timer-wheel
-/// update.
-pub struct IdleTimer {
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    last: Instant,
-}
-
-impl IdleTimer {
-    /// A timer for `idle`, starting now.
-    pub fn new(idle: Duration) -> IdleTimer {
-        let now = Instant::now();
-        IdleTimer {
-            idle,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
-            last: now,
-        }
-    }
-
-    /// Data moved: the timeout starts over.
-    pub fn moved(&mut self) {
-        self.last = Instant::now();
-    }
-
-    /// Ready once `idle` has passed since data last moved (registers `cx`
-    /// to be woken for it otherwise).
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            ready!(self.timer.as_mut().poll(cx));
-            let deadline = self.last + self.idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            self.timer.as_mut().reset(deadline);
-        }
-    }
-
-    /// The error of an expired timer.
-    pub fn error(&self) -> TransferError {
-        TransferError::new(
-            ErrorKind::Timeout(TimeoutKind::Idle),
-            format!("no body data for {:?}", self.idle),
-        )
-    }
-}
-
-/// A response body passed through frame by frame, with an idle timeout
-/// between frames, errors classified, bytes counted, and the connection given
-/// back to the pool when the body ends cleanly.
-pub(crate) struct DownloadBody {
-    inner: Incoming,
-    idle: IdleTimer,
-    received: ByteCount,
-    returner: Option<Returner>,
-    done: bool,
-}
-
-impl DownloadBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        idle: Duration,
-        received: ByteCount,
-        returner: Option<Returner>,
-    ) -> Self {
-        let mut returner = returner;
-        if inner.is_end_stream() {
-            // No body to wait for (HEAD, 204, 304, `Content-Length: 0`).
-            if let Some(r) = returner.take() {
-                r.give_back();
-            }
-        }
-        DownloadBody {
-            inner,
-            idle: IdleTimer::new(idle),
-            received,
-            returner,
-            done: false,
-        }
-    }
-}
-
-impl Body for DownloadBody {
-    type Data = Bytes;
-    type Error = TransferError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, TransferError>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received.add(data.len() as u64);
-                }
-                this.idle.moved();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                this.returner = None; // a broken connection is never reused
-                Poll::Ready(Some(Err(from_hyper(&e, "reading the response body"))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                if let Some(r) = this.returner.take() {
-                    r.give_back();
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                ready!(this.idle.poll_expired(cx));
-                this.done = true;
-                this.returner = None;
-                Poll::Ready(Some(Err(this.idle.error())))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
