@@ -242,6 +242,18 @@ pub enum Verdict {
     Fail(TransferError),
 }
 
+impl fmt::Display for Verdict {
+    /// The verdict in words: `runs (LIMITS)`, `waits: REASON` or `fails:
+    /// ERROR`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Run(throttle) => write!(f, "runs ({throttle})"),
+            Verdict::Wait(reason) => write!(f, "waits: {reason}"),
+            Verdict::Fail(error) => write!(f, "fails: {error}"),
+        }
+    }
+}
+
 impl Verdict {
     /// Whether the verdict is `Run`.
     pub fn is_run(&self) -> bool {
@@ -381,5 +393,29 @@ impl Policy {
             session,
             task: task.max_rate,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_read_as_words() {
+        assert_eq!(
+            Verdict::Run(Throttle::default()).to_string(),
+            "runs (unlimited)"
+        );
+        let limited = Throttle {
+            session: Some(2048),
+            task: None,
+        };
+        assert_eq!(Verdict::Run(limited).to_string(), "runs (session 2K/s)");
+        assert_eq!(
+            Verdict::Wait(WaitReason::NeedsCharging).to_string(),
+            "waits: waiting for external power"
+        );
+        let e = TransferError::new(crate::ErrorKind::NoConnectivity, "no network");
+        assert_eq!(Verdict::Fail(e.clone()).to_string(), format!("fails: {e}"));
     }
 }

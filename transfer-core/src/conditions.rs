@@ -1,6 +1,8 @@
 //! The environment a transfer runs in: the network path and the power state,
 //! and the [`ConditionSource`] trait that reports them.
 
+use std::fmt;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,20 @@ pub enum NetworkKind {
     Cellular,
     /// Anything else (VPN, loopback-only, unknown).
     Other,
+}
+
+impl fmt::Display for NetworkKind {
+    /// The kind in words: `none`, `Wi-Fi`, `Ethernet`, `cellular`, `other
+    /// or unknown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetworkKind::None => "none",
+            NetworkKind::Wifi => "Wi-Fi",
+            NetworkKind::Ethernet => "Ethernet",
+            NetworkKind::Cellular => "cellular",
+            NetworkKind::Other => "other or unknown",
+        })
+    }
 }
 
 /// The network path: its kind and whether it is expensive or constrained.
@@ -80,6 +96,21 @@ impl NetworkPath {
     }
 }
 
+impl fmt::Display for NetworkPath {
+    /// The kind, then what else holds: `cellular, expensive`, `Wi-Fi,
+    /// constrained`, `Ethernet`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if self.expensive {
+            f.write_str(", expensive")?;
+        }
+        if self.constrained {
+            f.write_str(", constrained")?;
+        }
+        Ok(())
+    }
+}
+
 /// The power state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Power {
@@ -115,6 +146,26 @@ impl Power {
         (self.external_power || !other.external_power)
             && (!self.low_power || other.low_power)
             && self.battery.unwrap_or(100) >= other.battery.unwrap_or(100)
+    }
+}
+
+impl fmt::Display for Power {
+    /// The charge, the supply, and low power mode if on: `battery 20%, not
+    /// charging`, `no battery, on external power, low power mode`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.battery {
+            Some(level) => write!(f, "battery {level}%")?,
+            None => f.write_str("no battery")?,
+        }
+        f.write_str(if self.external_power {
+            ", on external power"
+        } else {
+            ", not charging"
+        })?;
+        if self.low_power {
+            f.write_str(", low power mode")?;
+        }
+        Ok(())
     }
 }
 
@@ -157,4 +208,44 @@ pub trait ConditionSource: Send + Sync {
     /// Waits until the conditions differ from `seen`, and returns the new ones.
     /// Returns at once when they already differ.
     async fn changed(&self, seen: Conditions) -> Conditions;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_paths_read_as_words() {
+        assert_eq!(NetworkPath::NONE.to_string(), "none");
+        assert_eq!(NetworkPath::WIFI.to_string(), "Wi-Fi");
+        assert_eq!(NetworkPath::ETHERNET.to_string(), "Ethernet");
+        assert_eq!(NetworkPath::CELLULAR.to_string(), "cellular, expensive");
+        let other = NetworkPath {
+            kind: NetworkKind::Other,
+            expensive: true,
+            constrained: true,
+        };
+        assert_eq!(
+            other.to_string(),
+            "other or unknown, expensive, constrained"
+        );
+    }
+
+    #[test]
+    fn power_reads_as_words() {
+        assert_eq!(Power::MAINS.to_string(), "no battery, on external power");
+        assert_eq!(
+            Power::on_battery(20).to_string(),
+            "battery 20%, not charging"
+        );
+        let saving = Power {
+            battery: Some(80),
+            external_power: true,
+            low_power: true,
+        };
+        assert_eq!(
+            saving.to_string(),
+            "battery 80%, on external power, low power mode"
+        );
+    }
 }
