@@ -1,6 +1,9 @@
 //! Ferry's project tasks.
 //!
 //! - `cargo xtask demo`: the offline tour (local origin, SIGKILL, resume).
+//! - `cargo xtask test`: installs what the tests need if it is missing, then
+//!   runs the workspace's tests and the short soak (the README's test
+//!   command, and CI's).
 //! - `cargo xtask bench`: Ferry side by side with curl, wget2 and aria2c
 //!   against nginx, with a JSON, Markdown and SVG report.
 //! - `cargo xtask soak`: downloads under injected faults while `ferry run`
@@ -14,7 +17,9 @@ use std::process::{Command, ExitCode};
 
 mod bench;
 mod demo;
+mod setup;
 mod soak;
+mod suite;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -34,6 +39,10 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Install what the tests need if it is missing (apt-get, a moto
+    /// virtualenv, npm ci), then run `cargo test --workspace --locked` and
+    /// the short soak.
+    Test(suite::Args),
     /// Measure Ferry side by side with curl, wget2 and aria2c.
     Bench(bench::Args),
     /// Kill `ferry run` again and again under injected faults; fail on any loss.
@@ -52,6 +61,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.task {
             Task::Demo { out } => demo::run(out).await,
+            Task::Test(args) => suite::run(args).await,
             Task::Bench(args) => bench::run(args).await,
             Task::Soak(args) => soak::run(args).await,
         }
