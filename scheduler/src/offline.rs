@@ -12,6 +12,7 @@ use transfer_core::{
 };
 
 use crate::engine::new_record;
+use crate::keys::KeyRule;
 use crate::{SessionConfig, SessionError};
 
 /// A session's state, changed without running it. Only one process may hold
@@ -88,18 +89,18 @@ impl Offline {
         // Each key names one task at a time: (its id, whether it has ended).
         let mut keys: HashMap<String, (TaskId, bool)> = records
             .iter()
-            .filter_map(|r| Some((r.spec.key.clone()?, (r.id, r.state.is_terminal()))))
+            .filter_map(|r| Some((r.spec.key.clone()?, crate::keys::holder(r))))
             .collect();
         let mut batch = Batch::default();
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
-            if let Some(&(old, ended)) = spec.key.as_ref().and_then(|k| keys.get(k)) {
-                if !ended {
+            match crate::keys::rule(spec.key.as_ref().and_then(|k| keys.get(k).copied())) {
+                KeyRule::Return(old) => {
                     ids.push(old);
                     continue;
                 }
-                // A finished task with the same key is replaced.
-                batch.remove.push(old);
+                KeyRule::Replace(old) => batch.remove.push(old),
+                KeyRule::Fresh => {}
             }
             // Random: a running session, or other processes sharing the
             // store, draw ids too.

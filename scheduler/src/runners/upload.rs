@@ -19,8 +19,8 @@ use transfer_core::{
     UploadBody,
 };
 
-use crate::engine::Command;
-use crate::runner::Attempt;
+use super::Attempt;
+use crate::command::Report;
 
 /// A multipart body's parts, its boundary and its length.
 struct Framed {
@@ -231,8 +231,8 @@ impl Attempt {
             .headers
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| transfer_core::parse_retry_after(v, self.clock.now()));
-        let _ = self.engine.send(Command::Response {
+            .and_then(|v| transfer_core::parse_retry_after(v, self.handles.clock.now()));
+        self.handles.inbox.report(Report::Response {
             task: self.task,
             attempt: self.attempt,
             response: Box::new(summary),
@@ -247,7 +247,7 @@ impl Attempt {
     /// Reports bytes sent to the engine as progress (`from` plus the bytes
     /// this request sent), at most every `progress_interval` (and at `end`).
     pub(crate) fn sent_progress(&self, from: u64, end: u64) -> transfer_core::SentProgress {
-        let engine = self.engine.clone();
+        let inbox = self.handles.inbox.clone();
         let (task, attempt) = (self.task, self.attempt);
         let every = self.config.progress_interval;
         let last = std::sync::Mutex::new(tokio::time::Instant::now());
@@ -264,7 +264,7 @@ impl Attempt {
             };
             // Progress never goes back, even if calls race.
             if due && reported.fetch_max(sent, Ordering::AcqRel) < sent {
-                let _ = engine.send(Command::Runner {
+                inbox.report(Report::Event {
                     task,
                     event: Event::Progress {
                         attempt,

@@ -29,9 +29,9 @@ use transfer_core::{
     RestartReason, ResumableProtocol, TransferError, TransportRequest,
 };
 
-use crate::engine::Command;
-use crate::runner::Attempt;
-use crate::upload::read_bounded;
+use super::Attempt;
+use super::upload::read_bounded;
+use crate::command::Report;
 
 /// What the server says of an upload resource.
 enum Remote {
@@ -223,7 +223,9 @@ impl Attempt {
                         .headers
                         .get(header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| transfer_core::parse_retry_after(v, self.clock.now()));
+                        .and_then(|v| {
+                            transfer_core::parse_retry_after(v, self.handles.clock.now())
+                        });
                     self.keep_answer(answer);
                     return Err(TransferError::status(status.as_u16(), retry_after));
                 }
@@ -261,7 +263,7 @@ impl Attempt {
     }
 
     fn keep_answer(&self, answer: ResponseSummary) {
-        let _ = self.engine.send(Command::Response {
+        self.handles.inbox.report(Report::Response {
             task: self.task,
             attempt: self.attempt,
             response: Box::new(answer),

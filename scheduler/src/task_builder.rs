@@ -263,3 +263,20 @@ impl TaskBuilder<FromFile> {
         self.finish(b).await
     }
 }
+
+impl Session {
+    /// Starts describing a download of `url`; finish with
+    /// [`DownloadBuilder::to`] and [`DownloadBuilder::enqueue`].
+    pub fn download(&self, url: &str) -> Result<DownloadBuilder, SessionError> {
+        transfer_core::Url::parse(url)?;
+        Ok(TaskBuilder::new(self.clone(), ToPath::new(url)))
+    }
+
+    /// Starts describing an upload of the file at `source`; finish with
+    /// [`UploadBuilder::to`] and [`UploadBuilder::enqueue`]. The file is
+    /// checked at enqueue (it must exist and be readable) and its size and
+    /// modification time recorded: an attempt that finds it changed fails.
+    pub fn upload(&self, source: impl Into<PathBuf>) -> UploadBuilder {
+        TaskBuilder::new(self.clone(), FromFile::new(source.into()))
+    }
+}

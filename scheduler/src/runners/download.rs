@@ -5,61 +5,17 @@
 //! The runner reports to the engine with runner events; it never touches
 //! the task record itself.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
-use http::{HeaderMap, Request, StatusCode, Uri, header};
+use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transfer_core::{
-    BeginDecision, Continuation, Delegate, ErrorKind, Event, Partial, RedirectDecision,
-    RedirectHook, RequestBody, ResumeData, SessionId, StoreError, StoreErrorKind, TaskId, TaskKind,
-    TaskRecord, TaskSpec, Throttle, TransferError, Transport, TransportRequest, judge_response,
+    BeginDecision, Continuation, ErrorKind, Event, Partial, RequestBody, ResumeData, StoreError,
+    StoreErrorKind, TaskKind, TransferError, judge_response,
 };
 
-use crate::engine::Command;
-use crate::throttle::Bucket;
-use crate::{Clock, SessionConfig};
-
-/// What a runner needs, cloned from the engine at start.
-pub(crate) struct Attempt {
-    pub(crate) session: SessionId,
-    pub(crate) task: TaskId,
-    pub(crate) attempt: u32,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) payloads: Arc<dyn transfer_core::PayloadStore>,
-    pub(crate) config: Arc<SessionConfig>,
-    pub(crate) clock: Clock,
-    pub(crate) engine: mpsc::UnboundedSender<Command>,
-    pub(crate) stop: watch::Receiver<bool>,
-    pub(crate) throttle: watch::Receiver<Throttle>,
-    pub(crate) session_bucket: Arc<Bucket>,
-    /// The task as it was when the attempt started: its spec and resume
-    /// data, and what delegate calls are given.
-    pub(crate) record: Arc<TaskRecord>,
-    pub(crate) delegate: Arc<dyn Delegate>,
-    /// The delegate follows tasks ([`Delegate::follows_tasks`], asked once
-    /// by the engine): it wants metrics.
-    pub(crate) follows: bool,
-    /// The task waited before this attempt (earliest begin, conditions,
-    /// backoff, a pause): the delegate's `will_begin` hears of it first.
-    pub(crate) delayed: bool,
-}
-
-/// Asks the session's delegate about each redirect of the task.
-struct DelegateRedirects {
-    record: Arc<TaskRecord>,
-    delegate: Arc<dyn Delegate>,
-}
-
-#[async_trait::async_trait]
-impl RedirectHook for DelegateRedirects {
-    async fn redirect(&self, from: &Uri, to: &Uri, _status: StatusCode) -> RedirectDecision {
-        self.delegate.redirect(&self.record, from, to).await
-    }
-}
+use super::Attempt;
 
 fn storage_error(e: StoreError) -> TransferError {
     let kind = match e.kind() {
@@ -70,68 +26,6 @@ fn storage_error(e: StoreError) -> TransferError {
 }
 
 impl Attempt {
-    /// What the task asks for.
-    pub(crate) fn spec(&self) -> &TaskSpec {
-        &self.record.spec
-    }
-
-    /// Where the attempt starts from.
-    pub(crate) fn resume(&self) -> &ResumeData {
-        &self.record.state.resume
-    }
-
-    pub(crate) fn send(&self, event: Event) {
-        let _ = self.engine.send(Command::Runner {
-            task: self.task,
-            event,
-            ack: None,
-        });
-    }
-
-    /// Sends an event and waits until the engine has made its effects
-    /// durable (a restart must be recorded before new bytes are written).
-    pub(crate) async fn send_durably(&self, event: Event) -> Result<(), TransferError> {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.engine.send(Command::Runner {
-            task: self.task,
-            event,
-            ack: Some(tx),
-        });
-        rx.await
-            .map_err(|_| TransferError::new(ErrorKind::Storage, "session stopped"))
-    }
-
-    /// Runs the attempt to its end and reports how it ended.
-    pub(crate) async fn run(mut self) {
-        let outcome = match self.begin().await {
-            Ok(Some(request)) if self.spec().kind.is_download() => self.download(&request).await,
-            Ok(Some(request)) => self.upload(&request).await,
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        // The ending first: when the runner is done, the engine already
-        // knows how the attempt ended (a shared session releases the task's
-        // claim only then).
-        match outcome {
-            Ok(Some(bytes)) => self.send(Event::Finished {
-                attempt: self.attempt,
-                bytes,
-            }),
-            Ok(None) => {} // stopped on request, after a checkpoint
-            Err(error) => {
-                tracing::debug!(task = %self.task, attempt = self.attempt, %error, "attempt failed");
-                self.send(Event::AttemptFailed {
-                    attempt: self.attempt,
-                    error,
-                });
-            }
-        }
-        let _ = self.engine.send(Command::RunnerDone {
-            task: self.task,
-            attempt: self.attempt,
-        });
-    }
-
     /// The request the task's spec describes, before any range.
     fn base_request(&self) -> Result<http::request::Parts, TransferError> {
         let spec = self.spec();
@@ -151,12 +45,17 @@ impl Attempt {
     /// The request every range of this attempt starts from (method, URL,
     /// headers): the spec's, or for a delayed task what the delegate's
     /// `will_begin` made of it; `None` when the delegate cancelled the task.
-    async fn begin(&self) -> Result<Option<http::request::Parts>, TransferError> {
+    pub(super) async fn begin(&self) -> Result<Option<http::request::Parts>, TransferError> {
         let mut parts = self.base_request()?;
         if !self.delayed {
             return Ok(Some(parts));
         }
-        match self.delegate.will_begin(&self.record, &mut parts).await {
+        match self
+            .handles
+            .delegate
+            .will_begin(&self.record, &mut parts)
+            .await
+        {
             BeginDecision::Continue => Ok(Some(parts)),
             BeginDecision::Cancel => {
                 self.send(Event::Cancel {
@@ -174,14 +73,15 @@ impl Attempt {
                 "uploads are not run by this runner",
             ));
         };
-        self.payloads
-            .open(&self.session, self.task, destination, resume)
+        self.handles
+            .payloads
+            .open(&self.handles.session, self.task, destination, resume)
             .await
             .map_err(storage_error)
     }
 
     /// `Ok(Some(bytes))` when committed, `Ok(None)` when stopped.
-    async fn download(
+    pub(super) async fn download(
         &mut self,
         base: &http::request::Parts,
     ) -> Result<Option<u64>, TransferError> {
@@ -193,7 +93,7 @@ impl Attempt {
             let response = self.request(base, &resume, offset).await?;
             let status = response.response.status();
             let headers = response.response.headers().clone();
-            let now = self.clock.now();
+            let now = self.handles.clock.now();
             let judged = judge_response(
                 &resume,
                 offset,
@@ -328,42 +228,6 @@ impl Attempt {
             "response"
         );
         Ok(response)
-    }
-
-    /// `request` with the session's timeouts and redirect rules, and the
-    /// delegate asked about each redirect.
-    pub(crate) fn with_options(&self, request: Request<RequestBody>) -> TransportRequest {
-        let mut request = TransportRequest::new(request);
-        request.options.timeouts = self.config.timeouts;
-        request.options.redirects = self.config.redirects;
-        request.options.protocol = crate::protocol_for(self.spec(), &self.config);
-        request.redirect_hook = Some(Arc::new(DelegateRedirects {
-            record: self.record.clone(),
-            delegate: self.delegate.clone(),
-        }));
-        request
-    }
-
-    /// Paces a request body at the task's and the session's rates.
-    pub(crate) fn pacer(&self) -> Arc<dyn transfer_core::Pacer> {
-        Arc::new(self.body_pacer())
-    }
-
-    /// A body's pacer: a fresh bucket for the task, the session's shared.
-    fn body_pacer(&self) -> crate::throttle::BodyPacer {
-        crate::throttle::BodyPacer::new(self.session_bucket.clone(), self.throttle.clone())
-    }
-
-    /// Hands a finished request's metrics to the delegate (in order, after
-    /// the task's earlier events), unless it follows no task.
-    pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {
-        if !self.follows {
-            return;
-        }
-        let _ = self.engine.send(Command::Metrics {
-            task: self.task,
-            metrics: Box::new(metrics),
-        });
     }
 
     async fn restart(

@@ -1,0 +1,305 @@
+//! Sessions shared by several processes, as the core decides them: which
+//! tasks this process may claim, write and run, and how the other
+//! processes' changes found in the store are taken in.
+//!
+//! A process runs a task, and writes its record, only while it holds the
+//! task's claim (the claims themselves are renewed and released by
+//! `leases.rs`). Times are the session clock's, like every other timer.
+
+use std::collections::HashSet;
+
+use transfer_core::{Completion, Event, Phase, Snapshot, TaskId, TaskRecord, WaitReason};
+
+use super::core::{Action, Core, Delivery, IdMap, ended_elsewhere, queue_key};
+
+/// Whether this process knows the task ended and `theirs` says it has not:
+/// a stale write (the same task never starts again once ended).
+fn ended_here(ours: Option<&TaskRecord>, theirs: &TaskRecord) -> bool {
+    ours.is_some_and(|o| o.state.is_terminal()) && !theirs.state.is_terminal()
+}
+
+impl<W> Core<W> {
+    /// Completions left undelivered in the outbox at attach: whoever claims
+    /// their task delivers them (this process, if their own died).
+    pub(crate) fn claim_outbox(&mut self, outbox: &[Completion]) {
+        let now = self.now;
+        for c in outbox {
+            if self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.may_claim(c.task, now))
+            {
+                self.claim(c.task);
+            }
+        }
+    }
+
+    /// Releases the claims of tasks this process no longer has in hand: no
+    /// attempt runs or waits to start, the record is durable (this runs
+    /// after a commit), and any completion has been acknowledged.
+    pub(crate) fn release_claims(&mut self) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        let mut done: Vec<TaskId> = sh
+            .held
+            .iter()
+            .copied()
+            .filter(|t| {
+                !self.running.contains_key(t)
+                    && !self.reserved.contains_key(t)
+                    && !self
+                        .records
+                        .get(t)
+                        .is_some_and(|r| matches!(r.state.phase, Phase::Running { .. }))
+                    && !sh.runners.contains_key(t)
+                    && !sh.unacked.contains(t)
+                    && !self.pending.dirty.contains(t)
+            })
+            .collect();
+        done.sort_unstable();
+        for t in done {
+            sh.held.remove(&t);
+            self.actions.push_back(Action::ReleaseClaim(t));
+        }
+    }
+
+    /// The claims of completions still to be acknowledged, taken out of
+    /// the held ones (the session shuts down: they go with the delivery).
+    pub(crate) fn take_unacked_claims(&mut self) -> Vec<TaskId> {
+        let Some(sh) = &mut self.shared else {
+            return Vec::new();
+        };
+        let unacked = &sh.unacked;
+        let mut taken: Vec<TaskId> = sh.held.extract_if(|t| unacked.contains(t)).collect();
+        taken.sort_unstable();
+        taken
+    }
+
+    /// A claim attempt's answer: `got` says whether this process holds the
+    /// claim now, `fresh` what the store said of the task after it (`None`
+    /// when it could not be read). The task is started by the next pump
+    /// when the store still has it to do, and its completion delivered when
+    /// one was left unacknowledged.
+    pub(crate) fn handle_claimed(
+        &mut self,
+        task: TaskId,
+        got: bool,
+        fresh: Option<(Option<TaskRecord>, Option<Completion>)>,
+        generation: u64,
+    ) {
+        let now = self.now;
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        sh.claiming.remove(&task);
+        let ttl = sh.ttl;
+        let (true, Some((fresh, completion))) = (got, fresh) else {
+            // Held elsewhere (or the store did not answer): later.
+            if got {
+                self.actions.push_back(Action::ReleaseClaim(task));
+            }
+            sh.retry_at(task, now.saturating_add(ttl / 2));
+            return;
+        };
+        sh.not_before.remove(&task);
+        sh.lost.remove(&task);
+        let newer_here = sh.newer_here(task, generation);
+        sh.held.insert(task);
+        if !newer_here {
+            match fresh {
+                // A task that ended never starts again: a record saying
+                // otherwise is a stale write.
+                Some(r) if !ended_here(self.record(task), &r) => {
+                    if self.record(task) != Some(&r)
+                        && let Some(ended) = self.take_theirs(r, None)
+                        && completion.is_none()
+                    {
+                        // Ended elsewhere since this process last read the
+                        // store, its completion already acknowledged there.
+                        self.deliver(Delivery::Elsewhere(Box::new(ended)));
+                    }
+                }
+                // Written again from here, under the claim.
+                Some(_) => {
+                    self.pending.dirty.insert(task);
+                }
+                None => {
+                    self.forget(task);
+                }
+            }
+        }
+        if let Some(done) = completion
+            && let Some(sh) = &mut self.shared
+            && sh.unacked.insert(done.task)
+        {
+            // Its process ended before the delegate heard of it.
+            self.outcomes.insert(done.task, done.outcome.clone());
+            self.deliver(Delivery::Completion(Box::new(done)));
+        }
+    }
+
+    /// Another process took over a task this process was running: the
+    /// attempt stops, and nothing more of it is written here.
+    pub(crate) fn handle_claim_lost(&mut self, task: TaskId) {
+        let Some(sh) = &mut self.shared else {
+            return;
+        };
+        if sh.held.remove(&task) {
+            self.actions.push_back(Action::ReleaseClaim(task));
+        }
+        sh.lost.insert(task);
+        if self.running.contains_key(&task) {
+            self.actions.push_back(Action::Stop(task));
+        }
+        self.pending.dirty.remove(&task);
+        self.deferred.remove(&task);
+        self.release(task);
+        if let Some(old) = self.records.get(&task) {
+            let key = queue_key(old);
+            self.queue_remove(&key);
+        }
+    }
+
+    /// Takes the store's record of a task in place of this process's.
+    /// When it says the task ended and this process did not know, the
+    /// outcome is kept for its waiters and the completion returned: `done`
+    /// (the one in the outbox), else what the record says.
+    fn take_theirs(&mut self, r: TaskRecord, done: Option<&Completion>) -> Option<Completion> {
+        let was_terminal = self.forget(r.id).is_some_and(|o| o.state.is_terminal());
+        let ended = (!was_terminal && r.state.is_terminal())
+            .then(|| done.cloned().unwrap_or_else(|| ended_elsewhere(&r)));
+        self.next_seq = self.next_seq.max(r.seq + 1);
+        self.adopt(r);
+        if let Some(c) = &ended {
+            self.outcomes.insert(c.task, c.outcome.clone());
+        }
+        ended
+    }
+
+    /// Takes the other processes' changes from the store (`snapshot`, as
+    /// loaded after commit `generation`, and `foreign`, the records they
+    /// saved since the last follow, in order): records added, changed or
+    /// removed there, completions they left undelivered, and cancellations
+    /// or suspensions of tasks this process runs.
+    pub(crate) fn handle_followed(
+        &mut self,
+        generation: u64,
+        snapshot: Snapshot,
+        foreign: Vec<TaskRecord>,
+    ) {
+        let now = self.now;
+        let Some(sh) = &self.shared else {
+            return;
+        };
+        let mut seen = HashSet::with_capacity(snapshot.records.len());
+        let mut user = Vec::new();
+        let mut cancelled: Vec<TaskRecord> = Vec::new();
+        let mut adopt = Vec::new();
+        // What others wrote to tasks this process runs: a user's cancel or
+        // suspend (a save here since may have replaced it in the store).
+        // The last each task got: a pause then a resume is a resume.
+        let mut last: IdMap<TaskRecord> = IdMap::default();
+        for r in foreign {
+            last.insert(r.id, r);
+        }
+        let mut last: Vec<TaskRecord> = last.into_values().collect();
+        last.sort_unstable_by_key(|r| r.id);
+        for r in last {
+            let running_here = sh.mine(r.id) && !sh.lost.contains(&r.id);
+            let Some(ours) = self.records.get(&r.id).filter(|_| running_here) else {
+                continue;
+            };
+            if ours.state.is_terminal() || cancelled.iter().any(|c| c.id == r.id) {
+                continue;
+            }
+            match r.state.phase {
+                // Cancelled there, with its completion: stopped here, and
+                // that completion delivered from here.
+                Phase::Cancelled => cancelled.push(r),
+                Phase::Suspended | Phase::Waiting(WaitReason::SuspendedByUser) => {
+                    user.push((r.id, Event::Suspend));
+                }
+                _ => {}
+            }
+        }
+        for r in snapshot.records {
+            seen.insert(r.id);
+            let ours = self.records.get(&r.id).map(|b| &**b);
+            if sh.mine(r.id) && !sh.lost.contains(&r.id) {
+                continue; // this process's to write
+            }
+            if sh.newer_here(r.id, generation) || self.pending.dirty.contains(&r.id) {
+                continue;
+            }
+            // As `adopt` would keep it: another process's attempt is queued here.
+            let same = match (ours, &r.state.phase) {
+                (Some(o), Phase::Running { .. }) => {
+                    o.state.phase == Phase::Queued && {
+                        let mut local = r.clone();
+                        local.state.phase = Phase::Queued;
+                        *o == local
+                    }
+                }
+                (ours, _) => ours == Some(&r),
+            };
+            if same || ended_here(ours, &r) {
+                continue;
+            }
+            adopt.push(r);
+        }
+        let mut gone: Vec<TaskId> = self
+            .records
+            .keys()
+            .copied()
+            .filter(|id| {
+                !seen.contains(id)
+                    && !sh.mine(*id)
+                    && !sh.newer_here(*id, generation)
+                    && !self.pending.dirty.contains(id)
+            })
+            .collect();
+        gone.sort_unstable();
+        let mut undelivered = Vec::new();
+        for c in &snapshot.outbox {
+            if !sh.mine(c.task) && !sh.unacked.contains(&c.task) && sh.may_claim(c.task, now) {
+                undelivered.push(c.task);
+            }
+        }
+        for id in gone {
+            self.forget(id);
+        }
+        for r in adopt {
+            let done = snapshot.outbox.iter().find(|c| c.task == r.id);
+            if let Some(c) = self.take_theirs(r, done) {
+                // Others' completions reach this process's event stream
+                // (not its delegate: the process that ran the task has it).
+                self.deliver(Delivery::Elsewhere(Box::new(c)));
+            }
+        }
+        for (id, event) in user {
+            self.event(id, event);
+        }
+        for r in cancelled {
+            let id = r.id;
+            if self.running.contains_key(&id) {
+                self.actions.push_back(Action::Stop(id));
+            }
+            self.release(id);
+            self.forget(id);
+            self.adopt(r);
+            // Saved again from here: the store has it last as cancelled.
+            self.pending.dirty.insert(id);
+            if let Some(c) = snapshot.outbox.iter().find(|c| c.task == id)
+                && let Some(sh) = &mut self.shared
+                && sh.unacked.insert(id)
+            {
+                self.outcomes.insert(id, c.outcome.clone());
+                self.deliver(Delivery::Completion(Box::new(c.clone())));
+            }
+        }
+        for task in undelivered {
+            self.claim(task);
+        }
+    }
+}

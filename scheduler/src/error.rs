@@ -1,0 +1,41 @@
+//! Why a session call failed ([`SessionError`]).
+
+use std::path::PathBuf;
+
+use transfer_core::{SpecError, StoreError, TaskId};
+
+/// Why a session call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The task specification was refused (bad URL, bad checksum, …).
+    #[error("invalid task: {0}")]
+    Spec(#[from] SpecError),
+    /// The task store failed.
+    #[error("task store: {0}")]
+    Store(#[source] StoreError),
+    /// An upload's source file is missing, unreadable or not a file.
+    #[error("upload source {}: {error}", path.display())]
+    Source {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A builder was given choices that do not go together.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// A builder was missing a part.
+    #[error("the session needs {0}")]
+    Missing(&'static str),
+    /// No such task in this session.
+    #[error("no task {0} in this session")]
+    UnknownTask(TaskId),
+    /// The session has shut down.
+    #[error("the session has shut down")]
+    Closed,
+    /// A bug: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
