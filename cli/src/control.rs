@@ -1,7 +1,8 @@
 //! The control socket: the process that runs the session (`ferry get` or
 //! `ferry run`) owns the store and listens on `control.sock` in the state
 //! directory (owner-only, like the directory). Other `ferry` commands talk
-//! to it with one JSON request per connection and read JSON lines back.
+//! to it with one [`Request`] per connection and read [`Reply`] or
+//! [`Followed`] lines back (see [`wire`](crate::wire)).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +12,19 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use scheduler::{Session, SessionEvent};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use transfer_core::{Outcome, TaskId};
+use transfer_core::TaskId;
 
-use crate::{AddArgs, PutArgs, Target, add_tasks, add_upload, ls_row};
+use crate::enqueue::{Target, add_downloads, add_upload};
+use crate::listing::LsRow;
+use crate::wire::{Added, Change, Followed, Reply, Request};
 
 /// The socket's path in the state directory.
-pub(crate) fn socket_path(home: &Path) -> PathBuf {
+fn socket_path(home: &Path) -> PathBuf {
     home.join("control.sock")
 }
 
@@ -28,34 +33,58 @@ pub(crate) async fn connect(home: &Path) -> Option<UnixStream> {
     UnixStream::connect(socket_path(home)).await.ok()
 }
 
-/// Sends one request and returns the response lines as they come.
-pub(crate) async fn request(
-    stream: UnixStream,
-    req: &Value,
-) -> anyhow::Result<tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>> {
-    let (read, mut write) = stream.into_split();
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    write.write_all(&line).await?;
-    write.shutdown().await?;
-    Ok(BufReader::new(read).lines())
+/// The lines of an answer, read one at a time as they come.
+pub(crate) struct Answer<T> {
+    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+    of: std::marker::PhantomData<T>,
 }
 
-/// Sends one request and reads its single answer.
-pub(crate) async fn call(stream: UnixStream, req: &Value) -> anyhow::Result<Value> {
-    let mut lines = request(stream, req).await?;
-    let line = lines
-        .next_line()
+impl<T: DeserializeOwned> Answer<T> {
+    /// The next line; `None` once the running ferry has closed the
+    /// connection.
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<T>> {
+        match self.lines.next_line().await? {
+            Some(line) => Ok(Some(serde_json::from_str(&line)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Sends one request and returns its answer's lines as they come.
+pub(crate) async fn request<T: DeserializeOwned>(
+    stream: UnixStream,
+    req: &Request,
+) -> anyhow::Result<Answer<T>> {
+    let (read, mut write) = stream.into_split();
+    write.write_all(&line_of(req)?).await?;
+    write.shutdown().await?;
+    Ok(Answer {
+        lines: BufReader::new(read).lines(),
+        of: std::marker::PhantomData,
+    })
+}
+
+/// Sends one request and reads its single reply; a [`Reply::Error`] is an
+/// error.
+pub(crate) async fn call(stream: UnixStream, req: &Request) -> anyhow::Result<Reply> {
+    let reply = request(stream, req)
+        .await?
+        .next()
         .await?
         .context("the running ferry closed the connection")?;
-    let v: Value = serde_json::from_str(&line)?;
-    if let Some(e) = v.get("error").and_then(Value::as_str) {
-        bail!("{e}");
+    if let Reply::Error { error } = reply {
+        bail!("{error}");
     }
-    Ok(v)
+    Ok(reply)
 }
 
-/// Listens on the control socket for as long as the session runs.
+/// `value` as one line of JSON.
+fn line_of(value: &impl Serialize) -> anyhow::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// The control socket while it is open: dropping it stops listening and
 /// removes the socket file.
 pub(crate) struct Listening {
@@ -70,6 +99,7 @@ impl Drop for Listening {
     }
 }
 
+/// Listens on the control socket for as long as the session runs.
 pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<Listening> {
     let path = socket_path(home);
     // A socket left by a killed runner: this process holds the store's lock,
@@ -153,81 +183,78 @@ impl Rates {
     }
 }
 
+/// Reads one request from `stream` and answers it.
 async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
         return Ok(());
     };
-    let req: Value = serde_json::from_str(&line)?;
-    let send = |v: Value| {
-        let mut b = serde_json::to_vec(&v).unwrap_or_default();
-        b.push(b'\n');
-        b
-    };
-    let result: anyhow::Result<()> = async {
-        match req.get("op").and_then(Value::as_str) {
-            Some(op @ ("add" | "put")) => {
-                let args = req["args"].clone();
-                let added = if op == "add" {
-                    let args: AddArgs = serde_json::from_value(args)?;
-                    add_tasks(Target::Live(session), &args).await?
-                } else {
-                    let args: PutArgs = serde_json::from_value(args)?;
-                    add_upload(Target::Live(session), &args).await?
-                };
-                let tasks: Vec<Value> = added
-                    .iter()
-                    .map(|(id, name)| json!({"id": id.to_string(), "name": name}))
-                    .collect();
-                write.write_all(&send(json!({ "tasks": tasks }))).await?;
-            }
-            Some("ls") => {
-                let rows: Vec<Value> = session
-                    .tasks()
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        let mut row = ls_row(r, true);
-                        if let Some(rate) = rates.of(r.id) {
-                            row["rate"] = json!(rate);
-                        }
-                        row
-                    })
-                    .collect();
-                write.write_all(&send(json!({ "tasks": rows }))).await?;
-            }
-            Some(op @ ("pause" | "resume" | "cancel")) => {
-                let id = parse_id(req["id"].as_str().unwrap_or_default())?;
-                let task = session.task(id);
-                match op {
-                    "pause" => task.suspend().await?,
-                    "resume" => task.resume().await?,
-                    _ => task.cancel().await?,
-                }
-                write.write_all(&send(json!({ "ok": true }))).await?;
-            }
-            Some("follow") => {
-                let ids: Vec<TaskId> = req["ids"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().and_then(|s| parse_id(s).ok()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                follow(session, &ids, &mut write, send).await?;
-            }
-            _ => bail!("unknown request"),
+    let req: Request = match serde_json::from_str(&line) {
+        Ok(req) => req,
+        Err(e) => {
+            let error = format!("unknown request: {e}");
+            return send(&mut write, &Reply::Error { error }).await;
         }
-        Ok(())
+    };
+    if let Request::Follow { ids } = req {
+        if let Err(e) = follow(session, &ids, &mut write).await {
+            let error = format!("{e:#}");
+            let _ = send(&mut write, &Followed::Error { error }).await;
+        }
+        return Ok(());
     }
-    .await;
-    if let Err(e) = result {
-        let _ = write
-            .write_all(&send(json!({ "error": format!("{e:#}") })))
-            .await;
+    let reply = match reply(req, session, rates).await {
+        Ok(reply) => reply,
+        Err(e) => Reply::Error {
+            error: format!("{e:#}"),
+        },
+    };
+    send(&mut write, &reply).await
+}
+
+/// Carries out a request other than [`Request::Follow`].
+async fn reply(req: Request, session: &Session, rates: &Rates) -> anyhow::Result<Reply> {
+    Ok(match req {
+        Request::Add(downloads) => added(add_downloads(Target::Live(session), &downloads).await?),
+        Request::Put(upload) => added(add_upload(Target::Live(session), &upload).await?),
+        Request::Ls => Reply::Tasks {
+            tasks: session
+                .tasks()
+                .await?
+                .iter()
+                .map(|r| LsRow {
+                    rate: rates.of(r.id),
+                    ..LsRow::of(r, true)
+                })
+                .collect(),
+        },
+        Request::Change { id, change } => {
+            let task = session.task(id);
+            match change {
+                Change::Pause => task.suspend().await?,
+                Change::Resume => task.resume().await?,
+                Change::Cancel => task.cancel().await?,
+            }
+            Reply::Changed
+        }
+        Request::Follow { .. } => bail!("a follow request streams its answer"),
+    })
+}
+
+/// The reply naming the tasks a request added.
+fn added(tasks: Vec<(TaskId, String)>) -> Reply {
+    Reply::Added {
+        tasks: tasks
+            .into_iter()
+            .map(|(id, name)| Added { id, name })
+            .collect(),
     }
+}
+
+/// Writes one line of an answer.
+async fn send(write: &mut OwnedWriteHalf, value: &impl Serialize) -> anyhow::Result<()> {
+    write.write_all(&line_of(value)?).await?;
     Ok(())
 }
 
@@ -235,57 +262,38 @@ async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow:
 async fn follow(
     session: &Session,
     ids: &[TaskId],
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    send: impl Fn(Value) -> Vec<u8>,
+    write: &mut OwnedWriteHalf,
 ) -> anyhow::Result<()> {
     let mut events = Box::pin(session.events());
     let mut open: Vec<TaskId> = ids.to_vec();
     // Tasks that already ended.
     for id in ids {
         if let Some(outcome) = session.task(*id).outcome().await? {
-            write.write_all(&send(end_line(*id, &outcome))).await?;
+            send(write, &Followed::ended(*id, &outcome)).await?;
             open.retain(|t| t != id);
         }
     }
     while !open.is_empty() {
         let Some(e) = events.next().await else { break };
-        match e {
+        let line = match e {
             SessionEvent::Progress { task, progress } if open.contains(&task) => {
-                let line = json!({"event": "progress", "id": task.to_string(),
-                    "bytes": progress.total, "total": progress.expected});
-                write.write_all(&send(line)).await?;
+                Followed::Progress {
+                    id: task,
+                    bytes: progress.total,
+                    total: progress.expected,
+                }
             }
-            SessionEvent::Waiting { task, reason } if open.contains(&task) => {
-                let line = json!({"event": "waiting", "id": task.to_string(), "reason": reason.to_string()});
-                write.write_all(&send(line)).await?;
-            }
+            SessionEvent::Waiting { task, reason } if open.contains(&task) => Followed::Waiting {
+                id: task,
+                reason: reason.to_string(),
+            },
             SessionEvent::Completed(c) if open.contains(&c.task) => {
-                write.write_all(&send(end_line(c.task, &c.outcome))).await?;
                 open.retain(|t| *t != c.task);
+                Followed::ended(c.task, &c.outcome)
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        send(write, &line).await?;
     }
     Ok(())
-}
-
-fn end_line(id: TaskId, outcome: &Outcome) -> Value {
-    match outcome {
-        Outcome::Completed { bytes } => {
-            json!({"event": "done", "id": id.to_string(), "ok": true, "bytes": bytes})
-        }
-        Outcome::Failed { error, .. } => {
-            json!({"event": "done", "id": id.to_string(), "ok": false, "error": error.to_string()})
-        }
-        Outcome::Cancelled { .. } => {
-            json!({"event": "done", "id": id.to_string(), "ok": false, "error": "cancelled"})
-        }
-    }
-}
-
-/// A task id as `ferry ls` prints it (16 hex digits).
-pub(crate) fn parse_id(s: &str) -> anyhow::Result<TaskId> {
-    let v = u64::from_str_radix(s.trim(), 16)
-        .with_context(|| format!("{s:?} is not a task id (16 hex digits, as `ferry ls` shows)"))?;
-    Ok(TaskId::from_u64(v))
 }

@@ -1,0 +1,466 @@
+//! The command line's argument types: clap's structs for each command, the
+//! value parsers for sizes, rates, `--resolve` and task ids, and the checks
+//! that turn a `get`, `add` or `put`'s arguments into the request that
+//! [`enqueue`](crate::enqueue) carries out.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use transfer_core::{Constraints, ResumableProtocol, TaskId};
+
+use crate::enqueue::{Downloads, Upload};
+use crate::payloads;
+
+/// `ferry`'s command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Background downloads and uploads that survive crashes, kills and restarts"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// Keep the session's state in S3 or an S3-compatible server, under
+    /// `s3://BUCKET/PREFIX`, instead of `$FERRY_HOME`: several `ferry`
+    /// processes, on this machine or others, then share the session, each
+    /// task run by one of them at a time.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_STORE",
+        value_name = "s3://BUCKET/PREFIX"
+    )]
+    pub(crate) store: Option<String>,
+    /// The S3-compatible endpoint for `--store` and `--to s3://…` (default:
+    /// `AWS_ENDPOINT_URL`, else AWS). Credentials and region come from the
+    /// `AWS_*` variables.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+}
+
+impl Cli {
+    /// The command line with a `get`'s URL list read and its arguments
+    /// checked (see [`AddArgs::resolved`]): a `get`'s URLs choose the
+    /// runtime's size, so they are known before it starts.
+    pub(crate) fn resolved(self) -> anyhow::Result<Cli> {
+        Ok(match self.command {
+            Command::Get(mut args) => {
+                args.add = args.add.resolved()?;
+                Cli {
+                    command: Command::Get(args),
+                    ..self
+                }
+            }
+            _ => self,
+        })
+    }
+
+    /// The command's `--lease-ttl`, for those that run the session.
+    pub(crate) fn lease_ttl(&self) -> Option<&str> {
+        match &self.command {
+            Command::Get(args) => args.opts.lease_ttl.as_deref(),
+            Command::Put { opts, .. } | Command::Run { opts, .. } => opts.lease_ttl.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// `ferry`'s commands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Download URLs into a directory and wait until every one ends.
+    Get(GetArgs),
+    /// Add downloads without waiting (a running `ferry` starts them at once).
+    Add(AddArgs),
+    /// Upload a file (PUT, or a POST of a form) and wait until it ends.
+    Put {
+        #[command(flatten)]
+        put: PutArgs,
+        #[command(flatten)]
+        opts: RunnerOpts,
+    },
+    /// Run the session: every queued download, until stopped.
+    Run {
+        /// Stop once nothing is running, queued or waiting to retry.
+        #[arg(long)]
+        until_idle: bool,
+        /// Rate limit for the whole session in bytes per second (suffixes
+        /// k, M, G: 1024-based).
+        #[arg(long)]
+        limit_rate: Option<String>,
+        /// Every task this run runs is treated as background work or as
+        /// needing external power, on top of its own flags.
+        #[command(flatten)]
+        when: WhenArgs,
+        #[command(flatten)]
+        opts: RunnerOpts,
+    },
+    /// List the tasks of the session.
+    Ls {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a task (it keeps its partial).
+    Pause {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
+    },
+    /// Resume a suspended task.
+    Resume {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
+    },
+    /// Cancel a task and delete its partial.
+    Cancel {
+        /// The task's id, as `ferry ls` shows it.
+        id: String,
+    },
+    /// Show the network and power conditions detected, and what the default
+    /// policy lets run now (sysfs root from `FERRY_SYSFS_ROOT`, else `/`).
+    Conditions {
+        #[command(flatten)]
+        sensing: Sensing,
+    },
+}
+
+/// How network and power conditions are read (`get`, `run`, `conditions`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct Sensing {
+    /// Treat network interface IFACE as metered (expensive), e.g. a phone
+    /// tethered over USB; cellular interfaces always are. Repeatable.
+    #[arg(long, value_name = "IFACE")]
+    metered: Vec<String>,
+}
+
+impl Sensing {
+    /// The Linux condition source's settings: the sysfs root from
+    /// `FERRY_SYSFS_ROOT` (else `/`) and the metered interfaces.
+    pub(crate) fn config(&self) -> scheduler::LinuxConditionsConfig {
+        let mut config = scheduler::LinuxConditionsConfig::default();
+        if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
+            config.root = root.into();
+        }
+        config.expensive.extend(self.metered.iter().cloned());
+        config
+    }
+}
+
+/// `ferry get`'s arguments: what to download, and how to run the session.
+#[derive(clap::Args, Debug)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) add: AddArgs,
+    #[command(flatten)]
+    pub(crate) opts: RunnerOpts,
+}
+
+/// How the process that runs the session runs it (`get` and `run`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunnerOpts {
+    /// More trusted root certificates (PEM), beside the platform's.
+    #[arg(long)]
+    pub(crate) cacert: Vec<PathBuf>,
+    /// Make each download durable every SIZE bytes (suffixes k, M, G;
+    /// default 32M) and about once a second: after a kill, a download
+    /// continues from its last checkpoint and fetches again what came after
+    /// it (at full speed the disk flushes while the next bytes arrive, so
+    /// that can be up to two checkpoints' worth); `off`: only when it
+    /// completes (a kill may lose it all).
+    #[arg(long, value_name = "SIZE|off")]
+    pub(crate) checkpoint: Option<String>,
+    /// Transfers at once, in all and to any one server (default 16 in
+    /// all, 8 to one server).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) parallel: Option<u32>,
+    /// Wait while on a cellular network.
+    #[arg(long)]
+    pub(crate) no_cellular: bool,
+    /// Wait while on an expensive (metered) network.
+    #[arg(long)]
+    pub(crate) no_expensive: bool,
+    /// A bandwidth timetable for the session, as rclone writes them:
+    /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k").
+    #[arg(long, value_name = "TIMETABLE")]
+    pub(crate) schedule: Option<String>,
+    /// Connect to ADDR:PORT for HOST instead of resolving HOST, in the form
+    /// of curl's `--resolve` (TLS still checks the certificate for HOST).
+    /// Repeatable.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub(crate) resolve: Vec<String>,
+    #[command(flatten)]
+    pub(crate) sensing: Sensing,
+    /// With `--store`: how long this process's hold on a task lasts without
+    /// a renewal (default 30s; renewed every third of it). If the process
+    /// dies, the others take its tasks over after that much silence.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) lease_ttl: Option<String>,
+    /// The global `--endpoint`.
+    #[arg(skip)]
+    pub(crate) endpoint: Option<String>,
+    /// HTTP/3 only (over QUIC; https URLs).
+    #[arg(long, conflicts_with = "prefer_http3")]
+    pub(crate) http3: bool,
+    /// HTTP/3 where the server answers over QUIC, else HTTP/2 or HTTP/1.1
+    /// (servers that advertise HTTP/3 with Alt-Svc get it anyway).
+    #[arg(long)]
+    pub(crate) prefer_http3: bool,
+    /// Largest append of a resumable upload (suffixes k, M, G; default
+    /// 64M): at most this much is sent again after an interruption.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) upload_chunk: Option<String>,
+    /// The session's rate limit (`ferry run --limit-rate`).
+    #[arg(skip)]
+    pub(crate) session_rate: Option<u64>,
+    /// Constraints on every task (`ferry run --discretionary`,
+    /// `--require-charging`).
+    #[arg(skip)]
+    pub(crate) session_constraints: Constraints,
+}
+
+/// When a task may run: shared by `get`, `add` and `put` (and `run`, for
+/// every task it runs).
+#[derive(clap::Args, Debug)]
+pub(crate) struct WhenArgs {
+    /// Background work: runs only on an unmetered, unconstrained network,
+    /// outside low power mode, and charging or above 30% battery.
+    #[arg(long)]
+    discretionary: bool,
+    /// Runs only while on external power.
+    #[arg(long)]
+    require_charging: bool,
+}
+
+impl WhenArgs {
+    /// The constraints these flags ask for.
+    pub(crate) fn constraints(&self) -> Constraints {
+        Constraints {
+            discretionary: self.discretionary,
+            requires_charging: self.require_charging,
+            requires_unmetered: false,
+        }
+    }
+}
+
+/// What to download and where: shared by `get` and `add`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct AddArgs {
+    /// The URLs (http or https).
+    #[arg(required_unless_present = "input_file")]
+    pub(crate) urls: Vec<String>,
+    /// Read more URLs from this file, one per line (`-` for standard
+    /// input); blank lines and lines starting with `#` are skipped.
+    #[arg(short = 'i', long = "input-file", value_name = "LIST")]
+    input_file: Option<PathBuf>,
+    /// The output directory (created if missing).
+    #[arg(short = 'o', long = "output", default_value = ".")]
+    output: PathBuf,
+    /// Download into an object instead of a file: `s3://BUCKET/KEY` (one
+    /// URL), or `s3://BUCKET/PREFIX/` (any number: each URL's file name
+    /// after the prefix), through a multipart upload whose parts are the
+    /// checkpoints.
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub(crate) to: Option<String>,
+    /// Expected SHA-256 of the payload (64 hex digits; one URL only).
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Rate limit per download in bytes per second (suffixes k, M, G: 1024-based).
+    #[arg(long)]
+    limit_rate: Option<String>,
+    /// Replace existing files instead of choosing a numbered name.
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    when: WhenArgs,
+}
+
+impl AddArgs {
+    /// Reads the URL list, checks the arguments and makes the output
+    /// directory absolute (creating it).
+    pub(crate) fn resolved(mut self) -> anyhow::Result<AddArgs> {
+        if let Some(list) = self.input_file.take() {
+            let text = if list.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the URL list")?
+            } else {
+                std::fs::read_to_string(&list)
+                    .with_context(|| format!("reading {}", list.display()))?
+            };
+            self.urls.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+            if self.urls.is_empty() {
+                bail!("{} lists no URLs", list.display());
+            }
+        }
+        if let Some(to) = &self.to {
+            let prefix = to.ends_with('/');
+            if payloads::parse_s3(&format!("{to}{}", if prefix { "x" } else { "" })).is_none() {
+                bail!("--to {to:?}: s3://BUCKET/KEY, or s3://BUCKET/PREFIX/");
+            }
+            if !prefix && self.urls.len() != 1 {
+                bail!("--to {to:?} names one object; give one URL, or a prefix ending in /");
+            }
+        }
+        if self.sha256.is_some() && self.urls.len() != 1 {
+            bail!("--sha256 applies to one URL; give one URL per command");
+        }
+        if let Some(r) = &self.limit_rate {
+            parse_rate(r)?;
+        }
+        std::fs::create_dir_all(&self.output)
+            .with_context(|| format!("creating {}", self.output.display()))?;
+        self.output = std::fs::canonicalize(&self.output)
+            .with_context(|| format!("resolving {}", self.output.display()))?;
+        Ok(self)
+    }
+
+    /// The downloads these arguments ask for, once [`resolved`](Self::resolved).
+    pub(crate) fn downloads(self) -> anyhow::Result<Downloads> {
+        Ok(Downloads {
+            rate: self.limit_rate.as_deref().map(parse_rate).transpose()?,
+            urls: self.urls,
+            output: self.output,
+            to: self.to,
+            sha256: self.sha256,
+            overwrite: self.overwrite,
+            when: self.when.constraints(),
+        })
+    }
+}
+
+/// What to upload and where (`put`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct PutArgs {
+    /// The file to upload.
+    file: PathBuf,
+    /// Where to send it (http or https).
+    url: String,
+    /// Send a multipart/form-data form: a text field NAME=VALUE before the
+    /// file (repeatable).
+    #[arg(short = 'F', long = "form", value_name = "NAME=VALUE")]
+    form: Vec<String>,
+    /// Send a form whose file part is the field NAME (default `file` when
+    /// `--form` is given).
+    #[arg(long, value_name = "NAME")]
+    form_file: Option<String>,
+    /// The method (default PUT; POST for a form).
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+    /// The file's content type (default application/octet-stream).
+    #[arg(long)]
+    content_type: Option<String>,
+    /// Resumable: IETF "Resumable Uploads for HTTP" (draft -12, interop
+    /// version 9); an interrupted upload continues from the server's offset.
+    /// A server that does not offer it gets a plain upload.
+    #[arg(long, conflicts_with_all = ["form", "form_file", "tus"])]
+    resumable: bool,
+    /// Resumable with tus 1.0 (URL: the server's creation endpoint).
+    #[arg(long, conflicts_with_all = ["form", "form_file"])]
+    tus: bool,
+    /// Rate limit of this upload in bytes per second (suffixes k, M, G:
+    /// 1024-based).
+    #[arg(long)]
+    limit_rate: Option<String>,
+    #[command(flatten)]
+    when: WhenArgs,
+}
+
+impl PutArgs {
+    /// Checks the arguments and makes the file's path absolute: the upload
+    /// they ask for.
+    pub(crate) fn resolved(self) -> anyhow::Result<Upload> {
+        let file = std::fs::canonicalize(&self.file)
+            .with_context(|| format!("upload source {}", self.file.display()))?;
+        let mut fields = Vec::with_capacity(self.form.len());
+        for f in &self.form {
+            let Some((name, value)) = f.split_once('=') else {
+                bail!("--form {f:?}: NAME=VALUE");
+            };
+            fields.push((name.to_owned(), value.to_owned()));
+        }
+        let method = self
+            .method
+            .as_deref()
+            .map(|m| {
+                http::Method::from_bytes(m.as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--method {m:?} is not a method"))
+            })
+            .transpose()?;
+        let rate = self.limit_rate.as_deref().map(parse_rate).transpose()?;
+        transfer_core::Url::parse(&self.url).with_context(|| self.url.clone())?;
+        let form_file = self
+            .form_file
+            .or_else(|| (!self.form.is_empty()).then(|| "file".to_owned()));
+        let resumable = if self.tus {
+            Some(ResumableProtocol::Tus)
+        } else if self.resumable {
+            Some(ResumableProtocol::IetfDraft)
+        } else {
+            None
+        };
+        Ok(Upload {
+            file,
+            url: self.url,
+            form_file,
+            fields,
+            method,
+            content_type: self.content_type,
+            resumable,
+            rate,
+            when: self.when.constraints(),
+        })
+    }
+}
+
+/// Parses a rate such as `500k`, `2M` or `1048576` (bytes per second).
+pub(crate) fn parse_rate(s: &str) -> anyhow::Result<u64> {
+    parse_size(s).with_context(|| format!("--limit-rate {s:?} is not a rate such as 500k or 2M"))
+}
+
+/// Parses a size such as `500k`, `2M` or `1048576` (bytes; suffixes are
+/// 1024-based), above zero.
+pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = digits.parse().context("not a number")?;
+    if !(n.is_finite() && n > 0.0) {
+        bail!("must be above zero");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// Reads curl's `--resolve` form, `HOST:PORT:ADDR` (ADDR may be an IPv6
+/// address, bracketed or not).
+pub(crate) fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::SocketAddr)> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("three parts separated by ':' are needed");
+    };
+    anyhow::ensure!(!host.is_empty(), "the host is empty");
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{port:?} is not a port number"))?;
+    let ip: std::net::IpAddr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IP address"))?;
+    Ok((host.to_owned(), std::net::SocketAddr::new(ip, port)))
+}
+
+/// A task id as `ferry ls` prints it (16 hex digits).
+pub(crate) fn parse_id(s: &str) -> anyhow::Result<TaskId> {
+    let v = u64::from_str_radix(s.trim(), 16)
+        .with_context(|| format!("{s:?} is not a task id (16 hex digits, as `ferry ls` shows)"))?;
+    Ok(TaskId::from_u64(v))
+}

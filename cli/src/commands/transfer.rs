@@ -1,0 +1,164 @@
+//! `ferry get` and `ferry put`: run the transfers (in this process, or in
+//! the ferry already running) and wait until every one ends.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use scheduler::{SessionEvent, TaskHandle};
+use transfer_core::{NoDelegate, TaskId};
+
+use crate::args::RunnerOpts;
+use crate::control;
+use crate::enqueue::{Downloads, Target, Upload, add_downloads, add_upload};
+use crate::output::say;
+use crate::progress::{report, show_progress};
+use crate::session::{self, Started};
+use crate::state;
+use crate::wire::{Followed, Reply, Request};
+
+/// What `get` and `put` ask for.
+pub(crate) enum Job {
+    /// Downloads (`get`).
+    Get(Downloads),
+    /// An upload (`put`).
+    Put(Upload),
+}
+
+impl Job {
+    /// The request that hands the job to a running ferry.
+    fn request(self) -> Request {
+        match self {
+            Job::Get(downloads) => Request::Add(downloads),
+            Job::Put(upload) => Request::Put(upload),
+        }
+    }
+
+    async fn enqueue(&self, target: Target<'_>) -> anyhow::Result<Vec<(TaskId, String)>> {
+        match self {
+            Job::Get(downloads) => add_downloads(target, downloads).await,
+            Job::Put(upload) => add_upload(target, upload).await,
+        }
+    }
+}
+
+/// Runs the job's transfers (here, or in the ferry already running) and
+/// waits until every one ends. An upload's answer goes to standard output.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn transfer(
+    job: Job,
+    opts: &RunnerOpts,
+    shared: Option<&state::Shared>,
+) -> anyhow::Result<ExitCode> {
+    let (session, server) = match session::start(opts, shared, Arc::new(NoDelegate)).await? {
+        Started::Here(session, server) => (session, server),
+        Started::Elsewhere(stream, home) => {
+            return transfer_through_runner(stream, &home, job).await;
+        }
+    };
+    let mut events = Box::pin(session.events());
+    let added = job.enqueue(Target::Live(&session)).await?;
+    let tasks: Vec<(TaskHandle, String)> = added
+        .into_iter()
+        .map(|(id, name)| (session.task(id), name))
+        .collect();
+
+    let mut interrupted = session::watch_signals(session.clone());
+    let shown = show_progress(&session, &tasks);
+    let mut failures = 0;
+    let mut answers = Vec::new();
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for (handle, name) in &tasks {
+        let outcome = tokio::select! {
+            o = handle.wait() => o?,
+            _ = interrupted.wait_for(|i| *i) => {
+                shown.abandon();
+                return Ok(ExitCode::from(130));
+            }
+        };
+        if !report(name, &outcome) {
+            failures += 1;
+        }
+        outcomes.push((handle.id(), name.as_str(), outcome));
+    }
+    shown.finish(&outcomes).await;
+    if matches!(job, Job::Put(_)) {
+        // The completions are in the stream already (recorded before
+        // `wait` returned); take what is there without waiting.
+        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
+            if let SessionEvent::Completed(c) = e
+                && let Some(r) = c.response
+                && c.outcome.is_completed()
+            {
+                answers.push(r.body);
+            }
+        }
+    }
+    drop(server);
+    session.shutdown().await;
+    for body in answers {
+        std::io::Write::write_all(&mut std::io::stdout(), &body)?;
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The job while another process runs the session: hand it the tasks and
+/// follow them until they end.
+#[allow(clippy::print_stderr)]
+async fn transfer_through_runner(
+    stream: tokio::net::UnixStream,
+    home: &Path,
+    job: Job,
+) -> anyhow::Result<ExitCode> {
+    let Reply::Added { tasks } = control::call(stream, &job.request()).await? else {
+        bail!("the running ferry answered something else than the tasks it added");
+    };
+    let names: HashMap<TaskId, String> = tasks.into_iter().map(|t| (t.id, t.name)).collect();
+    eprintln!(
+        "ferry: handed {} transfer(s) to the running ferry",
+        names.len()
+    );
+    let stream = control::connect(home)
+        .await
+        .context("the running ferry went away")?;
+    let ids = names.keys().copied().collect();
+    let mut lines = control::request(stream, &Request::Follow { ids }).await?;
+    let name = |id: &TaskId| names.get(id).cloned().unwrap_or_default();
+    let mut failures = 0;
+    let mut ended = 0;
+    while let Some(line) = lines.next().await? {
+        match line {
+            Followed::Progress { id, bytes, .. } => {
+                say(format_args!("{}: {bytes} bytes", name(&id)))
+            }
+            Followed::Waiting { id, reason } => {
+                say(format_args!("{}: waiting: {reason}", name(&id)))
+            }
+            Followed::Completed { .. } => ended += 1,
+            Followed::Failed { id, error } => {
+                ended += 1;
+                failures += 1;
+                eprintln!("ferry: {}: {error}", name(&id));
+            }
+            // What is left unended says the rest, below.
+            Followed::Error { .. } => {}
+        }
+    }
+    if ended < names.len() {
+        bail!(
+            "the running ferry stopped before the transfers ended; run the command again to continue"
+        );
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,238 @@
+//! Composing the session: where its state is (the state directory, or a
+//! bucket several processes share), who runs it (this process, or the one
+//! answering on the control socket), and the session this process runs,
+//! with its transports, stores, conditions and configuration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use scheduler::{Offline, Session, SessionConfig};
+use store_fs::{FsPayloadStore, FsTaskStore};
+use transfer_core::Delegate;
+use transport_http::{HttpConfig, HttpTransport};
+
+use crate::args::{Cli, RunnerOpts, parse_resolve, parse_size};
+use crate::{control, payloads, state};
+
+/// The session every `ferry` command uses.
+const SESSION: &str = "default";
+
+/// The bucket that holds the session's state, when `--store` names one,
+/// with claims that last the command's `--lease-ttl`.
+pub(crate) fn shared(cli: &Cli) -> anyhow::Result<Option<state::Shared>> {
+    let ttl = match cli.lease_ttl() {
+        Some(t) => state::parse_duration(t).with_context(|| format!("--lease-ttl {t:?}"))?,
+        None => Duration::from_secs(30),
+    };
+    cli.store
+        .as_deref()
+        .map(|url| state::Shared::open(url, cli.endpoint.as_deref(), ttl))
+        .transpose()
+}
+
+/// The state directory: `$FERRY_HOME`, else the platform data directory.
+pub(crate) fn home() -> anyhow::Result<PathBuf> {
+    if let Some(h) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h));
+    }
+    let base = dirs::data_dir().context("no data directory: set FERRY_HOME")?;
+    Ok(base.join("ferry"))
+}
+
+/// How a command reaches the session.
+pub(crate) enum Access {
+    /// Another process runs it: talk to it.
+    Runner(tokio::net::UnixStream),
+    /// Nobody runs it: the store is ours.
+    Store(FsTaskStore),
+}
+
+/// The running ferry's socket if one answers, else the store. A store held
+/// for a moment by a command that is not a runner (`ls`, `add`) is tried
+/// again for a few seconds; a runner shows up on its socket meanwhile.
+pub(crate) async fn access(home: &Path) -> anyhow::Result<Access> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = control::connect(home).await {
+            return Ok(Access::Runner(s));
+        }
+        match FsTaskStore::open(home) {
+            Ok(store) => return Ok(Access::Store(store)),
+            Err(e)
+                if e.kind() == transfer_core::StoreErrorKind::Unavailable
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if e.kind() == transfer_core::StoreErrorKind::Unavailable => {
+                bail!(
+                    "another ferry process is using {} and does not answer on its control socket ({e})",
+                    home.display()
+                )
+            }
+            Err(e) => bail!("opening the state in {}: {e}", home.display()),
+        }
+    }
+}
+
+/// The session configuration the runner's options ask for.
+fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
+    let mut config = SessionConfig::default();
+    match opts.checkpoint.as_deref() {
+        None => {}
+        Some("off") => {
+            config.checkpoint_bytes = u64::MAX;
+            config.checkpoint_interval = Duration::MAX;
+        }
+        Some(size) => {
+            config.checkpoint_bytes = parse_size(size)
+                .with_context(|| format!("--checkpoint {size:?}: a size such as 8M, or off"))?
+        }
+    }
+    if let Some(size) = &opts.upload_chunk {
+        config.upload_chunk_bytes = parse_size(size)
+            .with_context(|| format!("--upload-chunk {size:?}: a size such as 8M"))?;
+    }
+    config.protocol = if opts.http3 {
+        transfer_core::ProtocolPreference::RequireHttp3
+    } else if opts.prefer_http3 {
+        transfer_core::ProtocolPreference::PreferHttp3
+    } else {
+        transfer_core::ProtocolPreference::Auto
+    };
+    if let Some(n) = opts.parallel {
+        config.policy.max_concurrent = n;
+        config.policy.max_per_host = n;
+    }
+    config.policy.rate_limit = opts.session_rate;
+    config.policy.constraints = opts.session_constraints;
+    config.policy.allows_cellular = !opts.no_cellular;
+    config.policy.allows_expensive = !opts.no_expensive;
+    if let Some(t) = &opts.schedule {
+        config.policy.timetable =
+            Some(transfer_core::Timetable::parse(t).with_context(|| format!("--schedule {t:?}"))?);
+    }
+    Ok(config)
+}
+
+/// Opens the session as the runner of this state directory.
+async fn runner(
+    store: Arc<dyn transfer_core::TaskStore>,
+    shared: Option<&state::Shared>,
+    opts: &RunnerOpts,
+    delegate: Arc<dyn Delegate>,
+) -> anyhow::Result<(Session, PathBuf)> {
+    let config = config(opts)?;
+    let mut http = HttpConfig::default();
+    for pem in &opts.cacert {
+        let data = std::fs::read(pem).with_context(|| format!("reading {}", pem.display()))?;
+        http = http
+            .add_roots_pem(&data)
+            .with_context(|| format!("--cacert {}", pem.display()))?;
+    }
+    for r in &opts.resolve {
+        let (host, addr) = parse_resolve(r).with_context(|| {
+            format!("--resolve {r:?}: HOST:PORT:ADDR, such as example.com:443:127.0.0.1")
+        })?;
+        http = http.resolve(&host, addr);
+    }
+    let home = home()?;
+    let tcp = HttpTransport::new(http.clone()).context("TLS setup")?;
+    let quic = transport_quic::QuicTransport::new(transport_quic::QuicConfig::default().http(http))
+        .context("TLS setup")?;
+    // What servers advertised (Alt-Svc) outlives the process, as the session does.
+    let transport = transport_quic::ProtocolChoice::new(Arc::new(tcp), quic)
+        .remember_in(home.join("alt-svc.json"));
+    let sensing = opts.sensing.config();
+    // Destinations are absolute paths this command chose (sanitized names
+    // inside the output directory), so the payload root is `/`.
+    let payloads = payloads::Payloads::new(
+        FsPayloadStore::new("/").context("payload store")?,
+        opts.endpoint.clone(),
+    );
+    let mut builder = Session::builder(SESSION)?
+        .store(store)
+        .payloads(Arc::new(payloads))
+        .transport(Arc::new(transport))
+        .conditions(Arc::new(scheduler::LinuxConditions::start(sensing)))
+        .delegate(delegate)
+        .config(config);
+    if let Some(shared) = shared {
+        builder = builder.shared(shared.claims(), None);
+    } else if opts.lease_ttl.is_some() {
+        bail!("--lease-ttl is for sessions shared through --store");
+    }
+    let session = builder.build().await?;
+    Ok((session, home))
+}
+
+/// Where the session runs, as [`start`] found it.
+pub(crate) enum Started {
+    /// In this process (with the state directory's control socket, unless
+    /// the session is shared through a bucket).
+    Here(Session, Option<control::Listening>),
+    /// In the process answering on this state directory's socket.
+    Elsewhere(tokio::net::UnixStream, PathBuf),
+}
+
+/// Runs the session in this process: one of those sharing it through the
+/// bucket, or the state directory's only runner, unless another process
+/// already is.
+pub(crate) async fn start(
+    opts: &RunnerOpts,
+    shared: Option<&state::Shared>,
+    delegate: Arc<dyn Delegate>,
+) -> anyhow::Result<Started> {
+    if let Some(shared) = shared {
+        let (session, _) = runner(shared.tasks.clone(), Some(shared), opts, delegate).await?;
+        return Ok(Started::Here(session, None));
+    }
+    let home = home()?;
+    let store = match access(&home).await? {
+        Access::Runner(stream) => return Ok(Started::Elsewhere(stream, home)),
+        Access::Store(store) => store,
+    };
+    let (session, home) = runner(Arc::new(store), None, opts, delegate).await?;
+    let server = control::serve(&home, session.clone())?;
+    Ok(Started::Here(session, Some(server)))
+}
+
+/// The state on disk, for commands run while no `ferry` runs the session.
+pub(crate) fn offline(
+    store: Arc<dyn transfer_core::TaskStore>,
+    endpoint: Option<String>,
+) -> anyhow::Result<Offline> {
+    let payloads =
+        payloads::Payloads::new(FsPayloadStore::new("/").context("payload store")?, endpoint);
+    Ok(Offline::new(
+        SESSION,
+        store,
+        Arc::new(payloads),
+        SessionConfig::default(),
+    )?)
+}
+
+/// First SIGINT/SIGTERM: checkpoint and stop cleanly. A second: exit now.
+pub(crate) fn watch_signals(session: Session) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
+        session.shutdown().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
