@@ -102,8 +102,8 @@ pub use machine::{
 };
 pub use record::{Completion, ResponseSummary, TaskRecord};
 pub use resume::{
-    AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation,
-    RestartReason, ResumableProtocol, ResumeData, Validator, judge_response,
+    AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation, RangePlan,
+    RestartReason, ResumableProtocol, ResumeData, Validator, judge_response, plan_range,
 };
 pub use retry::{RandomSource, RetryPolicy, SplitMix64, parse_retry_after};
 pub use schedule::{Bandwidth, ScheduleError, Timetable, format_rate};
