@@ -295,6 +295,53 @@ async fn redirects_are_followed_and_refused_by_policy(p: Proto) {
     assert!(f.file("loop").is_none() && f.file("down").is_none());
 }
 
+both!(a_redirect_out_of_http_fails_at_once_quoting_little);
+/// A redirect to `file:` or to a `Location` that is no URL fails the task
+/// at the first answer, not after every retry; and however long the
+/// `Location`, the error the task ends with (and its record keeps) quotes a
+/// few hundred bytes of it.
+async fn a_redirect_out_of_http_fails_at_once_quoting_little(p: Proto) {
+    let f = Fixture::new(p).await;
+    let huge = format!("http://[{}", "a".repeat(200 << 10));
+    f.origin.redirect("/r/file", 302, "file:///etc/passwd");
+    f.origin.redirect("/r/huge", 302, &huge);
+    let s = f.session().await;
+    for (path, name) in [("/r/file", "file"), ("/r/huge", "huge")] {
+        let t = f.get(&s, &f.url(path), name).await;
+        let outcome = wait(&t).await;
+        let Outcome::Failed { error, .. } = &outcome else {
+            panic!("{path}: expected Failed, got {outcome:?}");
+        };
+        let shown = error.to_string();
+        assert_eq!(
+            error.kind(),
+            ErrorKind::RedirectRefused,
+            "{path}: {}",
+            &shown[..shown.len().min(300)]
+        );
+        assert!(
+            shown.len() < 1024,
+            "{path}: the error is {} bytes long",
+            shown.len()
+        );
+        assert_eq!(f.ranges(path).len(), 1, "{path}: asked once, not retried");
+        assert!(f.file(name).is_none());
+    }
+    s.shutdown().await;
+    let run = "a".repeat(1024);
+    for entry in std::fs::read_dir(&f.state).unwrap() {
+        let path = entry.unwrap().path();
+        if let Ok(bytes) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(&run),
+                "{} keeps the Location",
+                path.display()
+            );
+        }
+    }
+}
+
 both!(a_too_large_body_fails);
 async fn a_too_large_body_fails(p: Proto) {
     let f = Fixture::new(p).await;

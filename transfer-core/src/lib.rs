@@ -95,7 +95,7 @@ mod transport;
 pub use admission::{Demand, Load, Policy, Throttle, Verdict, WaitReason};
 pub use conditions::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 pub use delegate::{BeginDecision, Delegate, Direction, NoDelegate, Progress};
-pub use error::{ErrorClass, ErrorKind, TimeoutKind, TlsFailure, TransferError};
+pub use error::{ECHO_LIMIT, ErrorClass, ErrorKind, TimeoutKind, TlsFailure, TransferError, echo};
 pub use id::{EventId, SessionId, TaskId, random_u64};
 pub use machine::{
     Effect, Event, InvalidTransition, Notification, Outcome, Phase, TaskState, Transition, apply,
