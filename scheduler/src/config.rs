@@ -22,7 +22,9 @@ pub struct SessionConfig {
     pub checkpoint_bytes: u64,
     /// Progress reports at most this often (default 250 ms).
     pub progress_interval: Duration,
-    /// Accept weak ETags as validators for resuming (default false).
+    /// Accept weak ETags as validators for resuming (default false). A weak
+    /// tag says two versions are equivalent, not identical; without this, a
+    /// partial that has only a weak tag starts again from zero.
     pub allow_weak_etags: bool,
     /// Largest body any task may download (default none).
     pub max_body: Option<u64>,

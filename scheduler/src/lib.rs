@@ -12,7 +12,9 @@
 //! commit this batch, start a runner, abort at the next chunk, notify, set a
 //! timer, deliver a completion once durable. A thin async driver feeds it
 //! and carries those out; runners report back by message.
-//! A runner asks from the durable offset (`Range` + `If-Range`), judges the
+//! A runner asks from the durable offset (`Range` + `If-Range`) when the
+//! partial has a strong validator to resume against, and from zero when it
+//! has none (see [`transfer_core::plan_range`]), judges the
 //! answer (206 or 200, `Content-Range`, validator), streams through the
 //! throttle into the payload store, and checkpoints — data made durable,
 //! then the offset recorded — every second or 32 MiB. At the end it checks

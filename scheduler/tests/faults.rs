@@ -13,8 +13,8 @@ use scheduler::SessionEvent;
 use store_fs::FsPayloadStore;
 use testkit::{Fault, Resource, Script, body};
 use transfer_core::{
-    Destination, ErrorKind, Outcome, Partial, PartialLocation, PayloadStore, ResumeData, SessionId,
-    StoreError, StoreErrorKind, TaskId, TimeoutKind, TlsFailure, WaitReason,
+    Destination, ErrorKind, Outcome, Partial, PartialLocation, PayloadStore, RestartReason,
+    ResumeData, SessionId, StoreError, StoreErrorKind, TaskId, TimeoutKind, TlsFailure, WaitReason,
 };
 
 mod common;
@@ -194,6 +194,54 @@ async fn a_changed_etag_restarts_from_zero(p: Proto) {
     );
 }
 
+both!(a_change_without_validators_restarts_from_zero);
+/// A server that sends neither ETag nor Last-Modified: nothing proves that
+/// the bytes of a cut download belong to what the server serves next, so
+/// the next attempt discards them and asks for the whole body, never a bare
+/// range. The content changed in between (same length): the file is exactly
+/// the new version, never the start of one and the rest of the other.
+async fn a_change_without_validators_restarts_from_zero(p: Proto) {
+    let f = Fixture::new(p).await;
+    let len = 4u64 << 20;
+    f.origin.resource("/bare", Resource::seeded(14, len));
+    f.origin.script(
+        "/bare",
+        Script::new()
+            .always(Fault::NoValidators)
+            .nth(1, Fault::CutAfter(3 << 20))
+            .nth(2, Fault::ChangeRepresentation)
+            .always(Fault::RateLimit(32 << 20)),
+    );
+    let s = f.session().await;
+    let mut events = Box::pin(s.events());
+    let t = f.get(&s, &f.url("/bare"), "bare").await;
+    assert_eq!(wait(&t).await, Outcome::Completed { bytes: len });
+    assert_eq!(f.origin.version("/bare"), 1, "the content changed");
+    let got = f.file("bare").unwrap();
+    let (v1, v2) = (body::bytes(14, 0, 0..len), body::bytes(14, 1, 0..len));
+    let first_of_v1 = got.iter().zip(&v1).take_while(|(a, b)| a == b).count();
+    assert!(
+        got == v2,
+        "the file is not version 2: its first {first_of_v1} bytes are version 1's"
+    );
+    assert_eq!(
+        f.ranges("/bare"),
+        [0, 0],
+        "no range is asked without a validator"
+    );
+    let mut reasons = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        if let SessionEvent::Restarted { reason, .. } = e {
+            reasons.push(reason);
+        }
+    }
+    assert_eq!(
+        reasons,
+        [RestartReason::NoStrongValidator],
+        "the restart was announced, with its reason"
+    );
+}
+
 both!(an_ignored_range_restarts_from_zero);
 async fn an_ignored_range_restarts_from_zero(p: Proto) {
     let f = Fixture::new(p).await;
@@ -245,6 +293,53 @@ async fn redirects_are_followed_and_refused_by_policy(p: Proto) {
         assert_eq!(failed_with(&wait(&down).await), ErrorKind::RedirectRefused);
     }
     assert!(f.file("loop").is_none() && f.file("down").is_none());
+}
+
+both!(a_redirect_out_of_http_fails_at_once_quoting_little);
+/// A redirect to `file:` or to a `Location` that is no URL fails the task
+/// at the first answer, not after every retry; and however long the
+/// `Location`, the error the task ends with (and its record keeps) quotes a
+/// few hundred bytes of it.
+async fn a_redirect_out_of_http_fails_at_once_quoting_little(p: Proto) {
+    let f = Fixture::new(p).await;
+    let huge = format!("http://[{}", "a".repeat(200 << 10));
+    f.origin.redirect("/r/file", 302, "file:///etc/passwd");
+    f.origin.redirect("/r/huge", 302, &huge);
+    let s = f.session().await;
+    for (path, name) in [("/r/file", "file"), ("/r/huge", "huge")] {
+        let t = f.get(&s, &f.url(path), name).await;
+        let outcome = wait(&t).await;
+        let Outcome::Failed { error, .. } = &outcome else {
+            panic!("{path}: expected Failed, got {outcome:?}");
+        };
+        let shown = error.to_string();
+        assert_eq!(
+            error.kind(),
+            ErrorKind::RedirectRefused,
+            "{path}: {}",
+            &shown[..shown.len().min(300)]
+        );
+        assert!(
+            shown.len() < 1024,
+            "{path}: the error is {} bytes long",
+            shown.len()
+        );
+        assert_eq!(f.ranges(path).len(), 1, "{path}: asked once, not retried");
+        assert!(f.file(name).is_none());
+    }
+    s.shutdown().await;
+    let run = "a".repeat(1024);
+    for entry in std::fs::read_dir(&f.state).unwrap() {
+        let path = entry.unwrap().path();
+        if let Ok(bytes) = std::fs::read(&path) {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(&run),
+                "{} keeps the Location",
+                path.display()
+            );
+        }
+    }
 }
 
 both!(a_too_large_body_fails);

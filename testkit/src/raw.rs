@@ -57,11 +57,18 @@ async fn respond(
         _ => None,
     });
     let declared = resource.len.saturating_add_signed(extra.unwrap_or(0));
+    let validators = if faults.contains(&Fault::NoValidators) {
+        String::new()
+    } else {
+        format!(
+            "etag: {}\r\nlast-modified: {}\r\n",
+            resource.etag(),
+            resource.last_modified()
+        )
+    };
     let response_head = format!(
         "HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\ncontent-type: application/octet-stream\r\n\
-         etag: {}\r\nlast-modified: {}\r\naccept-ranges: none\r\nconnection: close\r\n\r\n",
-        resource.etag(),
-        resource.last_modified()
+         {validators}accept-ranges: none\r\nconnection: close\r\n\r\n"
     );
     let (sent, finished) = shared.record(entry(&method, &target, StatusCode::OK, conn, false));
     stream.write_all(response_head.as_bytes()).await?;

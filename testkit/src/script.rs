@@ -35,6 +35,11 @@ pub enum Fault {
     ChangeRepresentation,
     /// Answer 200 with the whole body even when a range is asked.
     IgnoreRange,
+    /// Send neither `ETag` nor `Last-Modified`: nothing tells one version
+    /// of the resource from another. With
+    /// [`ChangeRepresentation`](Fault::ChangeRepresentation) the bytes
+    /// change (same length) and no header says so.
+    NoValidators,
     /// Declare a `Content-Length` that is `declared_extra` bytes off the
     /// bytes sent (positive: fewer bytes arrive than declared, then the
     /// connection closes; negative: more bytes arrive than declared).

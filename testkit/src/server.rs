@@ -556,11 +556,13 @@ pub(crate) async fn handle(
             };
             let h = r.headers_mut();
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                h.insert(header::ETAG, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&last_modified) {
-                h.insert(header::LAST_MODIFIED, v);
+            if !faults.contains(&Fault::NoValidators) {
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    h.insert(header::ETAG, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&last_modified) {
+                    h.insert(header::LAST_MODIFIED, v);
+                }
             }
             for f in &faults {
                 if let Fault::ReprDigest(right) = f {

@@ -350,6 +350,39 @@ async fn changes_the_representation_when_scripted() {
 }
 
 #[tokio::test]
+async fn sends_no_validators_when_scripted_and_changes_silently() {
+    let origin = Origin::start().await.unwrap();
+    origin.resource("/bare", Resource::seeded(6, 4096));
+    origin.script(
+        "/bare",
+        Script::new()
+            .always(Fault::NoValidators)
+            .nth(2, Fault::ChangeRepresentation),
+    );
+    let first = fetch(&origin, Via::Plain, Method::GET, "/bare", &[]).await;
+    assert!(!first.headers.contains_key("etag"));
+    assert!(!first.headers.contains_key("last-modified"));
+    assert_eq!(first.body.unwrap(), body::bytes(6, 0, 0..4096));
+    // A bare range is served from the new version, and nothing says so.
+    let second = fetch(
+        &origin,
+        Via::Plain,
+        Method::GET,
+        "/bare",
+        &[("range", "bytes=100-")],
+    )
+    .await;
+    assert_eq!(second.status, StatusCode::PARTIAL_CONTENT);
+    assert!(!second.headers.contains_key("etag"));
+    assert!(!second.headers.contains_key("last-modified"));
+    assert_eq!(second.body.unwrap(), body::bytes(6, 1, 100..4096));
+    let raw = fetch(&origin, Via::Raw, Method::GET, "/bare", &[]).await;
+    assert!(!raw.headers.contains_key("etag"));
+    assert!(!raw.headers.contains_key("last-modified"));
+    assert_eq!(raw.body.unwrap(), body::bytes(6, 1, 0..4096));
+}
+
+#[tokio::test]
 async fn ignores_ranges_when_scripted() {
     let origin = Origin::start().await.unwrap();
     origin.script("/gen/300", Script::new().always(Fault::IgnoreRange));

@@ -107,7 +107,8 @@ pub enum ErrorKind {
     SizeLimitExceeded,
     /// More redirects than allowed, or a loop.
     TooManyRedirects,
-    /// A redirect was refused by policy (non-HTTP scheme, https→http, vetoed).
+    /// A redirect was refused: its `Location` is not an http(s) URL, or the
+    /// policy refuses it (https→http, vetoed).
     RedirectRefused,
     /// Local storage is full (or over its quota); retried once space returns.
     StorageFull,
@@ -182,10 +183,31 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// How many bytes of text a server sent (a `Location`, a header) an error
+/// quotes; [`echo`] cuts the rest.
+pub const ECHO_LIMIT: usize = 200;
+
+/// Text a server sent, as an error may quote it: cut to its first
+/// [`ECHO_LIMIT`] bytes (saying how long it was), then escaped and quoted
+/// as a Rust string literal, so control characters show as escapes. A
+/// server decides what it sends; a 200 KiB `Location` must not become a
+/// 200 KiB error in a terminal and in every record that keeps the error.
+pub fn echo(text: &str) -> String {
+    if text.len() <= ECHO_LIMIT {
+        return format!("{text:?}");
+    }
+    let mut cut = ECHO_LIMIT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes in all)", &text[..cut], text.len())
+}
+
 /// A failed transfer attempt: what went wrong, in words, and any `Retry-After`.
 ///
 /// Serializable, because it is persisted in the task record and the completion
-/// outbox.
+/// outbox. Its detail is cut to [`TransferError::MAX_DETAIL`] bytes, so no
+/// error, whatever it quotes, bloats the records that keep it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct TransferError {
     kind: ErrorKind,
@@ -194,11 +216,27 @@ pub struct TransferError {
 }
 
 impl TransferError {
-    /// An error of `kind` with a human-readable detail (may be empty).
+    /// The longest detail an error keeps, in bytes; [`new`](Self::new) cuts
+    /// a longer one (quote server text with [`echo`], which cuts it
+    /// shorter still).
+    pub const MAX_DETAIL: usize = 1024;
+
+    /// An error of `kind` with a human-readable detail (may be empty), cut
+    /// to [`MAX_DETAIL`](Self::MAX_DETAIL) bytes.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if detail.len() > Self::MAX_DETAIL {
+            const MARK: &str = "…";
+            let mut cut = Self::MAX_DETAIL - MARK.len();
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push_str(MARK);
+        }
         TransferError {
             kind,
-            detail: detail.into(),
+            detail,
             retry_after_ms: None,
         }
     }
@@ -288,6 +326,20 @@ mod tests {
             assert_eq!(k.class(), ErrorClass::Permanent, "{k:?}");
         }
         assert_eq!(NetworkUnavailable.class(), ErrorClass::Policy);
+    }
+
+    #[test]
+    fn echoed_text_and_details_are_cut() {
+        assert_eq!(echo("http://a/\n"), "\"http://a/\\n\"");
+        let long = "é".repeat(1000);
+        let quoted = echo(&long);
+        assert!(quoted.starts_with("\"éé") && quoted.ends_with("… (2000 bytes in all)"));
+        assert!(quoted.len() < ECHO_LIMIT + 40, "{quoted}");
+        let e = TransferError::new(ErrorKind::Protocol, "é".repeat(1000));
+        assert!(e.detail().len() <= TransferError::MAX_DETAIL);
+        assert!(e.detail().ends_with("é…"));
+        let short = TransferError::new(ErrorKind::Protocol, "short");
+        assert_eq!(short.detail(), "short");
     }
 
     #[test]

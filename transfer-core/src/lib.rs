@@ -95,15 +95,15 @@ mod transport;
 pub use admission::{Demand, Load, Policy, Throttle, Verdict, WaitReason};
 pub use conditions::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 pub use delegate::{BeginDecision, Delegate, Direction, NoDelegate, Progress};
-pub use error::{ErrorClass, ErrorKind, TimeoutKind, TlsFailure, TransferError};
+pub use error::{ECHO_LIMIT, ErrorClass, ErrorKind, TimeoutKind, TlsFailure, TransferError, echo};
 pub use id::{EventId, SessionId, TaskId, random_u64};
 pub use machine::{
     Effect, Event, InvalidTransition, Notification, Outcome, Phase, TaskState, Transition, apply,
 };
 pub use record::{Completion, ResponseSummary, TaskRecord};
 pub use resume::{
-    AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation,
-    RestartReason, ResumableProtocol, ResumeData, Validator, judge_response,
+    AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation, RangePlan,
+    RestartReason, ResumableProtocol, ResumeData, Validator, judge_response, plan_range,
 };
 pub use retry::{RandomSource, RetryPolicy, SplitMix64, parse_retry_after};
 pub use schedule::{Bandwidth, ScheduleError, Timetable, format_rate};

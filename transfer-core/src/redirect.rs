@@ -3,6 +3,12 @@
 //! credentials dropped when the origin changes, methods rewritten as
 //! browsers do, and the [`RedirectHook`] asked about each hop.
 //!
+//! A `Location`'s scheme is checked before anything else is made of it; a
+//! redirect to another scheme (`file:`), or one whose `Location` is not a
+//! URL, fails with [`ErrorKind::RedirectRefused`], which is permanent: the
+//! server would answer the same to a retry. Errors quote a `Location` cut
+//! to a few hundred bytes ([`echo`]).
+//!
 //! The decisions are pure; [`follow`] is the one loop that applies them. A
 //! transport hands it a [`HopSender`], a way to send one request on the wire
 //! and read its head, and the loop sends hop after hop until an answer is
@@ -16,7 +22,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
-use crate::error::{ErrorKind, TransferError};
+use crate::error::{ErrorKind, TransferError, echo};
 use crate::headers;
 use crate::transport::{
     ByteCount, RedirectDecision, RedirectHook, RedirectPolicy, RequestBody, RequestMetrics,
@@ -85,7 +91,8 @@ pub trait HopSender: Sync {
 /// Sends `request` through `sender`, following the redirects `policy`
 /// allows and `hook` (if any) accepts, and returns the answer of the last
 /// hop with the URL that gave it. A redirect refused by the policy or the
-/// hook, or one whose `Location` is not a URL, fails the request.
+/// hook, or one whose `Location` is not an http(s) URL, fails the request
+/// with [`ErrorKind::RedirectRefused`] (permanent).
 pub async fn follow<S: HopSender>(
     sender: &S,
     request: http::Request<RequestBody>,
@@ -160,10 +167,11 @@ impl<'a> Redirects<'a> {
                     to = other;
                 }
                 RedirectDecision::Refuse => {
-                    return Err(TransferError::new(
-                        ErrorKind::RedirectRefused,
-                        format!("redirect from {from} to {to} vetoed"),
-                    ));
+                    return Err(refused(format!(
+                        "redirect from {} to {} vetoed",
+                        echo(&from.to_string()),
+                        echo(&to.to_string())
+                    )));
                 }
             }
         }
@@ -188,8 +196,47 @@ struct Hop {
     drop_body: bool,
 }
 
+/// A refused redirect: permanent, since the same answer comes again.
+fn refused(detail: String) -> TransferError {
+    TransferError::new(ErrorKind::RedirectRefused, detail)
+}
+
+/// The scheme a URL reference names, if it names one (RFC 3986 §3.1:
+/// a letter, then letters, digits, `+`, `-` or `.`, then `:`), read as a
+/// URL parser does: surrounding spaces and control characters and inner
+/// tabs and newlines ignored.
+fn scheme_of(reference: &str) -> Option<String> {
+    let mut scheme = String::new();
+    let trimmed = reference.trim_matches(|c: char| c <= ' ');
+    for c in trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')) {
+        match c {
+            ':' if !scheme.is_empty() => return Some(scheme),
+            c if c.is_ascii_alphabetic() => scheme.push(c.to_ascii_lowercase()),
+            c if !scheme.is_empty() && (c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) => {
+                scheme.push(c);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Refuses a scheme other than http(s).
+fn http_scheme(scheme: &str) -> Result<(), TransferError> {
+    if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "redirect to a non-HTTP scheme ({}) refused",
+        echo(scheme)
+    )))
+}
+
 /// The hop a response asks for, `None` when it is not a redirect to follow
-/// (not a 301/302/303/307/308, or no `Location`).
+/// (not a 301/302/303/307/308, or no `Location`). The `Location`'s scheme
+/// is checked before anything else is made of it; one that is not http(s),
+/// or that is not a URL at all, is refused for good (the server would
+/// answer the same again).
 fn hop(
     status: StatusCode,
     method: &Method,
@@ -205,26 +252,29 @@ fn hop(
     };
     let location = location
         .to_str()
-        .map_err(|_| TransferError::new(ErrorKind::Protocol, "redirect Location is not text"))?;
+        .map_err(|_| refused("the redirect's Location is not text".to_owned()))?;
+    if let Some(scheme) = scheme_of(location) {
+        http_scheme(&scheme)?;
+    }
     let base = url::Url::parse(&from.to_string()).map_err(|e| {
         TransferError::new(
             ErrorKind::InvalidRequest,
-            format!("request URL {from}: {e}"),
+            format!("request URL {}: {e}", echo(&from.to_string())),
         )
     })?;
     let mut joined = base.join(location).map_err(|e| {
-        TransferError::new(
-            ErrorKind::Protocol,
-            format!("redirect Location {location:?} is not a URL: {e}"),
-        )
+        refused(format!(
+            "redirect Location {} is not a URL: {e}",
+            echo(location)
+        ))
     })?;
+    // What the parser made of it, which is what would be asked.
+    http_scheme(joined.scheme())?;
     joined.set_fragment(None);
-    let to: Uri = joined.as_str().parse().map_err(|e| {
-        TransferError::new(
-            ErrorKind::Protocol,
-            format!("redirect Location {location:?}: {e}"),
-        )
-    })?;
+    let to: Uri = joined
+        .as_str()
+        .parse()
+        .map_err(|e| refused(format!("redirect Location {}: {e}", echo(location))))?;
     let to_get = code == 303 && *method != Method::HEAD
         || matches!(code, 301 | 302) && *method == Method::POST;
     Ok(Some(Hop {
@@ -237,32 +287,25 @@ fn hop(
 /// Refuses hops the policy does not allow: the `hops`-th redirect, from
 /// `from` to `to`.
 fn check(from: &Uri, to: &Uri, policy: &RedirectPolicy, hops: u32) -> Result<(), TransferError> {
+    http_scheme(to.scheme_str().unwrap_or("none"))?;
     if hops > policy.max {
         return Err(TransferError::new(
             ErrorKind::TooManyRedirects,
-            format!("more than {} redirects (last to {to})", policy.max),
+            format!(
+                "more than {} redirects (last to {})",
+                policy.max,
+                echo(&to.to_string())
+            ),
         ));
-    }
-    match to.scheme_str() {
-        Some("http" | "https") => {}
-        other => {
-            return Err(TransferError::new(
-                ErrorKind::RedirectRefused,
-                format!(
-                    "redirect to a non-HTTP scheme ({}) refused",
-                    other.unwrap_or("none")
-                ),
-            ));
-        }
     }
     if from.scheme_str() == Some("https")
         && to.scheme_str() == Some("http")
         && !policy.allow_https_to_http
     {
-        return Err(TransferError::new(
-            ErrorKind::RedirectRefused,
-            format!("redirect from https to http ({to}) refused"),
-        ));
+        return Err(refused(format!(
+            "redirect from https to http ({}) refused",
+            echo(&to.to_string())
+        )));
     }
     Ok(())
 }
@@ -416,20 +459,101 @@ mod tests {
         );
     }
 
+    /// A `Location` that is not a URL will not become one on a retry: the
+    /// request fails at once, for good.
     #[test]
-    fn a_location_that_is_not_a_url_is_a_protocol_error() {
+    fn a_location_that_is_not_a_url_is_refused_for_good() {
         let from = uri("http://a.example/");
         let binary = HeaderValue::from_bytes(b"/caf\xe9").unwrap();
-        let e = hop(StatusCode::FOUND, &Method::GET, &from, Some(&binary)).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Protocol);
-        let e = hop(
-            StatusCode::FOUND,
-            &Method::GET,
-            &from,
-            Some(&loc("http://[::1")),
-        )
-        .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Protocol);
+        for location in [
+            binary,
+            loc("http://[::1"),
+            loc("https://"),
+            loc("http://a b/"),
+        ] {
+            let e = hop(StatusCode::FOUND, &Method::GET, &from, Some(&location)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{location:?}: {e}");
+            assert!(!e.is_retryable(), "{location:?}");
+        }
+    }
+
+    /// A redirect to another scheme is refused before anything else is
+    /// made of it: before the hook is asked, before the hop counts, and
+    /// whether or not the rest of the URL would parse.
+    #[test]
+    fn a_redirect_to_another_scheme_is_refused_at_once() {
+        for location in [
+            "file:///etc/passwd",
+            "FILE:///etc/passwd",
+            "file://[bad/etc/passwd",
+            "ftp://a.example/f",
+            "javascript:alert(1)",
+            "data:text/plain,x",
+            "\u{20}file:///etc/passwd",
+            "fi\tle:///etc/passwd",
+        ] {
+            let sender = Scripted::new([Ok((StatusCode::FOUND, Some(location.to_owned())))]);
+            let hook = Hook::new(RedirectDecision::Follow);
+            let as_dyn: Arc<dyn RedirectHook> = hook.clone();
+            let request = http::Request::builder()
+                .uri("https://a.example/f")
+                .body(RequestBody::empty())
+                .unwrap();
+            let policy = RedirectPolicy::default();
+            let e = run(follow(&sender, request, &policy, Some(&as_dyn))).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{location:?}: {e}");
+            assert!(!e.is_retryable(), "{location:?}");
+            assert_eq!(sender.sent.lock().unwrap().len(), 1, "{location:?}");
+            assert!(hook.asked.lock().unwrap().is_empty(), "{location:?}");
+        }
+    }
+
+    /// However long the `Location` a server sends, an error quotes a few
+    /// hundred bytes of it: errors are shown and stored.
+    #[test]
+    fn a_huge_location_is_cut_in_errors() {
+        let huge = "a".repeat(200 << 10);
+        let from = uri("https://a.example/f");
+        let locations = [
+            format!("http://[{huge}"),
+            format!("file:///{huge}"),
+            format!("{huge}:x"),
+            format!("http://b.example/{huge}"),
+        ];
+        for location in &locations {
+            let sender = Scripted::new([Ok((StatusCode::FOUND, Some(location.clone())))]);
+            let request = http::Request::builder()
+                .uri(from.clone())
+                .body(RequestBody::empty())
+                .unwrap();
+            let e = run(follow(&sender, request, &RedirectPolicy::default(), None)).unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                shown.len() < 1024,
+                "{} bytes: {}…",
+                shown.len(),
+                &shown[..200]
+            );
+            assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{}…", &shown[..200]);
+        }
+        // Refusals of a URL that parses quote it cut too (a `Uri` holds
+        // less than 64 KiB).
+        let path = "a".repeat(60 << 10);
+        let long = uri(&format!("https://b.example/{path}"));
+        let p = RedirectPolicy::default();
+        for e in [
+            check(&from, &long, &p, 11).unwrap_err(),
+            check(&long, &uri(&format!("http://c.example/{path}")), &p, 1).unwrap_err(),
+        ] {
+            assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
+        }
+        let hook: Arc<dyn RedirectHook> = Hook::new(RedirectDecision::Refuse);
+        let mut redirects = Redirects::new(&p, Some(&hook));
+        let mut out = request(Method::GET, "https://a.example/f", RequestBody::empty());
+        let far = loc(&format!("https://b.example/{path}"));
+        let e = run(redirects.next(StatusCode::FOUND, Some(&far), &mut out)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RedirectRefused);
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
     }
 
     #[test]
@@ -561,7 +685,7 @@ mod tests {
     }
 
     /// What a scripted hop answers: a status and a `Location`, or an error.
-    type Script = Result<(StatusCode, Option<&'static str>), TransferError>;
+    type Script = Result<(StatusCode, Option<String>), TransferError>;
 
     /// A transport that answers from a script and records what it was sent
     /// and what it was told to discard.
@@ -642,9 +766,12 @@ mod tests {
     #[test]
     fn the_loop_follows_hop_after_hop_to_the_answer() {
         let sender = Scripted::new([
-            Ok((StatusCode::MOVED_PERMANENTLY, Some("http://b.example/1"))),
-            Ok((StatusCode::TEMPORARY_REDIRECT, Some("/2"))),
-            Ok((StatusCode::SEE_OTHER, Some("/3"))),
+            Ok((
+                StatusCode::MOVED_PERMANENTLY,
+                Some("http://b.example/1".into()),
+            )),
+            Ok((StatusCode::TEMPORARY_REDIRECT, Some("/2".into()))),
+            Ok((StatusCode::SEE_OTHER, Some("/3".into()))),
             Ok((StatusCode::OK, None)),
         ]);
         let response = send(
@@ -672,7 +799,7 @@ mod tests {
 
     #[test]
     fn the_loop_stops_past_the_limit() {
-        let sender = Scripted::new((0..20).map(|_| Ok((StatusCode::FOUND, Some("/again")))));
+        let sender = Scripted::new((0..20).map(|_| Ok((StatusCode::FOUND, Some("/again".into())))));
         let policy = RedirectPolicy {
             max: 2,
             ..RedirectPolicy::default()
@@ -686,7 +813,7 @@ mod tests {
     #[test]
     fn the_loop_passes_on_a_failed_hop_and_an_unfollowed_redirect() {
         let lost = TransferError::new(ErrorKind::ConnectionLost, "reset");
-        let sender = Scripted::new([Ok((StatusCode::FOUND, Some("/next"))), Err(lost)]);
+        let sender = Scripted::new([Ok((StatusCode::FOUND, Some("/next".into()))), Err(lost)]);
         let e = send(
             &sender,
             Method::GET,

@@ -1,11 +1,16 @@
-//! Resume data, and the decision of what to do with a response to a resumed
-//! request.
+//! Resume data, and the decisions around a resumed download: whether to
+//! ask for a range at all ([`plan_range`]), and what to do with the answer
+//! ([`judge_response`]).
 //!
-//! A download resumes with `Range` from its durable offset and `If-Range` with
-//! its validator. The answer is judged by [`judge_response`]: the body is
-//! appended only when it is provably the same representation starting at the
-//! right byte; a 200, a changed validator or a bad `Content-Range` restarts
-//! from zero into a fresh partial. Two representations are never spliced.
+//! A download resumes with `Range` from its durable offset and `If-Range`
+//! with its validator. The answer is appended only when it is provably the
+//! same representation starting at the right byte; a 200, a changed
+//! validator or a bad `Content-Range` restarts from zero into a fresh
+//! partial. Two representations are never spliced.
+//!
+//! A range is trusted only under a strong validator; a partial without one
+//! starts again from zero. [`plan_range`] says which validators count and
+//! why this, rather than comparing an overlap, was chosen.
 
 use std::path::PathBuf;
 
@@ -61,6 +66,16 @@ impl Validator {
     /// Whether `other` names the same representation (same kind, same value).
     pub fn same_as(&self, other: &Validator) -> bool {
         self == other
+    }
+
+    /// Whether bytes held under this validator may be continued with a
+    /// range: a strong ETag or a `Last-Modified` date always, a weak ETag
+    /// only when `allow_weak` (see [`plan_range`] for why).
+    pub fn trusts_range(&self, allow_weak: bool) -> bool {
+        match self {
+            Validator::StrongETag(_) | Validator::LastModified(_) => true,
+            Validator::WeakETag(_) => allow_weak,
+        }
     }
 }
 
@@ -334,6 +349,11 @@ pub enum RestartReason {
     /// The server no longer has the upload (or has less of it than it
     /// confirmed): it is sent again from its start.
     UploadLost,
+    /// The partial was recorded without a strong validator (the server sent
+    /// no ETag or Last-Modified, or only a weak ETag the session does not
+    /// trust), so nothing proves the server still has those bytes: the
+    /// download starts again rather than risk splicing two versions.
+    NoStrongValidator,
 }
 
 impl std::fmt::Display for RestartReason {
@@ -345,7 +365,82 @@ impl std::fmt::Display for RestartReason {
             RestartReason::RangeNotSatisfiable => "the server refused the range",
             RestartReason::ChecksumMismatch => "the payload failed verification",
             RestartReason::UploadLost => "the server lost the upload",
+            RestartReason::NoStrongValidator => {
+                "the server sent no validator to resume against (no ETag or Last-Modified)"
+            }
         })
+    }
+}
+
+/// How a download's next request asks for its bytes, decided by
+/// [`plan_range`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangePlan {
+    /// Nothing is held: ask for the whole representation, without `Range`.
+    Whole,
+    /// Ask for the bytes from `offset` (`Range: bytes=offset-`).
+    From {
+        /// The first byte asked: the partial's durable end.
+        offset: u64,
+        /// The `If-Range` to send: the validator, when it may go there (a
+        /// weak tag may not; the answer's tag is compared instead).
+        if_range: Option<HeaderValue>,
+    },
+    /// The bytes held cannot be trusted: discard the partial (reporting the
+    /// restart) and ask for the whole representation.
+    Restart {
+        /// Why.
+        reason: RestartReason,
+    },
+}
+
+/// Decides how to ask for the rest of a download whose partial holds
+/// `offset` bytes of the representation `resume` describes: a range only
+/// under a validator that [trusts ranges](Validator::trusts_range), else a
+/// restart from zero.
+///
+/// # A range only under a strong validator
+///
+/// Bytes already held are continued only when the partial was recorded
+/// with a validator that names one representation byte for byte, and the
+/// answer carries the same one:
+///
+/// - a strong `ETag`, or a `Last-Modified` date: the two validators RFC 9110
+///   §13.1.5 lets `If-Range` carry. `Last-Modified` has a one-second
+///   resolution; RFC 9110 accepts that for `If-Range`, and an expected
+///   checksum or a `Repr-Digest` still catches a file rewritten twice in
+///   one second with the same length;
+/// - a weak `W/` tag only when the session allows weak tags
+///   (`allow_weak_etags`): a weak tag says two versions are equivalent, not
+///   identical, and it may not go in `If-Range`, so the answer's tag is
+///   compared instead.
+///
+/// A partial with no such validator (the server sent neither header, or
+/// only a weak tag) is not resumed at all: it is discarded and the request
+/// asks for the whole body, reported as a restart
+/// ([`RestartReason::NoStrongValidator`]). Without a validator a bare
+/// `Range` would be answered from whatever the server holds now, and a file
+/// that changed with the same length would come back as the start of one
+/// version and the rest of the other.
+///
+/// Verifying an overlap (asking again for the last bytes held and comparing
+/// them) was not chosen: equal bytes at the end of the partial say nothing
+/// about the bytes before them, so a change elsewhere in the file would
+/// still be spliced, and it costs an extra request on every resume. The
+/// price of restarting is fetching the bytes already held again, paid only
+/// with servers that name no version.
+pub fn plan_range(resume: &ResumeData, offset: u64, allow_weak: bool) -> RangePlan {
+    if offset == 0 {
+        return RangePlan::Whole;
+    }
+    match &resume.validator {
+        Some(v) if v.trusts_range(allow_weak) => RangePlan::From {
+            offset,
+            if_range: v.if_range(),
+        },
+        _ => RangePlan::Restart {
+            reason: RestartReason::NoStrongValidator,
+        },
     }
 }
 
@@ -385,8 +480,10 @@ pub enum Continuation {
 
 /// Decides what to do with the response to a request for bytes from
 /// `offset` of a representation described by `resume` (`offset` is 0 for a
-/// fresh request). Error statuses become a [`TransferError`] (with the
-/// server's `Retry-After`, resolved against `now`).
+/// fresh request). Bytes after `offset` are appended only under a validator
+/// that [trusts ranges](Validator::trusts_range) and that the answer
+/// repeats. Error statuses become a [`TransferError`] (with the server's
+/// `Retry-After`, resolved against `now`).
 pub fn judge_response(
     resume: &ResumeData,
     offset: u64,
@@ -402,6 +499,13 @@ pub fn judge_response(
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let content_length = header(CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    // The validator the bytes held were recorded with, if it may vouch for
+    // a range; `None` for a fresh request.
+    let trusted = resume
+        .validator
+        .as_ref()
+        .filter(|v| offset > 0 && v.trusts_range(allow_weak));
+    let same = trusted.is_some_and(|old| validator.as_ref().is_some_and(|new| old.same_as(new)));
     match status {
         StatusCode::OK => {
             if offset == 0 {
@@ -429,17 +533,18 @@ pub fn judge_response(
                     reason: RestartReason::BadContentRange,
                 });
             }
-            let changed = match (&resume.validator, &validator) {
-                (Some(old), Some(new)) => !old.same_as(new),
-                // A validator that appears or disappears means we cannot prove sameness.
-                (Some(_), None) | (None, Some(_)) => offset > 0,
-                (None, None) => false,
-            };
+            if offset > 0 && trusted.is_none() {
+                return Ok(Continuation::Rerequest {
+                    reason: RestartReason::NoStrongValidator,
+                });
+            }
             let length_changed = matches!(
                 (resume.total_length, range.complete),
                 (Some(a), Some(b)) if a != b
             );
-            if offset > 0 && (changed || length_changed) {
+            // A validator that changed, or that the answer lacks, cannot
+            // prove sameness.
+            if offset > 0 && (!same || length_changed) {
                 return Ok(Continuation::Rerequest {
                     reason: RestartReason::ValidatorChanged,
                 });
@@ -452,11 +557,11 @@ pub fn judge_response(
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
             let complete = header(CONTENT_RANGE).and_then(ContentRange::parse_unsatisfied);
-            let same = match (&resume.validator, &validator) {
-                (Some(old), Some(new)) => old.same_as(new),
-                (None, None) => true,
-                _ => false,
-            };
+            if offset > 0 && trusted.is_none() {
+                return Ok(Continuation::Rerequest {
+                    reason: RestartReason::NoStrongValidator,
+                });
+            }
             match complete {
                 Some(total)
                     if offset > 0
@@ -634,5 +739,156 @@ mod tests {
             judge_response(&r, 40, StatusCode::SERVICE_UNAVAILABLE, &busy, false, now).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Status(503));
         assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(7)));
+    }
+
+    /// A partial is continued with a range only under a validator that
+    /// vouches for it; one without is discarded before anything is asked.
+    #[test]
+    fn a_partial_without_a_strong_validator_is_not_continued() {
+        let held = |validator| ResumeData {
+            validator,
+            total_length: Some(100),
+            durable_offset: 40,
+            ..ResumeData::default()
+        };
+        let restart = RangePlan::Restart {
+            reason: RestartReason::NoStrongValidator,
+        };
+        assert_eq!(plan_range(&held(None), 40, false), restart);
+        assert_eq!(plan_range(&held(None), 40, true), restart);
+        assert_eq!(plan_range(&held(None), 0, false), RangePlan::Whole);
+        let weak = held(Some(Validator::WeakETag("\"w\"".into())));
+        assert_eq!(plan_range(&weak, 40, false), restart);
+        assert_eq!(
+            plan_range(&weak, 40, true),
+            RangePlan::From {
+                offset: 40,
+                if_range: None
+            },
+            "a weak tag is never sent in If-Range"
+        );
+        let strong = held(Some(Validator::StrongETag("\"s\"".into())));
+        assert_eq!(
+            plan_range(&strong, 40, false),
+            RangePlan::From {
+                offset: 40,
+                if_range: Some(HeaderValue::from_static("\"s\""))
+            }
+        );
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let dated = held(Some(Validator::LastModified(date.into())));
+        assert_eq!(
+            plan_range(&dated, 40, false),
+            RangePlan::From {
+                offset: 40,
+                if_range: Some(HeaderValue::from_static(date))
+            }
+        );
+    }
+
+    /// A 206 at an offset is trusted only under a strong validator the
+    /// partial was recorded with and the answer repeats: with none, a
+    /// resource that changed with the same length would be spliced.
+    #[test]
+    fn a_range_without_a_strong_validator_is_not_trusted() {
+        let now = Timestamp::EPOCH;
+        let bare = ResumeData {
+            validator: None,
+            total_length: Some(100),
+            durable_offset: 40,
+            ..ResumeData::default()
+        };
+        let bare206 = headers(&[
+            ("content-range", "bytes 40-99/100"),
+            ("content-length", "60"),
+        ]);
+        for allow_weak in [false, true] {
+            let judged = judge_response(
+                &bare,
+                40,
+                StatusCode::PARTIAL_CONTENT,
+                &bare206,
+                allow_weak,
+                now,
+            )
+            .unwrap();
+            assert!(
+                matches!(judged, Continuation::Rerequest { .. }),
+                "no validator, allow_weak {allow_weak}: {judged:?}"
+            );
+        }
+        let done = headers(&[("content-range", "bytes */100")]);
+        let whole = ResumeData {
+            durable_offset: 100,
+            ..bare.clone()
+        };
+        assert!(matches!(
+            judge_response(
+                &whole,
+                100,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                &done,
+                false,
+                now
+            )
+            .unwrap(),
+            Continuation::Rerequest { .. }
+        ));
+
+        // A weak tag counts only while the session allows weak tags.
+        let weak = ResumeData {
+            validator: Some(Validator::WeakETag("\"w\"".into())),
+            ..bare.clone()
+        };
+        let weak206 = headers(&[
+            ("etag", "W/\"w\""),
+            ("content-range", "bytes 40-99/100"),
+            ("content-length", "60"),
+        ]);
+        assert!(matches!(
+            judge_response(&weak, 40, StatusCode::PARTIAL_CONTENT, &weak206, false, now).unwrap(),
+            Continuation::Rerequest { .. }
+        ));
+        assert!(matches!(
+            judge_response(&weak, 40, StatusCode::PARTIAL_CONTENT, &weak206, true, now).unwrap(),
+            Continuation::Append { offset: 40, .. }
+        ));
+
+        // Last-Modified is a validator If-Range may carry (RFC 9110 §13.1.5).
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let dated = ResumeData {
+            validator: Some(Validator::LastModified(date.into())),
+            ..bare.clone()
+        };
+        let dated206 = headers(&[
+            ("last-modified", date),
+            ("content-range", "bytes 40-99/100"),
+            ("content-length", "60"),
+        ]);
+        assert!(matches!(
+            judge_response(
+                &dated,
+                40,
+                StatusCode::PARTIAL_CONTENT,
+                &dated206,
+                false,
+                now
+            )
+            .unwrap(),
+            Continuation::Append { offset: 40, .. }
+        ));
+        // A validator the partial has but the answer lacks proves nothing.
+        assert!(matches!(
+            judge_response(
+                &dated,
+                40,
+                StatusCode::PARTIAL_CONTENT,
+                &bare206,
+                false,
+                now
+            )
+            .unwrap(),
+            Continuation::Rerequest { .. }
+        ));
     }
 }

@@ -106,6 +106,15 @@ pub enum ScheduleError {
     /// The timetable has no entries.
     #[error("empty timetable")]
     Empty,
+    /// A stored timetable's entries are not at distinct minutes of one
+    /// week in increasing order (what [`Timetable::parse`] produces).
+    #[error(
+        "bad stored timetable: entry at minute {minute} of the week is out of range or out of order"
+    )]
+    BadStoredEntry {
+        /// The offending entry's minute of the week.
+        minute: u32,
+    },
 }
 
 const MINUTES_PER_DAY: u32 = 24 * 60;
@@ -118,12 +127,45 @@ const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 ///
 /// Entries are `HH:MM,RATE` (every day) or `Day-HH:MM,RATE` (`Mon`…`Sun`),
 /// separated by spaces; times are read in a fixed UTC offset.
+///
+/// Deserializing checks what [`parse`](Timetable::parse) guarantees (at
+/// least one entry, at distinct minutes of one week in increasing order)
+/// and refuses anything else with a [`ScheduleError`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredTimetable")]
 pub struct Timetable {
     /// (minute of the week from Monday 00:00, rate), sorted by minute.
     entries: Vec<(u32, Bandwidth)>,
     /// Offset of the timetable's clock from UTC, in minutes.
     utc_offset_minutes: i32,
+}
+
+/// A [`Timetable`] as stored, before its entries are checked.
+#[derive(Deserialize)]
+struct StoredTimetable {
+    entries: Vec<(u32, Bandwidth)>,
+    utc_offset_minutes: i32,
+}
+
+impl TryFrom<StoredTimetable> for Timetable {
+    type Error = ScheduleError;
+
+    fn try_from(stored: StoredTimetable) -> Result<Timetable, ScheduleError> {
+        if stored.entries.is_empty() {
+            return Err(ScheduleError::Empty);
+        }
+        let mut before = None;
+        for &(minute, _) in &stored.entries {
+            if minute >= MINUTES_PER_WEEK || before.is_some_and(|b| minute <= b) {
+                return Err(ScheduleError::BadStoredEntry { minute });
+            }
+            before = Some(minute);
+        }
+        Ok(Timetable {
+            entries: stored.entries,
+            utc_offset_minutes: stored.utc_offset_minutes,
+        })
+    }
 }
 
 impl Timetable {
@@ -192,20 +234,32 @@ impl Timetable {
         (u32::try_from(mow).unwrap_or(0), ms_into_minute)
     }
 
-    /// The bandwidth at `now`, and when it next changes.
+    /// The bandwidth at `now`, and when it next changes. Total: a table
+    /// with no entries (which parsing and deserializing refuse) is no
+    /// limit that never changes, and the next change is always later than
+    /// `now` (unless `now` is the end of time).
     pub fn at(&self, now: Timestamp) -> (Bandwidth, Timestamp) {
+        let (Some(&first), Some(&last)) = (self.entries.first(), self.entries.last()) else {
+            return (Bandwidth::Unlimited, Timestamp::MAX);
+        };
         let (mow, ms_into_minute) = self.minute_of_week(now);
         let idx = self.entries.partition_point(|e| e.0 <= mow);
-        let current = if idx == 0 {
-            self.entries[self.entries.len() - 1]
-        } else {
-            self.entries[idx - 1]
-        };
-        let next_minute = match self.entries.get(idx) {
-            Some(e) => e.0,
-            None => self.entries[0].0 + MINUTES_PER_WEEK,
-        };
-        let wait_ms = u64::from(next_minute - mow) * 60_000 - ms_into_minute;
+        // Before the week's first entry, the last one holds (it wraps).
+        let current = idx
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .copied()
+            .unwrap_or(last);
+        let next_minute = self
+            .entries
+            .get(idx)
+            .map_or(first.0.saturating_add(MINUTES_PER_WEEK), |e| e.0);
+        // At least to the end of this minute, so a caller waiting for the
+        // change always moves on.
+        let wait_ms = u64::from(next_minute.saturating_sub(mow))
+            .saturating_mul(60_000)
+            .saturating_sub(ms_into_minute)
+            .max(60_000 - ms_into_minute);
         (
             current.1,
             now.saturating_add(Duration::from_millis(wait_ms)),
@@ -219,7 +273,10 @@ impl fmt::Display for Timetable {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            let day = DAYS[(m / MINUTES_PER_DAY) as usize];
+            let m = m % MINUTES_PER_WEEK;
+            let day = DAYS
+                .get(usize::try_from(m / MINUTES_PER_DAY).unwrap_or(0))
+                .unwrap_or(&"Mon");
             let mm = m % MINUTES_PER_DAY;
             write!(f, "{day}-{:02}:{:02},{rate}", mm / 60, mm % 60)?;
         }
@@ -269,6 +326,59 @@ mod tests {
         let east = Timetable::parse_with_offset("Mon-00:00,0 Tue-09:00,1M", 600).unwrap();
         assert_eq!(east.at(tue).0, Bandwidth::Limited(1 << 20));
         assert_eq!(t.to_string(), "Mon-00:00,0 Tue-09:00,1M");
+    }
+
+    /// A timetable read back from a store holds what `parse` would accept,
+    /// or is refused with the reason.
+    #[test]
+    fn deserializing_checks_what_parsing_checks() {
+        let read = |json: &str| serde_json::from_str::<Timetable>(json);
+        for bad in [
+            r#"{"entries":[],"utc_offset_minutes":0}"#,
+            r#"{"entries":[[10080,"Unlimited"]],"utc_offset_minutes":0}"#,
+            r#"{"entries":[[60,"Paused"],[0,"Unlimited"]],"utc_offset_minutes":0}"#,
+            r#"{"entries":[[60,"Paused"],[60,"Unlimited"]],"utc_offset_minutes":0}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        assert!(
+            read(r#"{"entries":[],"utc_offset_minutes":0}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("empty timetable")
+        );
+        let t = Timetable::parse_with_offset("Mon-08:00,512k 19:00,off", -300).unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(read(&json).unwrap(), t, "{json}");
+    }
+
+    /// `at` answers for every timestamp and offset, and for a table that
+    /// somehow holds nothing (or nonsense), never panicking.
+    #[test]
+    fn at_is_total() {
+        let odd = [
+            Timetable {
+                entries: Vec::new(),
+                utc_offset_minutes: 0,
+            },
+            Timetable {
+                entries: vec![(u32::MAX, Bandwidth::Paused), (3, Bandwidth::Unlimited)],
+                utc_offset_minutes: i32::MIN,
+            },
+            Timetable::parse_with_offset("Sun-23:59,1M 00:00,0", i32::MAX).unwrap(),
+        ];
+        for t in &odd {
+            for now in [0, 1, TUE, u64::MAX / 2, u64::MAX - 1, u64::MAX] {
+                let now = Timestamp::from_millis(now);
+                let (_, next) = t.at(now);
+                assert!(next > now || now == Timestamp::MAX, "{t:?} at {now:?}");
+            }
+            let _ = t.to_string();
+        }
+        assert_eq!(
+            odd[0].at(Timestamp::from_millis(TUE)),
+            (Bandwidth::Unlimited, Timestamp::MAX)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Which protocol carries a request: HTTP/3 when the request asks for it
-//! or when the origin advertised it with `Alt-Svc` (remembered for its
-//! `ma`, optionally in a file so the next process knows it too); HTTP/1.1
+//! or when the origin advertised it with `Alt-Svc` (remembered for the
+//! origin that sent it, the last of a redirect chain, for its `ma`,
+//! optionally in a file so the next process knows it too); HTTP/1.1
 //! or HTTP/2 otherwise. When a QUIC handshake fails or does not finish
 //! within a short deadline (UDP blocked on the path), the request goes over
 //! TCP instead and the origin is not tried over QUIC again for a while.
@@ -201,7 +202,15 @@ impl ProtocolChoice {
         }
     }
 
-    fn learn(&self, key: String, response: &TransportResponse) {
+    /// Records what the response's `Alt-Svc` advertises, for the origin
+    /// that sent it (RFC 7838 §2): after redirects that is the last hop's
+    /// origin, not the one the request started at. Only https origins are
+    /// sent over HTTP/3, so only theirs are kept.
+    fn learn(&self, response: &TransportResponse) {
+        let url = &response.url;
+        let Some(key) = authority(url).filter(|_| url.scheme_str() == Some("https")) else {
+            return;
+        };
         let now = now_ms();
         let mut changed = false;
         {
@@ -253,7 +262,10 @@ impl Transport for ProtocolChoice {
         let uri = request.request.uri().clone();
         let preference = request.options.protocol;
         let Some(key) = authority(&uri).filter(|_| uri.scheme_str() == Some("https")) else {
-            return self.tcp.send(request).await;
+            // It may end at an https origin (a redirect) that advertises.
+            let r = self.tcp.send(request).await?;
+            self.learn(&r);
+            return Ok(r);
         };
         let advertised = self.advertised(&uri);
         if preference == ProtocolPreference::RequireHttp3 {
@@ -269,16 +281,16 @@ impl Transport for ProtocolChoice {
                 Ok(r) => return Ok(r),
                 Err(e) if before_sending(&e) => {
                     tracing::info!(origin = %key, error = %e, "HTTP/3 unavailable; using TCP for a while");
-                    lock(&self.broken).insert(key.clone(), Instant::now() + self.broken_for);
+                    lock(&self.broken).insert(key, Instant::now() + self.broken_for);
                     let r = self.tcp.send(again).await?;
-                    self.learn(key, &r);
+                    self.learn(&r);
                     return Ok(r);
                 }
                 Err(e) => return Err(e),
             }
         }
         let r = self.tcp.send(request).await?;
-        self.learn(key, &r);
+        self.learn(&r);
         Ok(r)
     }
 

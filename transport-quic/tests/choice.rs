@@ -135,3 +135,48 @@ async fn a_name_with_both_families_reaches_an_ipv4_only_server() {
         Protocol::Http3
     );
 }
+
+/// `Alt-Svc` speaks for the origin that sent it (RFC 7838): when the
+/// answer at the end of a redirect chain advertises HTTP/3, the origin that
+/// answered is recorded, never the one the request started at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_svc_after_a_redirect_is_recorded_for_the_origin_that_sent_it() {
+    let first = Origin::start().await.unwrap();
+    let last = Origin::start().await.unwrap();
+    last.resource("/f", Resource::seeded(31, 1 << 20));
+    last.advertise_h3(Some(3600));
+    first.redirect("/go", 302, &last.https_url("/f"));
+    let http = HttpConfig::default()
+        .roots(Roots::Webpki)
+        .add_root(first.root_cert_der())
+        .add_root(last.root_cert_der());
+    let tcp = Arc::new(HttpTransport::new(http.clone()).unwrap());
+    let quic = QuicTransport::new(QuicConfig::default().http(http)).unwrap();
+    let t = ProtocolChoice::new(tcp, quic);
+    let start = first.https_url("/go");
+    assert_eq!(
+        get(&t, &start, ProtocolPreference::Auto).await,
+        Protocol::Http2
+    );
+    assert_eq!(
+        t.advertised(&start.parse().unwrap()),
+        None,
+        "the first origin advertised nothing"
+    );
+    assert_eq!(
+        t.advertised(&last.https_url("/f").parse().unwrap()),
+        Some(last.https_addr().port()),
+        "the origin that answered advertised HTTP/3"
+    );
+    // The next request to the first origin stays on TCP.
+    assert_eq!(
+        get(&t, &start, ProtocolPreference::Auto).await,
+        Protocol::Http2
+    );
+    assert!(
+        first
+            .log()
+            .iter()
+            .all(|e| e.protocol == testkit::Protocol::Http2)
+    );
+}

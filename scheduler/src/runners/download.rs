@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use transfer_core::{
-    BeginDecision, Continuation, ErrorKind, Event, Partial, RequestBody, ResumeData, StoreError,
-    StoreErrorKind, TaskKind, TransferError, judge_response,
+    BeginDecision, Continuation, ErrorKind, Event, Partial, RangePlan, RequestBody, ResumeData,
+    StoreError, StoreErrorKind, TaskKind, TransferError, judge_response, plan_range,
 };
 
 use super::Attempt;
@@ -90,7 +90,17 @@ impl Attempt {
         let mut offset = partial.offset();
         let mut restarted_once = false;
         loop {
-            let response = self.request(base, &resume, offset).await?;
+            // Bytes held under no validator that vouches for them are not
+            // continued: a bare range could splice two versions.
+            let range = match plan_range(&resume, offset, self.config.allow_weak_etags) {
+                RangePlan::Restart { reason } => {
+                    self.restart(&mut partial, &mut resume, reason).await?;
+                    offset = 0;
+                    continue;
+                }
+                range => range,
+            };
+            let response = self.request(base, &range).await?;
             let status = response.response.status();
             let headers = response.response.headers().clone();
             let now = self.handles.clock.now();
@@ -199,8 +209,7 @@ impl Attempt {
     async fn request(
         &self,
         base: &http::request::Parts,
-        resume: &ResumeData,
-        offset: u64,
+        range: &RangePlan,
     ) -> Result<transfer_core::TransportResponse, TransferError> {
         let mut b = Request::builder()
             .method(base.method.clone())
@@ -208,12 +217,16 @@ impl Attempt {
         for (k, v) in &base.headers {
             b = b.header(k, v);
         }
-        if offset > 0 {
-            b = b.header(header::RANGE, format!("bytes={offset}-"));
-            if let Some(v) = resume.validator.as_ref().and_then(|v| v.if_range()) {
-                b = b.header(header::IF_RANGE, v);
+        let offset = match range {
+            RangePlan::From { offset, if_range } => {
+                b = b.header(header::RANGE, format!("bytes={offset}-"));
+                if let Some(v) = if_range {
+                    b = b.header(header::IF_RANGE, v);
+                }
+                *offset
             }
-        }
+            RangePlan::Whole | RangePlan::Restart { .. } => 0,
+        };
         let request = b
             .body(RequestBody::empty())
             .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;

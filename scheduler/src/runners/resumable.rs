@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use transfer_core::{
     BodyPart, ErrorKind, Event, FileStamp, PartialLocation, RequestBody, ResponseSummary,
-    RestartReason, ResumableProtocol, TransferError, TransportRequest,
+    RestartReason, ResumableProtocol, TransferError, TransportRequest, echo,
 };
 
 use super::Attempt;
@@ -68,10 +68,11 @@ fn resolve(base: &Uri, location: &str) -> Result<String, TransferError> {
     let base = url::Url::parse(&base.to_string()).map_err(|e| protocol_error(e.to_string()))?;
     let joined = base
         .join(location)
-        .map_err(|e| protocol_error(format!("bad upload Location {location:?}: {e}")))?;
+        .map_err(|e| protocol_error(format!("bad upload Location {}: {e}", echo(location))))?;
     if !matches!(joined.scheme(), "http" | "https") {
         return Err(protocol_error(format!(
-            "the upload Location {location:?} is not http(s)"
+            "the upload Location {} is not http(s)",
+            echo(location)
         )));
     }
     Ok(joined.into())

@@ -525,6 +525,14 @@ pub async fn redirects(h: &Harness<'_>) {
     h.origin.redirect("/c/r/ftp", 302, "ftp://127.0.0.1/file");
     let e = send_err(&*t, get(&h.url("/c/r/ftp"))).await;
     assert_eq!(e.kind(), ErrorKind::RedirectRefused, "non-HTTP scheme: {e}");
+    // Refused for good, as is a Location that is no URL at all.
+    h.origin.redirect("/c/r/file", 302, "file:///etc/passwd");
+    h.origin.redirect("/c/r/bad", 302, "http://[::1");
+    for path in ["/c/r/file", "/c/r/bad"] {
+        let e = send_err(&*t, get(&h.url(path))).await;
+        assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{path}: {e}");
+        assert_eq!(e.class(), ErrorClass::Permanent, "{path}");
+    }
 
     if h.secure {
         h.origin
