@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use scheduler::{Offline, Session, TaskHandle};
+use scheduler::{KeyRule, Offline, Session, TaskHandle};
 use serde::{Deserialize, Serialize};
 use transfer_core::{
     Constraints, Destination, Phase, ResumableProtocol, TaskId, TaskKind, TaskRecord, TaskSpec,
@@ -175,10 +175,16 @@ fn earlier_task<'r>(
     if let Some(r) = mine.iter().find(|r| done(r)) {
         return Earlier::Done(r);
     }
-    match mine.iter().find(|r| !r.state.is_terminal()) {
-        Some(r) => Earlier::Unfinished(r),
-        None => Earlier::None,
-    }
+    // The session's rule for keys: enqueueing again returns the unfinished
+    // task that holds the key (a finished one would be replaced).
+    mine.iter()
+        .find(|r| {
+            matches!(
+                scheduler::key_rule(Some(scheduler::key_holder(r))),
+                KeyRule::Return(_)
+            )
+        })
+        .map_or(Earlier::None, |r| Earlier::Unfinished(r))
 }
 
 /// Enqueues one download per URL: a safe name in the output directory, and
@@ -208,18 +214,24 @@ pub(crate) async fn add_downloads(
         let objects: Vec<(String, String)> = objects.collect();
         return add_objects(target, args, objects, &records).await;
     }
-    let mut taken: HashSet<PathBuf> = HashSet::new();
-    let mut tried = HashMap::new();
-    let mut specs = Vec::new();
-    let mut labels = Vec::new();
-    let mut done = Vec::new();
-    let by_key = ByKey::new(&records);
     let destination_of = |r: &TaskRecord| match &r.spec.kind {
         TaskKind::Download {
             destination: Destination::Path(p),
         } => Some(p.clone()),
         _ => None,
     };
+    // Every unfinished download of the session owns its name, whichever
+    // command queued it: a new one never takes it (the session would refuse).
+    let mut taken: HashSet<PathBuf> = records
+        .iter()
+        .filter(|r| !r.state.is_terminal())
+        .filter_map(destination_of)
+        .collect();
+    let mut tried = HashMap::new();
+    let mut specs = Vec::new();
+    let mut labels = Vec::new();
+    let mut done = Vec::new();
+    let by_key = ByKey::new(&records);
     let listed = if args.overwrite {
         None
     } else {

@@ -29,6 +29,15 @@ pub enum SessionError {
     /// A builder was missing a part.
     #[error("the session needs {0}")]
     Missing(&'static str),
+    /// Another unfinished task of the session already downloads to this
+    /// destination: two tasks never write one file.
+    #[error("{destination} is the destination of task {task}, which has not ended")]
+    DestinationTaken {
+        /// The destination, as given.
+        destination: String,
+        /// The task that holds it.
+        task: TaskId,
+    },
     /// No such task in this session.
     #[error("no task {0} in this session")]
     UnknownTask(TaskId),

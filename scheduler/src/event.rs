@@ -1,6 +1,8 @@
 //! What a session tells, in order ([`SessionEvent`]).
 
-use transfer_core::{Completion, Progress, RestartReason, TaskId, WaitReason};
+use std::time::Duration;
+
+use transfer_core::{Completion, Progress, RestartReason, StoreErrorKind, TaskId, WaitReason};
 
 /// What happens in a session, in order, for [`Session::events`].
 #[derive(Clone, Debug)]
@@ -31,4 +33,17 @@ pub enum SessionEvent {
     Completed(Box<Completion>),
     /// Nothing runs or waits to run, and every event has been delivered.
     Idle,
+    /// The task store could not record a batch of changes (a full disk,
+    /// an unreachable bucket): nothing the batch covers is acted on (no
+    /// start, no completion), and it is tried again in `retry_in`. Tasks
+    /// enqueued in it were not recorded: their `enqueue` failed with the
+    /// same error.
+    StoreFailed {
+        /// What kind of failure.
+        kind: StoreErrorKind,
+        /// The store's error, in words.
+        message: String,
+        /// When the batch is tried again.
+        retry_in: Duration,
+    },
 }

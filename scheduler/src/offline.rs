@@ -91,6 +91,15 @@ impl Offline {
             .iter()
             .filter_map(|r| Some((r.spec.key.clone()?, crate::keys::holder(r))))
             .collect();
+        // Each destination is owned by one unfinished download at a time.
+        let mut owners: HashMap<Destination, TaskId> = records
+            .iter()
+            .filter(|r| !r.state.is_terminal())
+            .filter_map(|r| match &r.spec.kind {
+                TaskKind::Download { destination } => Some((destination.clone(), r.id)),
+                _ => None,
+            })
+            .collect();
         let mut batch = Batch::default();
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -105,6 +114,18 @@ impl Offline {
             // Random: a running session, or other processes sharing the
             // store, draw ids too.
             let id = TaskId::from_u64(transfer_core::random_u64());
+            if let TaskKind::Download { destination } = &spec.kind {
+                if let Some(&task) = owners.get(destination) {
+                    return Err(SessionError::DestinationTaken {
+                        destination: match destination {
+                            Destination::Path(p) => p.display().to_string(),
+                            Destination::ObjectKey(k) => k.clone(),
+                        },
+                        task,
+                    });
+                }
+                owners.insert(destination.clone(), id);
+            }
             if let Some(key) = &spec.key {
                 keys.insert(key.clone(), (id, false));
             }

@@ -60,6 +60,7 @@ pub(crate) async fn transfer(
         }
     };
     let mut events = Box::pin(session.events());
+    let mut store = Box::pin(session.events());
     let added = job.enqueue(Target::Live(&session)).await?;
     let tasks: Vec<(TaskHandle, String)> = added
         .into_iter()
@@ -72,11 +73,24 @@ pub(crate) async fn transfer(
     let mut answers = Vec::new();
     let mut outcomes = Vec::with_capacity(tasks.len());
     for (handle, name) in &tasks {
-        let outcome = tokio::select! {
-            o = handle.wait() => o?,
+        let next = tokio::select! {
+            o = handle.wait() => Ok(o?),
             _ = interrupted.wait_for(|i| *i) => {
                 shown.abandon();
                 return Ok(ExitCode::from(130));
+            }
+            why = state_disk_full(&mut store) => Err(why),
+        };
+        let outcome = match next {
+            Ok(o) => o,
+            Err(why) => {
+                // Nothing more can be recorded: what is done is on disk,
+                // and the same command continues from there.
+                shown.abandon();
+                say(format_args!("ferry: {why}"));
+                drop(server);
+                session.shutdown().await;
+                return Ok(ExitCode::from(2));
             }
         };
         if !report(name, &outcome) {
@@ -107,6 +121,27 @@ pub(crate) async fn transfer(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Waits until the session says its state disk is full (its commits are
+/// retried, but nothing is recorded until space is freed), and says so in
+/// words.
+async fn state_disk_full(
+    events: &mut (impl futures::Stream<Item = SessionEvent> + Unpin),
+) -> String {
+    while let Some(e) = events.next().await {
+        if let SessionEvent::StoreFailed {
+            kind: transfer_core::StoreErrorKind::Full,
+            message,
+            ..
+        } = e
+        {
+            return format!(
+                "state disk full: {message}; downloads stop until there is room (run the same command again then)"
+            );
+        }
+    }
+    std::future::pending().await
 }
 
 /// The job while another process runs the session: hand it the tasks and

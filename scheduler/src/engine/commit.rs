@@ -7,12 +7,10 @@
 //! starts while the batch commits, so a slot freed by a completion is filled
 //! without waiting for that completion's sync.
 
-use std::collections::BTreeSet;
-
 use transfer_core::{Batch, Completion, Effect, StoreError, TaskId, TaskRecord};
 
 use super::core::{Action, Core, IdMap, IdSet};
-use super::pending::{InFlight, Pending};
+use super::pending::{Backoff, InFlight};
 use crate::SessionError;
 
 /// Records whose deferrable changes may wait for the next durable commit
@@ -29,7 +27,8 @@ pub(crate) fn clone_error(e: &SessionError) -> SessionError {
 impl<W> Core<W> {
     /// Takes what is pending into a commit. Returns the batch to write, or
     /// `None` when nothing need be written now: then what waited has been
-    /// handed out already (as [`Core::poll_action`]s).
+    /// handed out already (as [`Core::poll_action`]s), unless a failed
+    /// commit is backing off, when everything stays pending.
     ///
     /// Changes nobody waits on and that record no checkpoint or ending (a
     /// start, a wait, a retry's backoff) are not written at once but with
@@ -39,6 +38,11 @@ impl<W> Core<W> {
     pub(crate) fn begin_commit(&mut self) -> Option<Batch> {
         debug_assert!(self.in_flight.is_none(), "one commit at a time");
         self.start_early();
+        if self.backoff.until.is_some_and(|t| t > self.now) {
+            // The last commit failed: nothing it covers is acted on until
+            // the retry has made it durable.
+            return None;
+        }
         let mut pending = std::mem::take(&mut self.pending);
         let deferrable = self.shared.is_none()
             && !pending.durable
@@ -61,9 +65,10 @@ impl<W> Core<W> {
                     .iter()
                     .filter_map(|id| self.records.get(id).map(|r| TaskRecord::clone(r))),
             );
+            let removed = std::mem::take(&mut pending.removed);
             let batch = Batch {
                 save,
-                remove: std::mem::take(&mut pending.removed),
+                remove: removed.clone(),
                 complete: pending.completions.clone(),
                 deferrable,
                 ..Batch::default()
@@ -78,30 +83,21 @@ impl<W> Core<W> {
                 .filter(|(_, e)| *e == Effect::DiscardPartial)
                 .filter_map(|(id, _)| Some((*id, TaskRecord::clone(self.records.get(id)?))))
                 .collect();
-            let after = std::mem::take(&mut pending.after);
             let wrote = batch.save.iter().map(|r| r.id).collect();
             self.in_flight = Some(InFlight {
                 committing: batch.complete.iter().map(|c| c.task).collect(),
                 held_effects,
                 after_committing: Vec::new(),
                 dirty,
+                removed,
                 wrote,
                 discarded,
-                pending: Pending {
-                    durable: pending.durable,
-                    dirty: BTreeSet::new(),
-                    removed: Vec::new(),
-                    completions: pending.completions,
-                    effects: pending.effects,
-                    after: Vec::new(),
-                    created: pending.created,
-                },
-                after,
+                pending,
             });
             return Some(batch);
         }
         self.carry_out(pending.effects, pending.completions, IdMap::default());
-        for w in pending.after {
+        for (_, w) in pending.after {
             self.actions.push_back(Action::Reply(w, Ok(())));
         }
         self.release_claims();
@@ -109,56 +105,98 @@ impl<W> Core<W> {
     }
 
     /// The commit [`Core::begin_commit`] handed out is done, with `result`:
-    /// what waited for it is handed out.
+    /// what waited for it is handed out. After a failure nothing it covers
+    /// is acted on: the tasks it created are forgotten (their callers are
+    /// told why), and the rest stays pending, tried again after a backoff.
     pub(crate) fn end_commit(&mut self, result: Result<(), StoreError>) {
         let Some(f) = self.in_flight.take() else {
             return;
         };
+        if let Err(e) = result {
+            self.commit_failed(f, e);
+            return;
+        }
+        self.backoff = Backoff::default();
         let InFlight {
             after_committing,
-            dirty,
             wrote,
             discarded,
-            mut pending,
-            after,
+            pending,
             ..
         } = f;
-        let result = match result {
-            Ok(()) => {
-                if let Some(sh) = &mut self.shared {
-                    sh.committed(wrote);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not persist task records");
-                Err(SessionError::Store(StoreError::new(
-                    e.kind(),
-                    e.to_string(),
-                )))
-            }
-        };
-        for w in after_committing {
-            self.actions.push_back(Action::Reply(
-                w,
-                result.as_ref().map(|_| ()).map_err(clone_error),
-            ));
+        if let Some(sh) = &mut self.shared {
+            sh.committed(wrote);
         }
-        if result.is_err() && self.shared.is_some() {
-            // Not in the store: written again with the next commit, the
-            // claims kept and the completions held until then (others
-            // would otherwise run the tasks again).
-            self.pending.dirty.extend(dirty);
-            self.pending.completions.append(&mut pending.completions);
+        for w in after_committing {
+            self.actions.push_back(Action::Reply(w, Ok(())));
         }
         self.carry_out(pending.effects, pending.completions, discarded);
-        for w in after {
-            self.actions.push_back(Action::Reply(
-                w,
-                result.as_ref().map(|_| ()).map_err(clone_error),
-            ));
+        for (_, w) in pending.after {
+            self.actions.push_back(Action::Reply(w, Ok(())));
         }
         self.release_claims();
+    }
+
+    /// A commit failed: see [`Core::end_commit`].
+    fn commit_failed(&mut self, f: InFlight<W>, e: StoreError) {
+        tracing::error!(error = %e, "could not persist task records");
+        let InFlight {
+            after_committing,
+            mut dirty,
+            mut removed,
+            mut pending,
+            ..
+        } = f;
+        // Tasks this batch created never existed durably: forgotten, as if
+        // never enqueued (nothing of them has started), and their callers
+        // told why.
+        let created = std::mem::take(&mut pending.created);
+        for &id in &created {
+            self.release(id);
+            self.forget(id);
+            self.outcomes.remove(&id);
+            self.delayed.remove(&id);
+            self.responses.remove(&id);
+        }
+        dirty.retain(|id| !created.contains(id));
+        pending.effects.retain(|(id, _)| !created.contains(id));
+        pending.completions.retain(|c| !created.contains(&c.task));
+        let error = SessionError::Store(StoreError::new(e.kind(), e.to_string()));
+        let mut after = Vec::with_capacity(pending.after.len());
+        for (creates, w) in std::mem::take(&mut pending.after) {
+            match creates {
+                Some(id) if created.contains(&id) => {
+                    self.actions
+                        .push_back(Action::Reply(w, Err(clone_error(&error))));
+                }
+                _ => after.push((creates, w)),
+            }
+        }
+        after.extend(after_committing.into_iter().map(|w| (None, w)));
+        // The rest waits for the retry, before what came since.
+        let mut later = std::mem::take(&mut self.pending);
+        pending.durable = true;
+        pending.dirty = dirty;
+        pending.dirty.append(&mut later.dirty);
+        removed.append(&mut later.removed);
+        pending.removed = removed;
+        pending.completions.append(&mut later.completions);
+        pending.effects.append(&mut later.effects);
+        after.append(&mut later.after);
+        pending.after = after;
+        pending.created = later.created;
+        self.pending = pending;
+        self.backoff.failures += 1;
+        let wait = Backoff::delay(self.backoff.failures);
+        self.backoff.until = Some(self.now.saturating_add(wait));
+        self.deliver(super::core::Delivery::Event(
+            crate::SessionEvent::StoreFailed {
+                kind: e.kind(),
+                message: e.to_string(),
+                retry_in: wait,
+            },
+            None,
+        ));
     }
 
     /// Carries out a committed batch's effects, then hands on its

@@ -7,7 +7,7 @@
 //! commit's result, the time) and [`Core::poll_action`] hands out what must
 //! be done (start an attempt, stop one, deliver an event, answer a caller).
 //! Commits go through [`Core::begin_commit`] and [`Core::end_commit`]
-//! (`commit.rs`); shared sessions' claims through `shared.rs`. It never
+//! (`commit.rs`); shared sessions' claims through `follow.rs`. It never
 //! waits and never does IO: the async driver (`driver.rs`) does both, and
 //! tests drive it step by step with a time they choose.
 //!
@@ -21,14 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use transfer_core::{
-    Completion, Conditions, Demand, Effect, Event, EventId, Load, Outcome, Phase, ResponseSummary,
-    TaskId, TaskRecord, TaskState, Timestamp, Verdict, WaitReason, apply,
+    Completion, Conditions, Demand, Destination, Effect, Event, EventId, Load, Outcome, Phase,
+    ResponseSummary, TaskId, TaskKind, TaskRecord, TaskSpec, TaskState, Timestamp, Verdict,
+    WaitReason, apply,
 };
 
 pub(crate) use super::action::{Action, Delivery, IdleLevel, Start};
 use super::claims::SharedState;
 pub(crate) use super::ids::{IdMap, IdSet};
-use super::pending::{InFlight, Pending};
+use super::pending::{Backoff, InFlight, Pending};
 pub(crate) use super::record::{ended_elsewhere, new_record};
 use crate::SessionConfig;
 
@@ -110,6 +111,8 @@ pub(crate) struct Core<W> {
     /// The task holding each idempotency key (one at a time: a new task
     /// with a finished task's key replaces it).
     pub(crate) keys: HashMap<String, TaskId>,
+    /// The unfinished download that owns each destination: one at a time.
+    pub(crate) owners: HashMap<Destination, TaskId>,
     /// When tasks want `Event::Timer`.
     pub(crate) timers: BTreeSet<(Timestamp, TaskId)>,
     /// Admitted, not started yet (the start waits for the commit): host.
@@ -138,6 +141,8 @@ pub(crate) struct Core<W> {
     /// The last change counted was to idle.
     idle_sent: bool,
     pub(crate) pending: Pending<W>,
+    /// The last commits failed: the next waits until then.
+    pub(crate) backoff: Backoff,
     /// The commit under way, if any.
     pub(crate) in_flight: Option<InFlight<W>>,
     /// Set when other processes share the session.
@@ -169,6 +174,7 @@ impl<W> Core<W> {
             running: IdMap::default(),
             hosts: IdMap::default(),
             keys: HashMap::new(),
+            owners: HashMap::new(),
             timers: BTreeSet::new(),
             reserved: IdMap::default(),
             outcomes: IdMap::default(),
@@ -189,6 +195,7 @@ impl<W> Core<W> {
             idle_sent: false,
             pending: Pending::default(),
             in_flight: None,
+            backoff: Backoff::default(),
             shared: shared.map(SharedState::new),
             actions: VecDeque::new(),
         }
@@ -204,7 +211,7 @@ impl<W> Core<W> {
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
         let task = self.timers.first().map(|&(at, _)| at);
         let retry = self.shared.as_ref().and_then(SharedState::next_retry);
-        [task, self.bandwidth_change, retry]
+        [task, self.bandwidth_change, retry, self.backoff.until]
             .into_iter()
             .flatten()
             .min()
@@ -290,6 +297,7 @@ impl<W> Core<W> {
         {
             self.keys.remove(k);
         }
+        self.disown(&old);
         self.timers.retain(|(_, t)| *t != id);
         self.hosts.remove(&id);
         if let Some(sh) = &mut self.shared {
@@ -297,6 +305,27 @@ impl<W> Core<W> {
             sh.lost.remove(&id);
         }
         Some(*old)
+    }
+
+    /// Gives up the destination `r` owned, if it did.
+    pub(crate) fn disown(&mut self, r: &TaskRecord) {
+        if let TaskKind::Download { destination } = &r.spec.kind
+            && self.owners.get(destination) == Some(&r.id)
+        {
+            self.owners.remove(destination);
+        }
+    }
+
+    /// The unfinished task, other than `except`, that owns the destination
+    /// `spec` downloads to.
+    pub(crate) fn owner_of(&self, spec: &TaskSpec, except: Option<TaskId>) -> Option<TaskId> {
+        let TaskKind::Download { destination } = &spec.kind else {
+            return None;
+        };
+        self.owners
+            .get(destination)
+            .copied()
+            .filter(|t| Some(*t) != except)
     }
 
     /// A new task or event id.
@@ -319,6 +348,11 @@ impl<W> Core<W> {
         }
         if let Some(key) = &r.spec.key {
             self.keys.insert(key.clone(), r.id);
+        }
+        if let TaskKind::Download { destination } = &r.spec.kind
+            && !r.state.is_terminal()
+        {
+            self.owners.entry(destination.clone()).or_insert(r.id);
         }
         self.busy_records += usize::from(keeps_busy(&r.state.phase));
         if let Some(old) = self.records.insert(r.id, Box::new(r)) {
@@ -606,6 +640,11 @@ impl<W> Core<W> {
             self.delayed.insert(id);
         } else if record.state.is_terminal() {
             self.delayed.remove(&id);
+            if let TaskKind::Download { destination } = &record.spec.kind
+                && self.owners.get(destination) == Some(&id)
+            {
+                self.owners.remove(destination);
+            }
         }
         let label = record.spec.label.clone();
         let failed_with_nothing = record.state.resume.durable_offset == 0;

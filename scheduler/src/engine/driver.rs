@@ -124,7 +124,8 @@ impl Driver {
         conditions: Arc<dyn ConditionSource>,
     ) {
         let inbox = self.inbox.clone();
-        let mut seen = conditions.current();
+        // From what the core was built with: a change since is news.
+        let mut seen = self.core.conditions;
         let watcher = tokio::spawn(async move {
             loop {
                 seen = conditions.changed(seen).await;
@@ -228,9 +229,12 @@ impl Driver {
             Command::Request(r) => match r {
                 Request::Enqueue { spec, start, reply } => {
                     match core.handle_enqueue(*spec, start) {
-                        Ok(id) => core.after_commit(Box::new(move |r| {
-                            let _ = reply.send(r.map(|()| id));
-                        })),
+                        Ok(id) => core.after_enqueue(
+                            id,
+                            Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| id));
+                            }),
+                        ),
                         Err(e) => {
                             let _ = reply.send(Err(e));
                         }

@@ -21,6 +21,18 @@ pub(crate) enum EndedWait {
     Pending,
 }
 
+/// The error for a spec whose destination `task` owns.
+fn taken(spec: &TaskSpec, task: TaskId) -> SessionError {
+    let destination = match &spec.kind {
+        transfer_core::TaskKind::Download { destination } => match destination {
+            transfer_core::Destination::Path(p) => p.display().to_string(),
+            transfer_core::Destination::ObjectKey(k) => k.clone(),
+        },
+        _ => String::new(),
+    };
+    SessionError::DestinationTaken { destination, task }
+}
+
 impl<W> Core<W> {
     /// Adds a task (or, by its key, finds the unfinished one it repeats),
     /// recorded with the next commit; no attempt starts before that.
@@ -46,6 +58,9 @@ impl<W> Core<W> {
                 return Ok(old);
             }
             crate::keys::KeyRule::Replace(old) => {
+                if let Some(task) = self.owner_of(&spec, Some(old)) {
+                    return Err(taken(&spec, task));
+                }
                 if let Some(r) = self.records.remove(&old) {
                     self.busy_records -= usize::from(keeps_busy(&r.state.phase));
                     self.queue_remove(&queue_key(&r));
@@ -54,7 +69,11 @@ impl<W> Core<W> {
                 self.pending.dirty.remove(&old);
                 self.pending.removed.push(old);
             }
-            crate::keys::KeyRule::Fresh => {}
+            crate::keys::KeyRule::Fresh => {
+                if let Some(task) = self.owner_of(&spec, None) {
+                    return Err(taken(&spec, task));
+                }
+            }
         }
         let id = TaskId::from_u64(self.fresh_id());
         let seq = self.next_seq;
@@ -179,6 +198,12 @@ impl<W> Core<W> {
         {
             EndedWait::InFlight
         } else if self.pending.completions.iter().any(|c| c.task == task) {
+            if self.backoff.until.is_some() {
+                // Its ending could not be recorded yet (the store fails):
+                // not ended, as far as anyone may know; its completion
+                // event comes once a retry has recorded it.
+                return (Ok(None), EndedWait::Now);
+            }
             EndedWait::Pending
         } else {
             EndedWait::Now
@@ -189,7 +214,14 @@ impl<W> Core<W> {
     /// Keeps `w` until the next commit is done, then hands it back with
     /// that commit's result.
     pub(crate) fn after_commit(&mut self, w: W) {
-        self.pending.after.push(w);
+        self.pending.after.push((None, w));
+    }
+
+    /// Keeps `w`, the caller that enqueued `task`, until the next commit is
+    /// done: told the commit's error if it fails (the task is then
+    /// forgotten).
+    pub(crate) fn after_enqueue(&mut self, task: TaskId, w: W) {
+        self.pending.after.push((Some(task), w));
     }
 
     /// Keeps `w` until the commit under way is done (at once without one).

@@ -17,7 +17,7 @@
 //!
 //! A completion left unacknowledged by a process that died is delivered by
 //! whichever process claims its task next. What each answer means for the
-//! session is decided by the core (`shared.rs`).
+//! session is decided by the core (`follow.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

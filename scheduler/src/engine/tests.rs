@@ -22,8 +22,9 @@ struct Sim {
     now: Timestamp,
 }
 
+/// A download of `url` to a file named for it.
 fn spec(url: &str) -> TaskSpec {
-    TaskSpec::download(url, Destination::Path("f".into()))
+    TaskSpec::download(url, Destination::Path(url.replace(['/', ':'], "_").into()))
         .build()
         .unwrap()
 }
@@ -54,7 +55,7 @@ impl Sim {
 
     fn enqueue(&mut self, spec: TaskSpec, waiter: u32) -> TaskId {
         let id = self.core.handle_enqueue(spec, true).unwrap();
-        self.core.after_commit(waiter);
+        self.core.after_enqueue(id, waiter);
         id
     }
 
@@ -266,13 +267,80 @@ fn a_completion_is_delivered_only_after_its_commit() {
 }
 
 #[test]
-fn a_failed_commit_fails_the_replies_that_waited_for_it() {
+fn a_task_whose_creation_was_not_committed_never_starts_and_its_caller_is_told() {
     let mut s = Sim::new(SessionConfig::default());
-    s.enqueue(spec("https://a.example/1"), 1);
+    let id = s.enqueue(spec("https://a.example/1"), 1);
     assert!(s.settle().is_some());
     s.core
         .end_commit(Err(StoreError::new(StoreErrorKind::Full, "disk full")));
-    assert_eq!(replies(&s.actions()), vec![(1, false)]);
+    let a = s.actions();
+    assert_eq!(replies(&a), vec![(1, false)]);
+    assert!(started(&a).is_empty(), "started without a record");
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Deliver(Delivery::Event(
+            crate::SessionEvent::StoreFailed {
+                kind: StoreErrorKind::Full,
+                ..
+            },
+            _
+        ))
+    )));
+    assert!(
+        s.core.record(id).is_none(),
+        "kept a task that was never recorded"
+    );
+    assert_eq!(s.core.busy_slots(), 0);
+    s.advance(Duration::from_secs(1));
+    assert!(started(&s.cycle()).is_empty());
+}
+
+#[test]
+fn a_completion_whose_commit_failed_is_delivered_only_once_a_retry_commits_it() {
+    let mut s = Sim::new(SessionConfig::default());
+    let id = s.enqueue(spec("https://a.example/1"), 1);
+    s.cycle();
+    s.finish(id);
+    assert!(s.settle().is_some());
+    s.core
+        .end_commit(Err(StoreError::new(StoreErrorKind::Full, "disk full")));
+    assert!(
+        completions(&s.actions()).is_empty(),
+        "delivered though not durable"
+    );
+    assert!(s.settle().is_none(), "no backoff");
+    let until = s.core.poll_timeout().expect("a retry is due");
+    assert_eq!(until, s.now.saturating_add(Duration::from_millis(100)));
+    s.advance(Duration::from_millis(100));
+    let batch = s.settle().expect("tried again");
+    assert_eq!(batch.complete.len(), 1);
+    assert!(completions(&s.actions()).is_empty());
+    // A second failure waits twice as long.
+    s.core
+        .end_commit(Err(StoreError::new(StoreErrorKind::Full, "disk full")));
+    s.advance(Duration::from_millis(100));
+    assert!(s.settle().is_none());
+    s.advance(Duration::from_millis(100));
+    assert!(s.settle().is_some());
+    s.core.end_commit(Ok(()));
+    assert_eq!(completions(&s.actions()), vec![id]);
+}
+
+#[test]
+fn a_pause_whose_commit_failed_is_answered_once_it_is_durable() {
+    let mut s = Sim::new(SessionConfig::default());
+    let id = s.enqueue(spec("https://a.example/1"), 1);
+    s.cycle();
+    assert!(s.core.handle_user(id, Event::Suspend));
+    s.core.after_commit(2);
+    assert!(s.settle().is_some());
+    s.core
+        .end_commit(Err(StoreError::new(StoreErrorKind::Unavailable, "gone")));
+    assert!(replies(&s.actions()).is_empty(), "answered before durable");
+    s.advance(Duration::from_millis(100));
+    assert!(s.settle().is_some());
+    s.core.end_commit(Ok(()));
+    assert_eq!(replies(&s.actions()), vec![(2, true)]);
 }
 
 #[test]
@@ -298,6 +366,8 @@ fn a_failed_commit_keeps_a_shared_batch_pending_until_it_is_written() {
             .any(|a| matches!(a, Action::ReleaseClaim(t) if *t == id)),
         "the claim went before the record was written"
     );
+    assert!(s.settle().is_none(), "tried again at once");
+    s.advance(Duration::from_millis(100));
     let again = s.settle().expect("written again");
     assert!(again.save.iter().any(|r| r.id == id));
     assert_eq!(again.complete.len(), 1);
@@ -386,7 +456,7 @@ fn timers_fire_in_time_order() {
     let at = |ms| {
         TaskSpec::download(
             &format!("https://a.example/{ms}"),
-            Destination::Path("f".into()),
+            Destination::Path(format!("f{ms}").into()),
         )
         .earliest_begin(Timestamp::from_millis(T0 + ms))
         .build()
@@ -456,6 +526,51 @@ fn a_suspended_task_enqueued_again_to_start_is_resumed() {
     assert_eq!(s.phase(id), Phase::Suspended);
     assert_eq!(s.core.handle_enqueue(keyed, true).unwrap(), id);
     assert_eq!(started(&s.cycle()), vec![id]);
+}
+
+#[test]
+fn two_unfinished_tasks_never_own_one_destination() {
+    let mut s = Sim::new(SessionConfig::default());
+    let to = |url: &str| {
+        TaskSpec::download(url, Destination::Path("same.bin".into()))
+            .build()
+            .unwrap()
+    };
+    let first = s.enqueue(to("https://a.example/same.bin"), 1);
+    let refused = s
+        .core
+        .handle_enqueue(to("https://b.example/same.bin"), true);
+    assert!(
+        matches!(refused, Err(crate::SessionError::DestinationTaken { task, .. }) if task == first),
+        "{refused:?}"
+    );
+    s.cycle();
+    s.finish(first);
+    s.cycle();
+    // Ended: the name is free again (the store decides about the file).
+    assert!(
+        s.core
+            .handle_enqueue(to("https://b.example/same.bin"), true)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_cancelled_task_gives_up_its_destination() {
+    let mut s = Sim::new(SessionConfig::default());
+    let first = s.enqueue(spec("https://a.example/1"), 1);
+    s.cycle();
+    assert!(s.core.handle_user(
+        first,
+        Event::Cancel {
+            keep_resume_data: false
+        }
+    ));
+    assert!(
+        s.core
+            .handle_enqueue(spec("https://a.example/1"), true)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -779,10 +894,9 @@ proptest! {
         let mut waiters = 0u32;
         let mut answered = std::collections::HashSet::new();
         let mut fail_next = false;
-        // A local session acts on a batch whose commit failed: until that
-        // changes, the start check holds only while every commit succeeds.
-        let mut any_failed = false;
         for st in steps {
+            // Tasks whose creation was never committed are forgotten.
+            ids.retain(|id| s.core.record(*id).is_some());
             let pick = |i: usize| (!ids.is_empty()).then(|| ids[i % ids.len()]);
             match st {
                 Step::Enqueue { host } => {
@@ -819,18 +933,17 @@ proptest! {
             let early = s.actions();
             for a in &early {
                 if let Action::Start(st) = a {
-                    prop_assert!(any_failed || committed.contains(&st.record.id), "started before its record was committed");
+                    prop_assert!(committed.contains(&st.record.id), "started before its record was committed");
                 }
             }
             if let Some(batch) = s.core.begin_commit() {
                 for a in s.actions() {
                     if let Action::Start(st) = a {
-                        prop_assert!(any_failed || committed.contains(&st.record.id), "started before its record was committed");
+                        prop_assert!(committed.contains(&st.record.id), "started before its record was committed");
                     }
                 }
                 if fail_next {
                     fail_next = false;
-                    any_failed = true;
                     s.core.end_commit(Err(StoreError::new(StoreErrorKind::Full, "full")));
                 } else {
                     committed.extend(batch.save.iter().map(|r| r.id));
@@ -853,6 +966,7 @@ proptest! {
         }
         // Everyone who waited for a commit was answered once one ran.
         s.core.handle_conditions(Conditions::default());
+        s.advance(Duration::from_secs(60));
         s.core.pump();
         if s.core.begin_commit().is_some() {
             s.core.end_commit(Ok(()));
