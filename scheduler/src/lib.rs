@@ -73,6 +73,8 @@ mod offline;
 mod runners;
 mod session;
 mod session_builder;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod task_builder;
 pub mod throttle;
 mod upload_source;

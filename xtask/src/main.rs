@@ -8,6 +8,8 @@
 //!   against nginx, with a JSON, Markdown and SVG report.
 //! - `cargo xtask soak`: downloads under injected faults while `ferry run`
 //!   is SIGKILLed again and again; fails on any loss.
+//! - `cargo xtask sim`: the seeded simulation of the engine under faults
+//!   and crashes; `--seeds N` runs many, `--seed S` replays one.
 
 // A task runner talks to the person running it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -18,6 +20,7 @@ use std::process::{Command, ExitCode};
 mod bench;
 mod demo;
 mod setup;
+mod sim;
 mod soak;
 mod suite;
 
@@ -47,6 +50,9 @@ enum Task {
     Bench(bench::Args),
     /// Kill `ferry run` again and again under injected faults; fail on any loss.
     Soak(soak::Args),
+    /// Simulate sessions under faults and crashes, seed by seed; fail on
+    /// the first broken invariant.
+    Sim(sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
             Task::Test(args) => suite::run(args).await,
             Task::Bench(args) => bench::run(args).await,
             Task::Soak(args) => soak::run(args).await,
+            Task::Sim(args) => sim::run(&args),
         }
     });
     match result {
