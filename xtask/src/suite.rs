@@ -2,9 +2,9 @@
 //! fresh machine by itself.
 //!
 //! It installs what the tests need if it is missing ([`crate::setup`]), runs
-//! `cargo test --workspace --locked`, then the short soak
-//! (`cargo xtask soak --short --debug`) with the debug `ferry` those tests
-//! built. CI (`.ci/run`) runs fmt and clippy, then this.
+//! `cargo test --workspace --locked`, then the simulation's 200 seeds
+//! (`cargo xtask sim`), then the short soak (`cargo xtask soak --short
+//! --debug`) with the debug `ferry` those tests built. CI (`.ci/run`) runs fmt and clippy, then this.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::{root, setup, soak};
+use crate::{root, setup, sim, soak};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -32,6 +32,13 @@ pub(crate) struct Args {
 struct SoakCommand {
     #[command(flatten)]
     args: soak::Args,
+}
+
+/// `cargo xtask sim`'s options, parsed the same way.
+#[derive(Parser)]
+struct SimCommand {
+    #[command(flatten)]
+    args: sim::Args,
 }
 
 /// The short soak's command line.
@@ -59,6 +66,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo test --workspace --locked failed ({status})");
     }
+    println!("== cargo xtask sim --seeds 200");
+    let sim = SimCommand::try_parse_from(["sim", "--seeds", "200"])?;
+    sim::run(&sim.args)?;
     let tests = started.elapsed();
 
     println!("== cargo xtask {}", SHORT_SOAK.join(" "));
