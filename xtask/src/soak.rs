@@ -1464,7 +1464,12 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let (read, mut write) = stream.into_split();
-    let mut request = json!({"op": "follow", "ids": ids}).to_string();
+    // Task ids go as numbers on the wire (they print in hex).
+    let numbers: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| u64::from_str_radix(id, 16).ok())
+        .collect();
+    let mut request = json!({"op": "follow", "ids": numbers}).to_string();
     request.push('\n');
     if write.write_all(request.as_bytes()).await.is_err() {
         return;
@@ -1476,14 +1481,18 @@ async fn follow(
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
-        if let Some(e) = v.get("error").and_then(Value::as_str) {
-            let _ = tx.send(Heard::Refused(e.to_owned()));
-        } else if v["event"] == "done" {
+        let event = v["event"].as_str();
+        if matches!(event, Some("completed" | "failed")) {
             let _ = tx.send(Heard::Done {
-                id: v["id"].as_str().unwrap_or_default().to_owned(),
-                ok: v["ok"].as_bool() == Some(true),
+                id: v["id"]
+                    .as_u64()
+                    .map(|n| format!("{n:016x}"))
+                    .unwrap_or_default(),
+                ok: event == Some("completed"),
                 error: v["error"].as_str().unwrap_or_default().to_owned(),
             });
+        } else if let Some(e) = v.get("error").and_then(Value::as_str) {
+            let _ = tx.send(Heard::Refused(e.to_owned()));
         }
     }
 }
