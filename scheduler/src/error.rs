@@ -48,3 +48,18 @@ pub enum SessionError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl SessionError {
+    /// The error for a download to `destination`, which unfinished `task`
+    /// owns.
+    pub(crate) fn destination_taken(
+        destination: &transfer_core::Destination,
+        task: TaskId,
+    ) -> SessionError {
+        let destination = match destination {
+            transfer_core::Destination::Path(p) => p.display().to_string(),
+            transfer_core::Destination::ObjectKey(k) => k.clone(),
+        };
+        SessionError::DestinationTaken { destination, task }
+    }
+}

@@ -116,13 +116,7 @@ impl Offline {
             let id = TaskId::from_u64(transfer_core::random_u64());
             if let TaskKind::Download { destination } = &spec.kind {
                 if let Some(&task) = owners.get(destination) {
-                    return Err(SessionError::DestinationTaken {
-                        destination: match destination {
-                            Destination::Path(p) => p.display().to_string(),
-                            Destination::ObjectKey(k) => k.clone(),
-                        },
-                        task,
-                    });
+                    return Err(SessionError::destination_taken(destination, task));
                 }
                 owners.insert(destination.clone(), id);
             }

@@ -31,7 +31,7 @@ use super::claims::SharedState;
 pub(crate) use super::ids::{IdMap, IdSet};
 use super::pending::{Backoff, InFlight, Pending};
 pub(crate) use super::record::{ended_elsewhere, new_record};
-use crate::SessionConfig;
+use crate::{SessionConfig, SessionError};
 
 /// Queue order: priority (high first), earliest begin, enqueue order.
 pub(crate) type QueueKey = (Reverse<u32>, u64, u64, TaskId);
@@ -316,16 +316,22 @@ impl<W> Core<W> {
         }
     }
 
-    /// The unfinished task, other than `except`, that owns the destination
-    /// `spec` downloads to.
-    pub(crate) fn owner_of(&self, spec: &TaskSpec, except: Option<TaskId>) -> Option<TaskId> {
+    /// Refuses `spec` when an unfinished task other than `except` owns the
+    /// destination it downloads to.
+    pub(crate) fn refuse_taken(
+        &self,
+        spec: &TaskSpec,
+        except: Option<TaskId>,
+    ) -> Result<(), SessionError> {
         let TaskKind::Download { destination } = &spec.kind else {
-            return None;
+            return Ok(());
         };
-        self.owners
-            .get(destination)
-            .copied()
-            .filter(|t| Some(*t) != except)
+        match self.owners.get(destination) {
+            Some(&task) if Some(task) != except => {
+                Err(SessionError::destination_taken(destination, task))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A new task or event id.

@@ -21,18 +21,6 @@ pub(crate) enum EndedWait {
     Pending,
 }
 
-/// The error for a spec whose destination `task` owns.
-fn taken(spec: &TaskSpec, task: TaskId) -> SessionError {
-    let destination = match &spec.kind {
-        transfer_core::TaskKind::Download { destination } => match destination {
-            transfer_core::Destination::Path(p) => p.display().to_string(),
-            transfer_core::Destination::ObjectKey(k) => k.clone(),
-        },
-        _ => String::new(),
-    };
-    SessionError::DestinationTaken { destination, task }
-}
-
 impl<W> Core<W> {
     /// Adds a task (or, by its key, finds the unfinished one it repeats),
     /// recorded with the next commit; no attempt starts before that.
@@ -58,9 +46,7 @@ impl<W> Core<W> {
                 return Ok(old);
             }
             crate::keys::KeyRule::Replace(old) => {
-                if let Some(task) = self.owner_of(&spec, Some(old)) {
-                    return Err(taken(&spec, task));
-                }
+                self.refuse_taken(&spec, Some(old))?;
                 if let Some(r) = self.records.remove(&old) {
                     self.busy_records -= usize::from(keeps_busy(&r.state.phase));
                     self.queue_remove(&queue_key(&r));
@@ -70,9 +56,7 @@ impl<W> Core<W> {
                 self.pending.removed.push(old);
             }
             crate::keys::KeyRule::Fresh => {
-                if let Some(task) = self.owner_of(&spec, None) {
-                    return Err(taken(&spec, task));
-                }
+                self.refuse_taken(&spec, None)?;
             }
         }
         let id = TaskId::from_u64(self.fresh_id());
