@@ -8,8 +8,10 @@
 //!   its own batch is durable.
 //! - [`FsPayloadStore`]: partial payloads as owner-only files beside their
 //!   destinations, cut back to the durable offset on open, synced at
-//!   checkpoints and renamed into place with the directory synced. Nothing is
-//!   written outside the root directory it was given.
+//!   checkpoints and renamed into place with the directory synced. The move
+//!   never replaces what is at the destination (a file the task did not
+//!   write, a symlink, a directory) unless the task may overwrite. Nothing
+//!   is written outside the root directory it was given.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -28,13 +30,14 @@
 //! partial.write(bytes::Bytes::from_static(b"hello")).await?;
 //! let (durable, _location) = partial.sync().await?;
 //! assert_eq!(durable, 5);
-//! partial.commit().await?;
+//! partial.commit(false).await?;
 //! assert_eq!(std::fs::read(dir.path().join("downloads/file.bin"))?, b"hello");
 //! # Ok(()) }
 //! ```
 
 #![warn(missing_docs)]
 
+mod final_move;
 mod payload;
 mod tasks;
 

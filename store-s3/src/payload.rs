@@ -16,6 +16,14 @@
 //! - **Checksums**: the parts cannot be read back before the upload
 //!   completes, so a resumed download that must verify a checksum of the
 //!   whole payload fails with a storage error rather than skip the check.
+//! - **Never over another's object**: a commit without overwrite does not
+//!   replace an object at the key that this upload did not make. A small
+//!   payload's single put is a conditional create (`If-None-Match: *`),
+//!   atomic against any other writer. A multipart upload is completed only
+//!   after a look at the key finds it free: object_store's
+//!   `complete_multipart` sends no condition, so a writer that creates the
+//!   object between that look and the completion is replaced. The upload
+//!   of a refused commit is kept (it is the task's resume data).
 //! - **Completed, then killed**: every upload has a random tag, kept in the
 //!   task record and given to the object as metadata (`x-amz-meta-ferry-tag`).
 //!   A process that dies after completing the upload and before recording
@@ -32,8 +40,8 @@ use bytes::{Bytes, BytesMut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, MultipartId, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload,
+    Attribute, Attributes, GetOptions, GetRange, MultipartId, ObjectStore, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use transfer_core::{
     Destination, PartRecord, Partial, PartialLocation, PayloadStore, ResumeData, SessionId,
@@ -105,19 +113,50 @@ impl S3PayloadStore {
     /// Whether the object at `key` is the one the upload tagged `tag` made.
     async fn finished(&self, key: &Path, tag: &str) -> Result<bool, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let head = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        match self.objects.get_opts(key, head).await {
-            Ok(got) => Ok(got
-                .attributes
-                .get(&Attribute::Metadata(TAG.into()))
-                .is_some_and(|v| v.as_ref() == tag)),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(io("looking for the finished object", e)),
-        }
+        Ok(object_at(&*self.objects, key, Some(tag)).await? == At::Ours)
     }
+}
+
+/// What is at a key, for the upload tagged with a tag.
+#[derive(Debug, PartialEq, Eq)]
+enum At {
+    Nothing,
+    Ours,
+    Another,
+}
+
+/// What is at `key`: nothing, the object of the upload tagged `tag`, or
+/// another object.
+async fn object_at(
+    objects: &dyn ObjectStore,
+    key: &Path,
+    tag: Option<&str>,
+) -> Result<At, StoreError> {
+    let head = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    match objects.get_opts(key, head).await {
+        Ok(got) => {
+            let found = got.attributes.get(&Attribute::Metadata(TAG.into()));
+            Ok(match (found, tag) {
+                (Some(v), Some(t)) if v.as_ref() == t => At::Ours,
+                _ => At::Another,
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(At::Nothing),
+        Err(e) => Err(io("looking at the destination", e)),
+    }
+}
+
+/// The error of a commit that would replace an object it may not.
+fn exists(key: &Path) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Exists,
+        format!(
+            "{key} exists; not replaced (an object this download did not write and may not overwrite)"
+        ),
+    )
 }
 
 fn key_of(destination: &Destination) -> Result<Path, StoreError> {
@@ -326,26 +365,54 @@ impl Partial for S3Partial {
         })
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<(), StoreError> {
         if self.parts.is_empty() {
-            // Nothing uploaded as parts (a small payload): one plain put.
+            // Nothing uploaded as parts (a small payload): one plain put,
+            // a conditional create unless it may overwrite.
             let body = std::mem::take(&mut self.buf).freeze();
             self.request();
-            self.request(); // and the abort below
             let opts = PutOptions {
                 attributes: self.tag.as_deref().map(tagged).unwrap_or_default(),
+                mode: if overwrite {
+                    PutMode::Overwrite
+                } else {
+                    PutMode::Create
+                },
                 ..PutOptions::default()
             };
-            self.objects
+            match self
+                .objects
                 .put_opts(&self.key, PutPayload::from(body), opts)
                 .await
-                .map_err(|e| io("writing the object", e))?;
+            {
+                Ok(_) => {}
+                // Taken: by this same put (a retry after its answer was
+                // lost), or by another writer.
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    self.request();
+                    let at = object_at(&*self.objects, &self.key, self.tag.as_deref()).await?;
+                    if at != At::Ours {
+                        return Err(exists(&self.key));
+                    }
+                }
+                Err(e) => return Err(io("writing the object", e)),
+            }
+            self.request();
             let _ = self.store.abort_multipart(&self.key, &self.upload_id).await;
             return Ok(());
         }
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf).freeze();
             self.put_part(last).await?;
+        }
+        if !overwrite {
+            self.request();
+            match object_at(&*self.objects, &self.key, self.tag.as_deref()).await? {
+                At::Nothing => {}
+                // Completed already, by this upload.
+                At::Ours => return Ok(()),
+                At::Another => return Err(exists(&self.key)),
+            }
         }
         let ids = self
             .parts
@@ -424,7 +491,7 @@ impl Partial for Finished {
         Ok(n)
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(self: Box<Self>, _overwrite: bool) -> Result<(), StoreError> {
         Ok(()) // it already is
     }
 

@@ -38,6 +38,9 @@ pub enum StoreErrorKind {
     /// A remote store did not answer, or answered with a server error, after
     /// its own retries: the same operation may work later.
     Transient,
+    /// Something is already at a destination that may not be replaced (a
+    /// commit without overwrite); it is left as it was.
+    Exists,
 }
 
 /// A store operation failed.
@@ -91,6 +94,11 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         self.kind == StoreErrorKind::Conflict
     }
+
+    /// Whether a commit found its destination taken (see [`StoreErrorKind::Exists`]).
+    pub fn is_exists(&self) -> bool {
+        self.kind == StoreErrorKind::Exists
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -108,6 +116,7 @@ impl From<StoreError> for TransferError {
         let kind = match e.kind() {
             StoreErrorKind::Full => ErrorKind::StorageFull,
             StoreErrorKind::Transient => ErrorKind::StorageUnavailable,
+            StoreErrorKind::Exists => ErrorKind::DestinationExists,
             _ => ErrorKind::Storage,
         };
         TransferError::new(kind, e.to_string())
@@ -300,7 +309,14 @@ pub trait Partial: Send {
 
     /// Makes what was written durable and moves the complete payload into
     /// its destination atomically (callers need not `sync` first).
-    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    ///
+    /// Unless `overwrite`, nothing already at the destination is replaced
+    /// except what this same task put there (an earlier commit of it that
+    /// was not recorded before a crash): the commit fails with
+    /// [`StoreErrorKind::Exists`] naming the destination, leaves it as it
+    /// was, and keeps the partial (its bytes are the task's resume data).
+    /// With `overwrite` a file is replaced, never written through a symlink.
+    async fn commit(self: Box<Self>, overwrite: bool) -> Result<(), StoreError>;
 
     /// Deletes the partial.
     async fn discard(self: Box<Self>) -> Result<(), StoreError>;
