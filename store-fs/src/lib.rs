@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod final_move;
+mod owner_only;
 mod payload;
 mod tasks;
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -20,14 +20,6 @@ use transfer_core::{
     Destination, Partial, PartialLocation, PayloadStore, ResumeData, SessionId, StoreError,
     StoreErrorKind, TaskId,
 };
-
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))
-}
 
 /// A [`PayloadStore`] writing files under one root directory.
 #[derive(Clone, Debug)]

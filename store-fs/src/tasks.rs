@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use redb::backends::FileBackend;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -105,22 +106,26 @@ fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl FsTaskStore {
-    /// Opens (or creates) the store in `dir`, creating the directory owner-only.
-    /// A file there that is not a Ferry database is refused with
-    /// [`StoreErrorKind::Corrupt`]; a database another process holds open with
-    /// [`StoreErrorKind::Unavailable`].
+    /// Opens (or creates) the store in `dir`, creating the directory owner-only
+    /// (one that exists open to other users is reported with a warning).
+    /// The database file is owner-only whatever the directory's mode, and
+    /// never opened through a symlink. A file there that is not a Ferry
+    /// database is refused with [`StoreErrorKind::Corrupt`]; a database
+    /// another process holds open with [`StoreErrorKind::Unavailable`].
     pub fn open(dir: impl AsRef<Path>) -> Result<FsTaskStore, StoreError> {
         let dir = dir.as_ref();
-        crate::payload::create_private_dir(dir)?;
+        crate::owner_only::create_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
+        let file = crate::owner_only::open_file(&path)?;
+        let opening = |e| db_error(&format!("opening {}", path.display()), e);
         // redb's page cache is resident memory: at its 1 GiB default, a
         // session's first load keeps every page it read, about a kilobyte
         // per task. Records are read once at attach, so a small cache costs
         // nothing.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
+            .create_with_backend(FileBackend::new(file).map_err(opening)?)
+            .map_err(opening)?;
         // An existing store of this format opens with a read: no write
         // transaction, no sync, on every open.
         let current = db
