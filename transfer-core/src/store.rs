@@ -132,6 +132,43 @@ pub struct Snapshot {
     pub outbox: Vec<Completion>,
 }
 
+/// Which kind of stored entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A task record.
+    Record,
+    /// A completion in the outbox.
+    Completion,
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EntryKind::Record => "task record",
+            EntryKind::Completion => "completion",
+        })
+    }
+}
+
+/// A stored entry that does not decode (written by a newer version, or
+/// damaged), set aside by loads instead of failing them: the rest of the
+/// session loads without it, and it stays stored as it is until a repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// A task record or a completion.
+    pub kind: EntryKind,
+    /// The task or event id it is stored under.
+    pub id: u64,
+    /// Why it does not decode.
+    pub reason: String,
+}
+
+impl fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:016x}: {}", self.kind, self.id, self.reason)
+    }
+}
+
 /// Changes committed together, atomically (and durably, unless
 /// [`deferrable`](Self::deferrable)). Every store applies
 /// them in this order: saves, then removes, then completions (one with an
@@ -216,6 +253,14 @@ pub trait TaskStore: Send + Sync {
             snap.records.into_iter().find(|r| r.id == task),
             snap.outbox.into_iter().find(|c| c.task == task),
         ))
+    }
+
+    /// The entries of a session that [`load`](Self::load) sets aside
+    /// because they do not decode (see [`Quarantined`]). Stores that never
+    /// set any aside return none.
+    async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
+        let _ = session;
+        Ok(Vec::new())
     }
 
     /// Saves records (a batch of saves).
@@ -470,5 +515,9 @@ impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
         task: TaskId,
     ) -> Result<(Option<TaskRecord>, Option<Completion>), StoreError> {
         (**self).load_task(session, task).await
+    }
+
+    async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
+        (**self).quarantined(session).await
     }
 }
