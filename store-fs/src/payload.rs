@@ -106,6 +106,30 @@ impl FsPayloadStore {
         Ok(place.map(|p| p.destination()).unwrap_or_default())
     }
 
+    /// Whether the file at `destination` is the one `task` of `session`
+    /// wrote: every file this store commits carries its task's mark (the
+    /// `user.ferry.task` extended attribute), which a copy or an edit that
+    /// replaces the file does not keep. `Some(false)` when there is no file
+    /// there, or another's; `None` when the filesystem keeps no such marks,
+    /// so it cannot tell. A caller that finds a task done asks this before
+    /// calling its file done.
+    pub fn written_by(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(place) = self.place(task, destination, false)? else {
+            return Ok(Some(false));
+        };
+        let tag = crate::final_move::task_tag(session, task);
+        Ok(crate::final_move::written_by(
+            &place.dir.file,
+            &place.name,
+            &tag,
+        ))
+    }
+
     /// Confines `destination` to the root and finds its directory, creating
     /// it only when `create` (`None` when it is missing and not created: it
     /// holds nothing to find).
@@ -593,7 +617,9 @@ fn move_into_place(
         match crate::final_move::rename_no_replace(&dir.file, partial, name) {
             // This task's own earlier commit, which a crash kept from being
             // recorded: this one takes its place.
-            Err(Errno::EXIST) if crate::final_move::written_by(&dir.file, name, tag) => {
+            Err(Errno::EXIST)
+                if crate::final_move::written_by(&dir.file, name, tag) == Some(true) =>
+            {
                 rustix::fs::renameat(&dir.file, partial, &dir.file, name)
             }
             other => other,

@@ -179,3 +179,30 @@ async fn a_second_store_does_not_replace_the_firsts_file() {
         b"from A"
     );
 }
+
+/// A committed file is known as its task's until it is replaced; a file
+/// that is not there, or another's, is not.
+#[tokio::test]
+async fn a_file_is_known_as_the_one_its_task_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsPayloadStore::new(dir.path()).unwrap();
+    let dest = Destination::Path("done.bin".into());
+    let by = |task| {
+        store
+            .written_by(&session(), TaskId::from_u64(task), &dest)
+            .unwrap()
+    };
+    assert_eq!(by(1), Some(false), "nothing there yet");
+    let (p, _) = written(&store, 1, "done.bin", b"payload").await;
+    p.commit(false).await.unwrap();
+    if by(1).is_none() {
+        return; // this filesystem keeps no marks
+    }
+    assert_eq!(by(1), Some(true));
+    assert_eq!(by(2), Some(false), "another task's");
+    // Replaced by a copy of itself: not the file the task wrote any more.
+    let path = dir.path().join("done.bin");
+    std::fs::write(dir.path().join("copy"), std::fs::read(&path).unwrap()).unwrap();
+    std::fs::rename(dir.path().join("copy"), &path).unwrap();
+    assert_eq!(by(1), Some(false));
+}
