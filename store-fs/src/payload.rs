@@ -365,28 +365,35 @@ fn open_partial(place: &Place, durable: u64) -> Result<(std::fs::File, u64), Sto
     let io =
         |what: &str, e| StoreError::io(format!("{what} {}", place.partial_path().display()), e);
     // Never open a partial through a symlink someone planted.
-    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    if durable == 0 {
-        flags |= OFlags::TRUNC;
+    let open = || {
+        rustix::fs::openat(
+            &place.dir.file,
+            &place.partial,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| io("opening", e.into()))
+    };
+    let file = open()?;
+    let meta = file.metadata().map_err(|e| io("reading", e))?;
+    if meta.nlink() > 1 {
+        // The partial's name is the destination's file too: a commit by
+        // hard link stopped before it dropped this name. That file is
+        // finished and stays as it is; the partial starts anew.
+        rustix::fs::unlinkat(&place.dir.file, &place.partial, AtFlags::empty())
+            .map_err(|e| io("removing", e.into()))?;
+        return Ok((open()?, 0));
     }
-    let file = rustix::fs::openat(
-        &place.dir.file,
-        &place.partial,
-        flags,
-        Mode::from_raw_mode(0o600),
-    )
-    .map(std::fs::File::from)
-    .map_err(|e| io("opening", e.into()))?;
-    if durable == 0 {
-        return Ok((file, 0));
-    }
-    let len = file.metadata().map_err(|e| io("reading", e))?.len();
+    let len = meta.len();
     let offset = len.min(durable);
     if len > offset {
         file.set_len(offset).map_err(|e| io("truncating", e))?;
     }
-    std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
-        .map_err(|e| io("seeking in", e))?;
+    if offset > 0 {
+        std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
+            .map_err(|e| io("seeking in", e))?;
+    }
     Ok((file, offset))
 }
 

@@ -206,3 +206,48 @@ async fn a_file_is_known_as_the_one_its_task_wrote() {
     std::fs::rename(dir.path().join("copy"), &path).unwrap();
     assert_eq!(by(1), Some(false));
 }
+
+/// A commit by hard link (where the filesystem lacks RENAME_NOREPLACE)
+/// that stopped between the link and the unlink leaves the partial's name
+/// on the finished file. The rerun's partial must not be that file: the
+/// finished file stays whole while the rerun downloads, and its commit
+/// then takes the name back.
+#[tokio::test]
+async fn a_partial_that_is_also_the_finished_file_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsPayloadStore::new(dir.path()).unwrap();
+    let (p, resume) = written(&store, 1, "linked.bin", b"finished").await;
+    let partial = partial_path(&resume).to_owned();
+    drop(p);
+    let finished = dir.path().join("linked.bin");
+    std::fs::hard_link(&partial, &finished).unwrap();
+    let tag = format!("{}/{}", session(), TaskId::from_u64(1));
+    let marked = rustix::fs::setxattr(
+        &finished,
+        "user.ferry.task",
+        tag.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    );
+
+    for durable in [0, 8] {
+        let resume = ResumeData {
+            durable_offset: durable,
+            ..resume.clone()
+        };
+        let dest = Destination::Path("linked.bin".into());
+        let p = store
+            .open(&session(), TaskId::from_u64(1), &dest, &resume)
+            .await
+            .unwrap();
+        assert_eq!(p.offset(), 0, "a fresh partial");
+        assert_eq!(std::fs::read(&finished).unwrap(), b"finished", "untouched");
+        drop(p);
+    }
+    if marked.is_err() {
+        return; // no marks here: the rerun's commit would be refused
+    }
+    let (p, _) = written(&store, 1, "linked.bin", b"finished").await;
+    p.commit(false).await.unwrap();
+    assert_eq!(std::fs::read(&finished).unwrap(), b"finished");
+    assert!(!partial.exists());
+}
