@@ -23,7 +23,11 @@
 //!   after a look at the key finds it free: object_store's
 //!   `complete_multipart` sends no condition, so a writer that creates the
 //!   object between that look and the completion is replaced. The upload
-//!   of a refused commit is kept (it is the task's resume data).
+//!   of a refused commit is kept (it is the task's resume data). Every
+//!   object also names its session and task (`x-amz-meta-ferry-task`): an
+//!   object an earlier upload of the same task made, whose completion was
+//!   never recorded (a worker killed right after it), is that task's to
+//!   replace.
 //! - **Completed, then killed**: every upload has a random tag, kept in the
 //!   task record and given to the object as metadata (`x-amz-meta-ferry-tag`).
 //!   A process that dies after completing the upload and before recording
@@ -103,34 +107,50 @@ impl S3PayloadStore {
 /// The metadata naming an upload's tag.
 const TAG: &str = "ferry-tag";
 
-fn tagged(tag: &str) -> Attributes {
+/// The metadata naming the session and task an upload is for
+/// (`SESSION/TASK`): an object of the same task, from an earlier upload
+/// whose completion was not recorded, is that task's to replace.
+const TASK: &str = "ferry-task";
+
+fn tagged(tag: &str, owner: &str) -> Attributes {
     let mut a = Attributes::new();
     a.insert(Attribute::Metadata(TAG.into()), tag.to_owned().into());
+    a.insert(Attribute::Metadata(TASK.into()), owner.to_owned().into());
     a
+}
+
+/// The value of [`TASK`] for `task` of `session`.
+fn owner_of(session: &SessionId, task: TaskId) -> String {
+    format!("{session}/{task}")
 }
 
 impl S3PayloadStore {
     /// Whether the object at `key` is the one the upload tagged `tag` made.
     async fn finished(&self, key: &Path, tag: &str) -> Result<bool, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(object_at(&*self.objects, key, Some(tag)).await? == At::Ours)
+        Ok(object_at(&*self.objects, key, Some(tag), None).await? == At::Ours)
     }
 }
 
-/// What is at a key, for the upload tagged with a tag.
+/// What is at a key, for an upload.
 #[derive(Debug, PartialEq, Eq)]
 enum At {
+    /// No object.
     Nothing,
+    /// The object this upload made.
     Ours,
+    /// An object an earlier upload of the same task made.
+    OurTask,
+    /// Any other object.
     Another,
 }
 
-/// What is at `key`: nothing, the object of the upload tagged `tag`, or
-/// another object.
+/// What is at `key`, for the upload tagged `tag` of the task `owner` names.
 async fn object_at(
     objects: &dyn ObjectStore,
     key: &Path,
     tag: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<At, StoreError> {
     let head = GetOptions {
         head: true,
@@ -138,10 +158,16 @@ async fn object_at(
     };
     match objects.get_opts(key, head).await {
         Ok(got) => {
-            let found = got.attributes.get(&Attribute::Metadata(TAG.into()));
-            Ok(match (found, tag) {
-                (Some(v), Some(t)) if v.as_ref() == t => At::Ours,
-                _ => At::Another,
+            let is = |name: &'static str, want: Option<&str>| {
+                let found = got.attributes.get(&Attribute::Metadata(name.into()));
+                matches!((found, want), (Some(v), Some(w)) if v.as_ref() == w)
+            };
+            Ok(if is(TAG, tag) {
+                At::Ours
+            } else if is(TASK, owner) {
+                At::OurTask
+            } else {
+                At::Another
             })
         }
         Err(object_store::Error::NotFound { .. }) => Ok(At::Nothing),
@@ -181,12 +207,13 @@ fn key_of(destination: &Destination) -> Result<Path, StoreError> {
 impl PayloadStore for S3PayloadStore {
     async fn open(
         &self,
-        _session: &SessionId,
-        _task: TaskId,
+        session: &SessionId,
+        task: TaskId,
         destination: &Destination,
         resume: &ResumeData,
     ) -> Result<Box<dyn Partial>, StoreError> {
         let key = key_of(destination)?;
+        let owner = owner_of(session, task);
         if let Some(PartialLocation::Multipart {
             key: stored,
             upload_id,
@@ -223,6 +250,7 @@ impl PayloadStore for S3PayloadStore {
                 upload_id: upload_id.clone(),
                 parts: kept,
                 tag: tag.clone(),
+                owner,
                 stored: at,
                 reported: at,
                 buf: BytesMut::new(),
@@ -242,7 +270,7 @@ impl PayloadStore for S3PayloadStore {
             .create_multipart_opts(
                 &key,
                 PutMultipartOptions {
-                    attributes: tagged(&tag),
+                    attributes: tagged(&tag, &owner),
                     ..PutMultipartOptions::default()
                 },
             )
@@ -255,6 +283,7 @@ impl PayloadStore for S3PayloadStore {
             upload_id,
             parts: Vec::new(),
             tag: Some(tag),
+            owner,
             stored: 0,
             reported: 0,
             buf: BytesMut::new(),
@@ -293,6 +322,8 @@ struct S3Partial {
     parts: Vec<PartRecord>,
     /// The tag the finished object carries.
     tag: Option<String>,
+    /// The session and task it is for (see [`TASK`]).
+    owner: String,
     /// Bytes in the stored parts.
     stored: u64,
     /// The durable offset last handed out (`sync` or `durable_update`).
@@ -369,30 +400,43 @@ impl Partial for S3Partial {
         if self.parts.is_empty() {
             // Nothing uploaded as parts (a small payload): one plain put,
             // a conditional create unless it may overwrite.
-            let body = std::mem::take(&mut self.buf).freeze();
-            self.request();
-            let opts = PutOptions {
-                attributes: self.tag.as_deref().map(tagged).unwrap_or_default(),
-                mode: if overwrite {
-                    PutMode::Overwrite
-                } else {
-                    PutMode::Create
-                },
-                ..PutOptions::default()
+            let body = PutPayload::from(std::mem::take(&mut self.buf).freeze());
+            let put = |mode| {
+                self.request();
+                let opts = PutOptions {
+                    attributes: tagged(self.tag.as_deref().unwrap_or_default(), &self.owner),
+                    mode,
+                    ..PutOptions::default()
+                };
+                self.objects.put_opts(&self.key, body.clone(), opts)
             };
-            match self
-                .objects
-                .put_opts(&self.key, PutPayload::from(body), opts)
-                .await
-            {
+            let mode = if overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            match put(mode).await {
                 Ok(_) => {}
                 // Taken: by this same put (a retry after its answer was
-                // lost), or by another writer.
+                // lost), by an earlier upload of this task, or by another
+                // writer.
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     self.request();
-                    let at = object_at(&*self.objects, &self.key, self.tag.as_deref()).await?;
-                    if at != At::Ours {
-                        return Err(exists(&self.key));
+                    let at = object_at(
+                        &*self.objects,
+                        &self.key,
+                        self.tag.as_deref(),
+                        Some(&self.owner),
+                    )
+                    .await?;
+                    match at {
+                        At::Ours => {}
+                        At::OurTask => {
+                            put(PutMode::Overwrite)
+                                .await
+                                .map_err(|e| io("writing the object", e))?;
+                        }
+                        At::Nothing | At::Another => return Err(exists(&self.key)),
                     }
                 }
                 Err(e) => return Err(io("writing the object", e)),
@@ -407,8 +451,16 @@ impl Partial for S3Partial {
         }
         if !overwrite {
             self.request();
-            match object_at(&*self.objects, &self.key, self.tag.as_deref()).await? {
-                At::Nothing => {}
+            let at = object_at(
+                &*self.objects,
+                &self.key,
+                self.tag.as_deref(),
+                Some(&self.owner),
+            )
+            .await?;
+            match at {
+                // Free, or an earlier upload's of this same task.
+                At::Nothing | At::OurTask => {}
                 // Completed already, by this upload.
                 At::Ours => return Ok(()),
                 At::Another => return Err(exists(&self.key)),

@@ -396,7 +396,7 @@ pub async fn payload_store(store: &dyn PayloadStore, root: &Path) {
 /// taken: a commit replaces nothing it did not write unless it may
 /// overwrite; it does replace the same task's own earlier commit (a rerun
 /// after a crash kept that commit from being recorded, resuming from what
-/// was recorded before it); of commits racing for one free destination,
+/// was recorded before it, or from nothing); of commits racing for one free destination,
 /// exactly one lands, whole. `dest(name)` makes a destination, `plant`
 /// puts bytes there as another writer would, `read` gives what is there.
 /// Payloads are a few KiB.
@@ -473,6 +473,12 @@ pub async fn payload_commits_never_replace<D, P, R>(
         .await
         .unwrap_or_else(|e| panic!("the same task's earlier commit is its own: {e}"));
     assert_eq!(read(&again).await.as_deref(), Some(&b"first run"[..]));
+    // The same when nothing of it was recorded (no checkpoint before the
+    // commit): the rerun starts from nothing.
+    commit(23, &again, b"second run", false)
+        .await
+        .unwrap_or_else(|e| panic!("an unrecorded earlier commit of the same task: {e}"));
+    assert_eq!(read(&again).await.as_deref(), Some(&b"second run"[..]));
 
     // Commits racing for one free destination: one lands, whole; the
     // others are refused.
