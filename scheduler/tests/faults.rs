@@ -473,8 +473,8 @@ impl Partial for QuotaPartial {
         self.inner.read_at(at, buf).await
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.inner.commit().await
+    async fn commit(self: Box<Self>, overwrite: bool) -> Result<(), StoreError> {
+        self.inner.commit(overwrite).await
     }
 
     async fn discard(self: Box<Self>) -> Result<(), StoreError> {

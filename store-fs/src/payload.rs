@@ -1,16 +1,18 @@
 //! Partial payloads as files beside their destinations: created owner-only,
 //! cut back to the durable offset on open, `sync_data` at checkpoints, renamed
-//! into place with the directory synced. Nothing is written outside the root
-//! directory the store was given.
+//! into place with the directory synced, over nothing the task did not write
+//! unless it may overwrite (`final_move`). Nothing is written outside the
+//! root directory the store was given.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,14 +20,6 @@ use transfer_core::{
     Destination, Partial, PartialLocation, PayloadStore, ResumeData, SessionId, StoreError,
     StoreErrorKind, TaskId,
 };
-
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))
-}
 
 /// A [`PayloadStore`] writing files under one root directory.
 #[derive(Clone, Debug)]
@@ -110,6 +104,30 @@ impl FsPayloadStore {
     pub fn resolve(&self, destination: &Destination) -> Result<PathBuf, StoreError> {
         let place = self.place(TaskId::from_u64(0), destination, true)?;
         Ok(place.map(|p| p.destination()).unwrap_or_default())
+    }
+
+    /// Whether the file at `destination` is the one `task` of `session`
+    /// wrote: every file this store commits carries its task's mark (the
+    /// `user.ferry.task` extended attribute), which a copy or an edit that
+    /// replaces the file does not keep. `Some(false)` when there is no file
+    /// there, or another's; `None` when the filesystem keeps no such marks,
+    /// so it cannot tell. A caller that finds a task done asks this before
+    /// calling its file done.
+    pub fn written_by(
+        &self,
+        session: &SessionId,
+        task: TaskId,
+        destination: &Destination,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(place) = self.place(task, destination, false)? else {
+            return Ok(Some(false));
+        };
+        let tag = crate::final_move::task_tag(session, task);
+        Ok(crate::final_move::written_by(
+            &place.dir.file,
+            &place.name,
+            &tag,
+        ))
     }
 
     /// Confines `destination` to the root and finds its directory, creating
@@ -250,6 +268,9 @@ pub struct FsPartial {
     /// A background flush failed: nothing written since may be called
     /// durable, so every later sync fails with this.
     failed: Option<String>,
+    /// The session and task it is written for, as the finished file's
+    /// mark (see `final_move`).
+    tag: String,
 }
 
 impl FsPartial {
@@ -344,28 +365,35 @@ fn open_partial(place: &Place, durable: u64) -> Result<(std::fs::File, u64), Sto
     let io =
         |what: &str, e| StoreError::io(format!("{what} {}", place.partial_path().display()), e);
     // Never open a partial through a symlink someone planted.
-    let mut flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    if durable == 0 {
-        flags |= OFlags::TRUNC;
+    let open = || {
+        rustix::fs::openat(
+            &place.dir.file,
+            &place.partial,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| io("opening", e.into()))
+    };
+    let file = open()?;
+    let meta = file.metadata().map_err(|e| io("reading", e))?;
+    if meta.nlink() > 1 {
+        // The partial's name is the destination's file too: a commit by
+        // hard link stopped before it dropped this name. That file is
+        // finished and stays as it is; the partial starts anew.
+        rustix::fs::unlinkat(&place.dir.file, &place.partial, AtFlags::empty())
+            .map_err(|e| io("removing", e.into()))?;
+        return Ok((open()?, 0));
     }
-    let file = rustix::fs::openat(
-        &place.dir.file,
-        &place.partial,
-        flags,
-        Mode::from_raw_mode(0o600),
-    )
-    .map(std::fs::File::from)
-    .map_err(|e| io("opening", e.into()))?;
-    if durable == 0 {
-        return Ok((file, 0));
-    }
-    let len = file.metadata().map_err(|e| io("reading", e))?.len();
+    let len = meta.len();
     let offset = len.min(durable);
     if len > offset {
         file.set_len(offset).map_err(|e| io("truncating", e))?;
     }
-    std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
-        .map_err(|e| io("seeking in", e))?;
+    if offset > 0 {
+        std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(offset))
+            .map_err(|e| io("seeking in", e))?;
+    }
     Ok((file, offset))
 }
 
@@ -373,7 +401,7 @@ fn open_partial(place: &Place, durable: u64) -> Result<(std::fs::File, u64), Sto
 impl PayloadStore for FsPayloadStore {
     async fn open(
         &self,
-        _session: &SessionId,
+        session: &SessionId,
         task: TaskId,
         destination: &Destination,
         resume: &ResumeData,
@@ -409,6 +437,7 @@ impl PayloadStore for FsPayloadStore {
             durable: offset,
             syncing: None,
             failed: None,
+            tag: crate::final_move::task_tag(session, task),
         }))
     }
 
@@ -512,19 +541,25 @@ impl Partial for FsPartial {
         }
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<(), StoreError> {
         self.check_failed()?;
-        let (from, place) = (self.path.clone(), self.place.clone());
         let file = self.file.clone();
         let rest = std::mem::take(&mut self.pending);
-        if place.dir.in_memory && self.pending_len <= IN_MEMORY_INLINE {
+        let inline = self.place.dir.in_memory && self.pending_len <= IN_MEMORY_INLINE;
+        let finish = Finish {
+            from: std::mem::take(&mut self.path),
+            place: self.place.clone(),
+            tag: std::mem::take(&mut self.tag),
+            overwrite,
+        };
+        if inline {
             // A memory copy and a rename, syncs that return at once: less
             // work than a blocking thread's round trip.
-            return move_into_place(&file, &rest, &place, &from);
+            return move_into_place(&file, &rest, &finish);
         }
         // The rest of the bytes, written on the same blocking thread: a small
         // file costs one handoff in all.
-        tokio::task::spawn_blocking(move || move_into_place(&file, &rest, &place, &from))
+        tokio::task::spawn_blocking(move || move_into_place(&file, &rest, &finish))
             .await
             .map_err(|e| {
                 StoreError::new(
@@ -541,14 +576,29 @@ impl Partial for FsPartial {
     }
 }
 
-/// Writes `rest`, syncs, gives the file its final mode, renames it over the
-/// destination and syncs the directory.
+/// How a commit ends: which partial goes where, for which task, and
+/// whether it may replace what is there.
+struct Finish {
+    from: PathBuf,
+    place: Place,
+    tag: String,
+    overwrite: bool,
+}
+
+/// Writes `rest`, syncs, gives the file its final mode and its task's
+/// mark, moves it into place (over what is there only when allowed, see
+/// `final_move`) and syncs the directory.
 fn move_into_place(
     file: &std::fs::File,
     rest: &[Bytes],
-    place: &Place,
-    from: &Path,
+    finish: &Finish,
 ) -> Result<(), StoreError> {
+    let Finish {
+        from,
+        place,
+        tag,
+        overwrite,
+    } = finish;
     write_all_vectored(file, rest)
         .map_err(|e| StoreError::io(format!("writing {}", from.display()), e))?;
     // In memory (tmpfs, ramfs) the syncs return at once: two system calls
@@ -561,13 +611,55 @@ fn move_into_place(
     // The partial was owner-only while incomplete; the finished file gets
     // the mode any new file of this process would have.
     use std::os::unix::fs::PermissionsExt;
-    let mode = 0o666 & !process_umask();
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| StoreError::io(format!("setting the mode of {}", from.display()), e))?;
-    rustix::fs::renameat(&dir.file, &place.partial, &dir.file, &place.name).map_err(|e| {
-        let to = place.destination();
-        StoreError::io(format!("moving {} into place", to.display()), e.into())
-    })?;
+    let set_mode = |mode| {
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| StoreError::io(format!("setting the mode of {}", from.display()), e))
+    };
+    set_mode(0o666 & !process_umask())?;
+    crate::final_move::mark(file, tag);
+    let (partial, name) = (&place.partial, &place.name);
+    let moved = if *overwrite {
+        rustix::fs::renameat(&dir.file, partial, &dir.file, name)
+    } else {
+        match crate::final_move::rename_no_replace(&dir.file, partial, name) {
+            // This task's own earlier commit, which a crash kept from being
+            // recorded: this one takes its place.
+            Err(Errno::EXIST)
+                if crate::final_move::written_by(&dir.file, name, tag) == Some(true) =>
+            {
+                rustix::fs::renameat(&dir.file, partial, &dir.file, name)
+            }
+            other => other,
+        }
+    };
+    match moved {
+        Ok(()) => {}
+        Err(e @ (Errno::EXIST | Errno::ISDIR | Errno::NOTEMPTY)) => {
+            // The partial stays, owner-only again: its bytes are the task's
+            // resume data, kept for a retry that may overwrite.
+            set_mode(0o600)?;
+            let what = crate::final_move::what_is_at(&dir.file, name);
+            let why = if e == Errno::EXIST && !overwrite {
+                "this download did not write it and may not overwrite it"
+            } else {
+                "only a file is ever replaced"
+            };
+            return Err(StoreError::new(
+                StoreErrorKind::Exists,
+                format!(
+                    "{} exists; not replaced ({what}: {why})",
+                    place.destination().display()
+                ),
+            ));
+        }
+        Err(e) => {
+            let to = place.destination();
+            return Err(StoreError::io(
+                format!("moving {} into place", to.display()),
+                e.into(),
+            ));
+        }
+    }
     if dir.in_memory {
         return Ok(());
     }

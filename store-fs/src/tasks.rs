@@ -1,6 +1,11 @@
 //! Task records and the completion outbox in one redb database, written by
 //! one thread that group-commits: every batch waiting when a commit starts
 //! rides in the next one, so many concurrent savers share one durable write.
+//!
+//! A damaged database is refused at open (every page's checksum is read
+//! once) with an error that names it and says what to do; an entry that
+//! does not decode is set aside by loads, not fatal to the rest
+//! ([`Quarantined`]); see `repair.rs` for salvaging a damaged database.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +14,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use redb::backends::FileBackend;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use tokio::sync::oneshot;
 use transfer_core::{
-    Batch, Completion, SessionId, Snapshot, StoreError, StoreErrorKind, TaskRecord, TaskStore,
+    Batch, Completion, EntryKind, Quarantined, SessionId, Snapshot, StoreError, StoreErrorKind,
+    TaskRecord, TaskStore,
 };
 
-const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
-const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+use crate::damaged::{damaged, guarded, name_damage};
+
+pub(crate) const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
 
@@ -84,7 +93,7 @@ impl std::fmt::Debug for FsTaskStore {
     }
 }
 
-fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
+pub(crate) fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
     let e: redb::Error = e.into();
     let kind = match &e {
         redb::Error::DatabaseAlreadyOpen => StoreErrorKind::Unavailable,
@@ -95,8 +104,11 @@ fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                 StoreErrorKind::Full
             }
-            // redb reports a file that is not a redb database this way.
-            std::io::ErrorKind::InvalidData => StoreErrorKind::Corrupt,
+            // redb reports a file that is not a redb database this way,
+            // and one cut short before its header ends as the end of file.
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                StoreErrorKind::Corrupt
+            }
             _ => StoreErrorKind::Io,
         },
         _ => StoreErrorKind::Io,
@@ -105,41 +117,49 @@ fn db_error(context: &str, e: impl Into<redb::Error>) -> StoreError {
 }
 
 impl FsTaskStore {
-    /// Opens (or creates) the store in `dir`, creating the directory owner-only.
-    /// A file there that is not a Ferry database is refused with
-    /// [`StoreErrorKind::Corrupt`]; a database another process holds open with
-    /// [`StoreErrorKind::Unavailable`].
+    /// Opens (or creates) the store in `dir`, creating the directory owner-only
+    /// (one that exists open to other users is reported with a warning).
+    /// The database file is owner-only whatever the directory's mode, and
+    /// never opened through a symlink.
+    ///
+    /// Every page's checksum is checked as it opens (about 1.5 ms per 1,000
+    /// records): a database damaged since it was written (bytes changed,
+    /// cut short) is refused with [`StoreErrorKind::Corrupt`], in words
+    /// that name the file and say to repair it ([`FsTaskStore::repair`]),
+    /// where reading it could panic or hand back wrong records. So is a
+    /// file that is not a Ferry database. A database another process holds
+    /// open is refused with [`StoreErrorKind::Unavailable`].
     pub fn open(dir: impl AsRef<Path>) -> Result<FsTaskStore, StoreError> {
         let dir = dir.as_ref();
-        crate::payload::create_private_dir(dir)?;
+        crate::owner_only::create_private_dir(dir)?;
         let path = dir.join(DATABASE_FILE);
-        // redb's page cache is resident memory: at its 1 GiB default, a
-        // session's first load keeps every page it read, about a kilobyte
-        // per task. Records are read once at attach, so a small cache costs
-        // nothing.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| db_error(&format!("opening {}", path.display()), e))?;
+        let file = crate::owner_only::open_file(&path)?;
+        let db = guarded(&path, "opening", || open_checked(file, &path))
+            .map_err(|e| name_damage(&path, e))?;
         // An existing store of this format opens with a read: no write
         // transaction, no sync, on every open.
-        let current = db
-            .begin_read()
-            .ok()
-            .and_then(|r| r.open_table(META).ok())
-            .and_then(|t| t.get("format").ok().flatten().map(|v| v.value()));
+        let current = guarded(&path, "reading the format", || {
+            Ok(db
+                .begin_read()
+                .ok()
+                .and_then(|r| r.open_table(META).ok())
+                .and_then(|t| t.get("format").ok().flatten().map(|v| v.value())))
+        })?;
         if current != Some(FORMAT) {
-            Self::initialise(&db, &path)?;
+            guarded(&path, "checking the format", || {
+                Self::initialise(&db, &path)
+            })?;
         }
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel();
         let writer_db = db.clone();
+        let writer_path = path.clone();
         let thread = thread::Builder::new()
             .name("ferry-store-writer".into())
             .spawn(move || {
                 // This thread only, on Linux. A failure leaves it as it was.
                 let _ = rustix::process::nice(WRITER_NICE);
-                writer(&writer_db, &rx)
+                writer(&writer_db, &writer_path, &rx)
             })
             .map_err(|e| StoreError::io("starting the store writer", e))?;
         let writer = Arc::new(Writer {
@@ -151,7 +171,7 @@ impl FsTaskStore {
 
     /// Writes the format and creates the tables of a new store, or refuses
     /// a file of another format.
-    fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
+    pub(crate) fn initialise(db: &Database, path: &Path) -> Result<(), StoreError> {
         let txn = db
             .begin_write()
             .map_err(|e| db_error("checking the format", e))?;
@@ -195,8 +215,32 @@ impl FsTaskStore {
     }
 }
 
+/// Opens the database in `file` (at `path`) and checks every page's
+/// checksum: a file changed or cut short since redb wrote it is refused
+/// here, where a plain open trusts it (and may panic on it later).
+fn open_checked(file: std::fs::File, path: &Path) -> Result<Database, StoreError> {
+    let opening = |e| db_error("opening", e);
+    // redb's page cache is resident memory: at its 1 GiB default, a
+    // session's first load keeps every page it read, about a kilobyte per
+    // task. Records are read once at attach, so a small cache costs nothing.
+    let mut db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(FileBackend::new(file).map_err(opening)?)
+        .map_err(opening)?;
+    // No write and no sync when the file is sound.
+    match db.check_integrity() {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            database = %path.display(),
+            "the database was not sound and redb repaired it: the last commits may be lost"
+        ),
+        Err(e) => return Err(db_error("checking every page", e)),
+    }
+    Ok(db)
+}
+
 /// redb's page cache.
-const CACHE_BYTES: usize = 16 << 20;
+pub(crate) const CACHE_BYTES: usize = 16 << 20;
 
 /// The shortest time between two syncs while jobs come from several
 /// callers at once: a job that needs one sooner waits for the rest of it,
@@ -209,7 +253,10 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(2);
 
 /// The writer thread: takes every job that is waiting, commits them in one
 /// durable transaction, answers them all. Ends when the last store handle drops.
-fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
+fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<Job>) {
+    let commit = |jobs: &[Job]| {
+        guarded(path, "committing", || commit(db, jobs)).map_err(|e| name_damage(path, e))
+    };
     let mut last_sync: Option<Instant> = None;
     let mut last_group = 0;
     while let Ok(first) = rx.recv() {
@@ -231,7 +278,7 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
             }
         }
         last_group = group.len();
-        match commit(db, &group) {
+        match commit(&group) {
             Ok(()) => {
                 for job in group {
                     let _ = job.reply.send(Ok(()));
@@ -240,7 +287,7 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Job>) {
             // One bad batch must not fail its neighbours: retry each alone.
             Err(_) if group.len() > 1 => {
                 for job in group {
-                    let result = commit(db, std::slice::from_ref(&job));
+                    let result = commit(std::slice::from_ref(&job));
                     let _ = job.reply.send(result);
                 }
             }
@@ -303,70 +350,116 @@ fn commit(db: &Database, jobs: &[Job]) -> Result<(), StoreError> {
     txn.commit().map_err(|e| db_error("committing", e))
 }
 
-/// Decodes every value of `session` in `table`.
+/// Decodes every value of `session` in `table`, setting aside (into
+/// `aside`) each that does not decode or is not stored under its own id.
 fn read_session<T>(
     txn: &redb::ReadTransaction,
-    table: TableDefinition<(&str, u64), &[u8]>,
+    path: &Path,
+    (table, kind): (TableDefinition<(&str, u64), &[u8]>, EntryKind),
     session: &str,
-    decode: impl Fn(&[u8]) -> Result<T, transfer_core::DecodeError>,
+    decode: impl Fn(&[u8]) -> Result<(T, u64), transfer_core::DecodeError>,
+    aside: &mut Vec<Quarantined>,
 ) -> Result<Vec<T>, StoreError> {
     let name = table.to_string();
+    let broken =
+        |doing: &str, e: redb::Error| damaged(path, db_error(&format!("{doing} {name}"), e));
     let t = txn
         .open_table(table)
-        .map_err(|e| db_error(&format!("opening {name}"), e))?;
+        .map_err(|e| broken("opening", e.into()))?;
     let rows = t
         .range((session, 0)..=(session, u64::MAX))
-        .map_err(|e| db_error(&format!("reading {name}"), e))?;
+        .map_err(|e| broken("reading", e.into()))?;
     // Every session's entries: a bound, exact when the store holds one
     // session (the common case), that spares growing by doubling.
-    let all = t
-        .len()
-        .map_err(|e| db_error(&format!("counting {name}"), e))?;
+    let all = t.len().map_err(|e| broken("counting", e.into()))?;
     let mut out = Vec::with_capacity(usize::try_from(all).unwrap_or(0));
     for row in rows {
-        let (k, v) = row.map_err(|e| db_error(&format!("reading {name}"), e))?;
-        let item = decode(v.value()).map_err(|e| {
-            StoreError::new(
-                StoreErrorKind::Corrupt,
-                format!("{name} entry {:016x}: {e}", k.value().1),
-            )
-        })?;
-        out.push(item);
+        let (k, v) = row.map_err(|e| broken("reading", e.into()))?;
+        let id = k.value().1;
+        let reason = match decode(v.value()) {
+            Ok((item, own)) if own == id => {
+                out.push(item);
+                continue;
+            }
+            Ok((_, own)) => format!("it is {own:016x}, stored under another id"),
+            Err(e) => e.to_string(),
+        };
+        aside.push(Quarantined { kind, id, reason });
     }
     Ok(out)
 }
 
-fn load(db: &Database, session: &SessionId) -> Result<Snapshot, StoreError> {
+/// A session's records and outbox, without the entries set aside (into
+/// `aside`).
+fn load(
+    db: &Database,
+    path: &Path,
+    session: &SessionId,
+    aside: &mut Vec<Quarantined>,
+) -> Result<Snapshot, StoreError> {
     let txn = db
         .begin_read()
-        .map_err(|e| db_error("starting a read", e))?;
+        .map_err(|e| damaged(path, db_error("starting a read", e)))?;
     let s = session.as_str();
-    let records = read_session(&txn, RECORDS, s, TaskRecord::decode)?;
-    let mut outbox = read_session(&txn, OUTBOX, s, Completion::decode)?;
+    let records = read_session(
+        &txn,
+        path,
+        (RECORDS, EntryKind::Record),
+        s,
+        |b| {
+            TaskRecord::decode(b).map(|r| {
+                let id = r.id.as_u64();
+                (r, id)
+            })
+        },
+        aside,
+    )?;
+    let mut outbox = read_session(
+        &txn,
+        path,
+        (OUTBOX, EntryKind::Completion),
+        s,
+        |b| {
+            Completion::decode(b).map(|c| {
+                let id = c.event.as_u64();
+                (c, id)
+            })
+        },
+        aside,
+    )?;
     outbox.sort_by_key(|c| (c.at, c.event));
     Ok(Snapshot { records, outbox })
 }
 
-fn sessions(db: &Database) -> Result<Vec<SessionId>, StoreError> {
+/// Every session with an entry in the database. A key whose session name
+/// is not a valid one (only damage writes such a key) is left out.
+fn sessions(db: &Database, path: &Path) -> Result<Vec<SessionId>, StoreError> {
     let txn = db
         .begin_read()
-        .map_err(|e| db_error("starting a read", e))?;
+        .map_err(|e| damaged(path, db_error("starting a read", e)))?;
     let mut names = std::collections::BTreeSet::new();
     for table in [RECORDS, OUTBOX] {
         let t = txn
             .open_table(table)
-            .map_err(|e| db_error("opening a table", e))?;
-        for item in t.iter().map_err(|e| db_error("listing sessions", e))? {
-            let (k, _) = item.map_err(|e| db_error("listing sessions", e))?;
+            .map_err(|e| damaged(path, db_error("opening a table", e)))?;
+        for item in t
+            .iter()
+            .map_err(|e| damaged(path, db_error("listing sessions", e)))?
+        {
+            let (k, _) = item.map_err(|e| damaged(path, db_error("listing sessions", e)))?;
             names.insert(k.value().0.to_owned());
         }
     }
-    names
+    Ok(names
         .into_iter()
-        .map(|n| {
-            SessionId::new(n).map_err(|e| StoreError::new(StoreErrorKind::Corrupt, e.to_string()))
+        .filter_map(|n| match SessionId::new(&n) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(database = %path.display(), "a key with {e}; left out");
+                None
+            }
         })
-        .collect()
+        .collect())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -382,10 +475,36 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl TaskStore for FsTaskStore {
+    /// The session's records and completions; an entry that does not
+    /// decode is left out (and logged), not fatal to the others: see
+    /// [`quarantined`](TaskStore::quarantined).
     async fn load(&self, session: &SessionId) -> Result<Snapshot, StoreError> {
-        let db = self.db.clone();
+        let (db, path) = (self.db.clone(), self.path.clone());
         let session = session.clone();
-        blocking(move || load(&db, &session)).await
+        blocking(move || {
+            let mut aside = Vec::new();
+            let snapshot = guarded(&path, "reading", || load(&db, &path, &session, &mut aside))?;
+            for q in aside {
+                tracing::warn!(
+                    database = %path.display(),
+                    session = %session,
+                    "{q}; set aside (`ferry repair` drops it for good)"
+                );
+            }
+            Ok(snapshot)
+        })
+        .await
+    }
+
+    async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
+        let (db, path) = (self.db.clone(), self.path.clone());
+        let session = session.clone();
+        blocking(move || {
+            let mut aside = Vec::new();
+            guarded(&path, "reading", || load(&db, &path, &session, &mut aside))?;
+            Ok(aside)
+        })
+        .await
     }
 
     async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
@@ -405,8 +524,8 @@ impl TaskStore for FsTaskStore {
     }
 
     async fn sessions(&self) -> Result<Vec<SessionId>, StoreError> {
-        let db = self.db.clone();
-        blocking(move || sessions(&db)).await
+        let (db, path) = (self.db.clone(), self.path.clone());
+        blocking(move || guarded(&path, "listing sessions", || sessions(&db, &path))).await
     }
 }
 

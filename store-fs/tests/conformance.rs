@@ -36,6 +36,34 @@ async fn payload_store_conformance_in_memory() {
     testkit::conformance::payload_store(&store, store.root()).await;
 }
 
+/// Commits onto taken destinations, on disk and on tmpfs (where small
+/// commits are done without a blocking thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_commits_never_replace() {
+    for dir in [tempfile::tempdir(), tempfile::tempdir_in("/dev/shm")] {
+        let dir = dir.unwrap();
+        let store = FsPayloadStore::new(dir.path()).unwrap();
+        let root = store.root().to_owned();
+        testkit::conformance::payload_commits_never_replace(
+            &store,
+            |name| Destination::Path(root.join(name)),
+            async |d, bytes| {
+                let Destination::Path(p) = d else {
+                    panic!("{d:?}")
+                };
+                std::fs::write(p, bytes).unwrap();
+            },
+            async |d| {
+                let Destination::Path(p) = d else {
+                    panic!("{d:?}")
+                };
+                std::fs::read(p).ok()
+            },
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn destinations_stay_inside_the_root() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +113,7 @@ async fn directories_written_before_are_checked_again() {
             .open(&s, TaskId::from_u64(7), &dest, &ResumeData::default())
             .await?;
         p.write(bytes::Bytes::from_static(b"abc")).await?;
-        p.commit().await
+        p.commit(false).await
     };
     download("one").await.unwrap();
     assert_eq!(std::fs::read(root.join("sub/one")).unwrap(), b"abc");
@@ -129,7 +157,7 @@ async fn partials_are_owner_only_and_beside_their_destination() {
         0o600
     );
     // Finished, the file takes the mode new files of this process get.
-    p.commit().await.unwrap();
+    p.commit(false).await.unwrap();
     let umask = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()

@@ -625,7 +625,7 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
             }
             PayloadOp::Commit => {
                 let p = partial.take().unwrap();
-                p.commit().await.map_err(|e| store_err("commit", e))?;
+                p.commit(false).await.map_err(|e| store_err("commit", e))?;
                 model.destination = Some(std::mem::take(&mut model.written));
                 model.finish();
                 prop_assert!(partials(&root).is_empty(), "a partial after commit");
@@ -658,7 +658,9 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
             open(&mut model, at, "the final open").await?
         }
     };
-    p.commit().await.map_err(|e| store_err("final commit", e))?;
+    p.commit(false)
+        .await
+        .map_err(|e| store_err("final commit", e))?;
     model.destination = Some(std::mem::take(&mut model.written));
     check_destination(&root, &model, "the final commit")
 }

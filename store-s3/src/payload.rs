@@ -16,6 +16,18 @@
 //! - **Checksums**: the parts cannot be read back before the upload
 //!   completes, so a resumed download that must verify a checksum of the
 //!   whole payload fails with a storage error rather than skip the check.
+//! - **Never over another's object**: a commit without overwrite does not
+//!   replace an object at the key that this upload did not make. A small
+//!   payload's single put is a conditional create (`If-None-Match: *`),
+//!   atomic against any other writer. A multipart upload is completed only
+//!   after a look at the key finds it free: object_store's
+//!   `complete_multipart` sends no condition, so a writer that creates the
+//!   object between that look and the completion is replaced. The upload
+//!   of a refused commit is kept (it is the task's resume data). Every
+//!   object also names its session and task (`x-amz-meta-ferry-task`): an
+//!   object an earlier upload of the same task made, whose completion was
+//!   never recorded (a worker killed right after it), is that task's to
+//!   replace.
 //! - **Completed, then killed**: every upload has a random tag, kept in the
 //!   task record and given to the object as metadata (`x-amz-meta-ferry-tag`).
 //!   A process that dies after completing the upload and before recording
@@ -32,8 +44,8 @@ use bytes::{Bytes, BytesMut};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, MultipartId, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload,
+    Attribute, Attributes, GetOptions, GetRange, MultipartId, ObjectStore, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use transfer_core::{
     Destination, PartRecord, Partial, PartialLocation, PayloadStore, ResumeData, SessionId,
@@ -95,29 +107,82 @@ impl S3PayloadStore {
 /// The metadata naming an upload's tag.
 const TAG: &str = "ferry-tag";
 
-fn tagged(tag: &str) -> Attributes {
+/// The metadata naming the session and task an upload is for
+/// (`SESSION/TASK`): an object of the same task, from an earlier upload
+/// whose completion was not recorded, is that task's to replace.
+const TASK: &str = "ferry-task";
+
+fn tagged(tag: &str, owner: &str) -> Attributes {
     let mut a = Attributes::new();
     a.insert(Attribute::Metadata(TAG.into()), tag.to_owned().into());
+    a.insert(Attribute::Metadata(TASK.into()), owner.to_owned().into());
     a
+}
+
+/// The value of [`TASK`] for `task` of `session`.
+fn owner_of(session: &SessionId, task: TaskId) -> String {
+    format!("{session}/{task}")
 }
 
 impl S3PayloadStore {
     /// Whether the object at `key` is the one the upload tagged `tag` made.
     async fn finished(&self, key: &Path, tag: &str) -> Result<bool, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let head = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        match self.objects.get_opts(key, head).await {
-            Ok(got) => Ok(got
-                .attributes
-                .get(&Attribute::Metadata(TAG.into()))
-                .is_some_and(|v| v.as_ref() == tag)),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(io("looking for the finished object", e)),
-        }
+        Ok(object_at(&*self.objects, key, Some(tag), None).await? == At::Ours)
     }
+}
+
+/// What is at a key, for an upload.
+#[derive(Debug, PartialEq, Eq)]
+enum At {
+    /// No object.
+    Nothing,
+    /// The object this upload made.
+    Ours,
+    /// An object an earlier upload of the same task made.
+    OurTask,
+    /// Any other object.
+    Another,
+}
+
+/// What is at `key`, for the upload tagged `tag` of the task `owner` names.
+async fn object_at(
+    objects: &dyn ObjectStore,
+    key: &Path,
+    tag: Option<&str>,
+    owner: Option<&str>,
+) -> Result<At, StoreError> {
+    let head = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    match objects.get_opts(key, head).await {
+        Ok(got) => {
+            let is = |name: &'static str, want: Option<&str>| {
+                let found = got.attributes.get(&Attribute::Metadata(name.into()));
+                matches!((found, want), (Some(v), Some(w)) if v.as_ref() == w)
+            };
+            Ok(if is(TAG, tag) {
+                At::Ours
+            } else if is(TASK, owner) {
+                At::OurTask
+            } else {
+                At::Another
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(At::Nothing),
+        Err(e) => Err(io("looking at the destination", e)),
+    }
+}
+
+/// The error of a commit that would replace an object it may not.
+fn exists(key: &Path) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Exists,
+        format!(
+            "{key} exists; not replaced (an object this download did not write and may not overwrite)"
+        ),
+    )
 }
 
 fn key_of(destination: &Destination) -> Result<Path, StoreError> {
@@ -142,12 +207,13 @@ fn key_of(destination: &Destination) -> Result<Path, StoreError> {
 impl PayloadStore for S3PayloadStore {
     async fn open(
         &self,
-        _session: &SessionId,
-        _task: TaskId,
+        session: &SessionId,
+        task: TaskId,
         destination: &Destination,
         resume: &ResumeData,
     ) -> Result<Box<dyn Partial>, StoreError> {
         let key = key_of(destination)?;
+        let owner = owner_of(session, task);
         if let Some(PartialLocation::Multipart {
             key: stored,
             upload_id,
@@ -184,6 +250,7 @@ impl PayloadStore for S3PayloadStore {
                 upload_id: upload_id.clone(),
                 parts: kept,
                 tag: tag.clone(),
+                owner,
                 stored: at,
                 reported: at,
                 buf: BytesMut::new(),
@@ -203,7 +270,7 @@ impl PayloadStore for S3PayloadStore {
             .create_multipart_opts(
                 &key,
                 PutMultipartOptions {
-                    attributes: tagged(&tag),
+                    attributes: tagged(&tag, &owner),
                     ..PutMultipartOptions::default()
                 },
             )
@@ -216,6 +283,7 @@ impl PayloadStore for S3PayloadStore {
             upload_id,
             parts: Vec::new(),
             tag: Some(tag),
+            owner,
             stored: 0,
             reported: 0,
             buf: BytesMut::new(),
@@ -254,6 +322,8 @@ struct S3Partial {
     parts: Vec<PartRecord>,
     /// The tag the finished object carries.
     tag: Option<String>,
+    /// The session and task it is for (see [`TASK`]).
+    owner: String,
     /// Bytes in the stored parts.
     stored: u64,
     /// The durable offset last handed out (`sync` or `durable_update`).
@@ -326,26 +396,75 @@ impl Partial for S3Partial {
         })
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<(), StoreError> {
         if self.parts.is_empty() {
-            // Nothing uploaded as parts (a small payload): one plain put.
-            let body = std::mem::take(&mut self.buf).freeze();
-            self.request();
-            self.request(); // and the abort below
-            let opts = PutOptions {
-                attributes: self.tag.as_deref().map(tagged).unwrap_or_default(),
-                ..PutOptions::default()
+            // Nothing uploaded as parts (a small payload): one plain put,
+            // a conditional create unless it may overwrite.
+            let body = PutPayload::from(std::mem::take(&mut self.buf).freeze());
+            let put = |mode| {
+                self.request();
+                let opts = PutOptions {
+                    attributes: tagged(self.tag.as_deref().unwrap_or_default(), &self.owner),
+                    mode,
+                    ..PutOptions::default()
+                };
+                self.objects.put_opts(&self.key, body.clone(), opts)
             };
-            self.objects
-                .put_opts(&self.key, PutPayload::from(body), opts)
-                .await
-                .map_err(|e| io("writing the object", e))?;
+            let mode = if overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            match put(mode).await {
+                Ok(_) => {}
+                // Taken: by this same put (a retry after its answer was
+                // lost), by an earlier upload of this task, or by another
+                // writer.
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    self.request();
+                    let at = object_at(
+                        &*self.objects,
+                        &self.key,
+                        self.tag.as_deref(),
+                        Some(&self.owner),
+                    )
+                    .await?;
+                    match at {
+                        At::Ours => {}
+                        At::OurTask => {
+                            put(PutMode::Overwrite)
+                                .await
+                                .map_err(|e| io("writing the object", e))?;
+                        }
+                        At::Nothing | At::Another => return Err(exists(&self.key)),
+                    }
+                }
+                Err(e) => return Err(io("writing the object", e)),
+            }
+            self.request();
             let _ = self.store.abort_multipart(&self.key, &self.upload_id).await;
             return Ok(());
         }
         if !self.buf.is_empty() {
             let last = std::mem::take(&mut self.buf).freeze();
             self.put_part(last).await?;
+        }
+        if !overwrite {
+            self.request();
+            let at = object_at(
+                &*self.objects,
+                &self.key,
+                self.tag.as_deref(),
+                Some(&self.owner),
+            )
+            .await?;
+            match at {
+                // Free, or an earlier upload's of this same task.
+                At::Nothing | At::OurTask => {}
+                // Completed already, by this upload.
+                At::Ours => return Ok(()),
+                At::Another => return Err(exists(&self.key)),
+            }
         }
         let ids = self
             .parts
@@ -424,7 +543,7 @@ impl Partial for Finished {
         Ok(n)
     }
 
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+    async fn commit(self: Box<Self>, _overwrite: bool) -> Result<(), StoreError> {
         Ok(()) // it already is
     }
 

@@ -64,7 +64,7 @@ async fn parts_are_the_checkpoints_and_survive_a_kill() {
         object(&*memory, "dl/a.bin").await.is_err(),
         "nothing is visible before the commit"
     );
-    p.commit().await.unwrap();
+    p.commit(false).await.unwrap();
     let got = object(&*memory, "dl/a.bin").await.unwrap();
     assert!(got == data, "the object is whole and right");
 
@@ -75,7 +75,7 @@ async fn parts_are_the_checkpoints_and_survive_a_kill() {
         .await
         .unwrap();
     p.write(Bytes::from_static(b"tiny")).await.unwrap();
-    p.commit().await.unwrap();
+    p.commit(false).await.unwrap();
     let got = object(&*memory, "dl/small.bin").await.unwrap();
     assert_eq!(&got[..], b"tiny");
     let gone = Destination::ObjectKey("dl/gone.bin".into());
@@ -174,7 +174,7 @@ async fn completed_then_killed(objects: Arc<dyn ObjectStore>, payloads: S3Payloa
     }
     let (durable, location) = p.sync().await.unwrap();
     assert_eq!(durable, (8 * MIB) as u64);
-    p.commit().await.unwrap(); // … and the process dies here
+    p.commit(false).await.unwrap(); // … and the process dies here
     let resume = ResumeData {
         durable_offset: durable,
         total_length: Some(data.len() as u64),
@@ -186,7 +186,7 @@ async fn completed_then_killed(objects: Arc<dyn ObjectStore>, payloads: S3Payloa
     let mut back = vec![0u8; 3 * MIB];
     let n = p.read_at((9 * MIB) as u64, &mut back).await.unwrap();
     assert_eq!(&back[..n], &data[9 * MIB..12 * MIB]);
-    p.commit().await.unwrap();
+    p.commit(false).await.unwrap();
     assert!(object(&*objects, "dl/done.bin").await.unwrap() == data);
 
     // Someone else's object at the key: the upload is continued instead.
@@ -215,4 +215,93 @@ async fn an_upload_completed_by_a_process_that_died_is_found_finished_on_moto() 
     let s3 = Arc::new(bucket(&moto, "done"));
     let payloads = S3PayloadStore::new(s3.clone());
     completed_then_killed(s3, payloads).await;
+}
+
+/// Commits onto taken keys, on object_store's InMemory and on moto.
+async fn commits_never_replace(objects: Arc<dyn ObjectStore>, payloads: S3PayloadStore) {
+    testkit::conformance::payload_commits_never_replace(
+        &payloads,
+        |name| Destination::ObjectKey(format!("taken/{name}")),
+        async |d, bytes| {
+            let Destination::ObjectKey(k) = d else {
+                panic!("{d:?}")
+            };
+            objects
+                .put(
+                    &Path::from(k.as_str()),
+                    Bytes::copy_from_slice(bytes).into(),
+                )
+                .await
+                .unwrap();
+        },
+        async |d| {
+            let Destination::ObjectKey(k) = d else {
+                panic!("{d:?}")
+            };
+            object(&*objects, k).await.ok().map(|b| b.to_vec())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_never_replace_in_memory() {
+    let memory = Arc::new(InMemory::new());
+    commits_never_replace(memory.clone(), S3PayloadStore::new(memory)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_never_replace_on_moto() {
+    one_provider();
+    let moto = testkit::Moto::start(&["taken"]).unwrap();
+    let s3 = Arc::new(bucket(&moto, "taken"));
+    commits_never_replace(s3.clone(), S3PayloadStore::new(s3)).await;
+}
+
+/// A multipart upload (more than one part) is not completed over an
+/// object it did not make; with overwrite it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_is_not_completed_over_another_object() {
+    let memory = Arc::new(InMemory::new());
+    let store = S3PayloadStore::new(memory.clone()).part_size(5 * MIB);
+    let session = SessionId::new("s").unwrap();
+    let dest = Destination::ObjectKey("dl/big.bin".into());
+    memory
+        .put(
+            &Path::from("dl/big.bin"),
+            Bytes::from_static(b"theirs").into(),
+        )
+        .await
+        .unwrap();
+    let data = body::bytes(73, 0, 0..(11 * MIB) as u64);
+    for (task, overwrite) in [(1, false), (2, true)] {
+        let mut p = store
+            .open(
+                &session,
+                TaskId::from_u64(task),
+                &dest,
+                &ResumeData::default(),
+            )
+            .await
+            .unwrap();
+        for chunk in data.chunks(MIB) {
+            p.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let result = p.commit(overwrite).await;
+        if overwrite {
+            result.unwrap();
+            assert!(object(&*memory, "dl/big.bin").await.unwrap() == data);
+        } else {
+            let e = result.unwrap_err();
+            assert!(e.is_exists(), "{e}");
+            assert!(
+                e.to_string().contains("dl/big.bin exists; not replaced"),
+                "{e}"
+            );
+            assert_eq!(
+                &object(&*memory, "dl/big.bin").await.unwrap()[..],
+                b"theirs"
+            );
+        }
+    }
 }

@@ -324,7 +324,7 @@ pub async fn payload_store(store: &dyn PayloadStore, root: &Path) {
         .unwrap_or_else(|e| panic!("{e}"));
     let (durable, _) = p.sync().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(durable, 10_000);
-    p.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    p.commit(false).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(read(&root.join("one/whole.bin")), data, "committed payload");
 
     // A partial reopened at its durable offset drops what was written past it.
@@ -350,7 +350,7 @@ pub async fn payload_store(store: &dyn PayloadStore, root: &Path) {
     p.write(Bytes::copy_from_slice(&data[6000..]))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    p.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    p.commit(false).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         read(&root.join("two.bin")),
         data,
@@ -390,6 +390,117 @@ pub async fn payload_store(store: &dyn PayloadStore, root: &Path) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.offset(), 0, "a discarded partial starts from zero");
+}
+
+/// Runs the [`PayloadStore`] suite of commits onto destinations that are
+/// taken: a commit replaces nothing it did not write unless it may
+/// overwrite; it does replace the same task's own earlier commit (a rerun
+/// after a crash kept that commit from being recorded, resuming from what
+/// was recorded before it, or from nothing); of commits racing for one free destination,
+/// exactly one lands, whole. `dest(name)` makes a destination, `plant`
+/// puts bytes there as another writer would, `read` gives what is there.
+/// Payloads are a few KiB.
+pub async fn payload_commits_never_replace<D, P, R>(
+    store: &dyn PayloadStore,
+    dest: D,
+    plant: P,
+    read: R,
+) where
+    D: Fn(&str) -> Destination,
+    P: AsyncFn(&Destination, &[u8]),
+    R: AsyncFn(&Destination) -> Option<Vec<u8>>,
+{
+    let s = session("conf.replace");
+    let fresh = transfer_core::ResumeData::default();
+    let commit = async |task: u64, d: &Destination, body: &[u8], overwrite: bool| {
+        let mut p = store.open(&s, TaskId::from_u64(task), d, &fresh).await?;
+        p.write(Bytes::copy_from_slice(body)).await?;
+        p.commit(overwrite).await
+    };
+
+    // Someone else's payload at the destination stays, and the error says so.
+    let taken = dest("taken.bin");
+    plant(&taken, b"theirs").await;
+    let refused = commit(21, &taken, b"ours", false).await.err();
+    let refused = refused.unwrap_or_else(|| panic!("a commit replaced what it did not write"));
+    assert_eq!(
+        refused.kind(),
+        transfer_core::StoreErrorKind::Exists,
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("exists; not replaced"),
+        "the error says what happened: {refused}"
+    );
+    assert_eq!(read(&taken).await.as_deref(), Some(&b"theirs"[..]));
+
+    // Asked to overwrite, it replaces.
+    commit(22, &taken, b"mine now", true)
+        .await
+        .unwrap_or_else(|e| panic!("a commit that may overwrite: {e}"));
+    assert_eq!(read(&taken).await.as_deref(), Some(&b"mine now"[..]));
+
+    // A task's own earlier commit, which a crash kept from being recorded:
+    // the rerun opens from its last recorded checkpoint and commits again.
+    let again = dest("again.bin");
+    let mut p = store
+        .open(&s, TaskId::from_u64(23), &again, &fresh)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.write(Bytes::from_static(b"first run"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (durable, location) = p.sync().await.unwrap_or_else(|e| panic!("{e}"));
+    p.commit(false).await.unwrap_or_else(|e| panic!("{e}"));
+    let recorded = transfer_core::ResumeData {
+        durable_offset: durable,
+        total_length: Some(b"first run".len() as u64),
+        partial: Some(location),
+        ..Default::default()
+    };
+    let mut p = store
+        .open(&s, TaskId::from_u64(23), &again, &recorded)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if p.offset() < durable {
+        // The store starts the payload again: the rerun downloads it again.
+        let at = p.offset() as usize;
+        p.write(Bytes::copy_from_slice(&b"first run"[at..]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    p.commit(false)
+        .await
+        .unwrap_or_else(|e| panic!("the same task's earlier commit is its own: {e}"));
+    assert_eq!(read(&again).await.as_deref(), Some(&b"first run"[..]));
+    // The same when nothing of it was recorded (no checkpoint before the
+    // commit): the rerun starts from nothing.
+    commit(23, &again, b"second run", false)
+        .await
+        .unwrap_or_else(|e| panic!("an unrecorded earlier commit of the same task: {e}"));
+    assert_eq!(read(&again).await.as_deref(), Some(&b"second run"[..]));
+
+    // Commits racing for one free destination: one lands, whole; the
+    // others are refused.
+    let raced = dest("raced.bin");
+    let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 4096]).collect();
+    let results = futures::future::join_all(
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| commit(30 + i as u64, &raced, b, false)),
+    )
+    .await;
+    let landed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(landed, 1, "racing commits: {results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.kind(), transfer_core::StoreErrorKind::Exists, "{r}");
+    }
+    let there = read(&raced).await.unwrap_or_default();
+    assert!(
+        bodies.contains(&there),
+        "the destination holds one payload whole"
+    );
 }
 
 fn read(path: &Path) -> Vec<u8> {

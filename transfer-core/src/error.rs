@@ -114,6 +114,9 @@ pub enum ErrorKind {
     StorageFull,
     /// Storage failed otherwise (permissions, I/O error).
     Storage,
+    /// Something the task did not write is at its destination, and the
+    /// task may not replace it (it did not ask to overwrite).
+    DestinationExists,
     /// Remote storage (an object store) did not answer or had a server
     /// error; retried with backoff.
     StorageUnavailable,
@@ -143,9 +146,8 @@ impl ErrorKind {
             Status(_) => ErrorClass::Permanent,
             NetworkUnavailable => ErrorClass::Policy,
             Tls(_) | ChecksumMismatch | SizeLimitExceeded | TooManyRedirects | RedirectRefused
-            | Storage | SourceChanged | NoConnectivity | DeadlineExceeded | InvalidRequest => {
-                ErrorClass::Permanent
-            }
+            | Storage | DestinationExists | SourceChanged | NoConnectivity | DeadlineExceeded
+            | InvalidRequest => ErrorClass::Permanent,
         }
     }
 }
@@ -173,6 +175,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::RedirectRefused => f.write_str("redirect refused"),
             ErrorKind::StorageFull => f.write_str("storage full"),
             ErrorKind::Storage => f.write_str("storage error"),
+            ErrorKind::DestinationExists => f.write_str("destination exists"),
             ErrorKind::StorageUnavailable => f.write_str("storage unavailable"),
             ErrorKind::SourceChanged => f.write_str("upload source changed"),
             ErrorKind::NoConnectivity => f.write_str("no network connection"),
@@ -322,6 +325,7 @@ mod tests {
             Tls(TlsFailure::UnknownIssuer),
             ChecksumMismatch,
             SizeLimitExceeded,
+            DestinationExists,
         ] {
             assert_eq!(k.class(), ErrorClass::Permanent, "{k:?}");
         }

@@ -112,8 +112,8 @@ pub use spec::{
     TaskSpecBuilder, UploadBody, Url,
 };
 pub use store::{
-    Batch, Claim, Claims, MemoryTaskStore, Partial, PayloadStore, Snapshot, StoreError,
-    StoreErrorKind, TaskStore,
+    Batch, Claim, Claims, EntryKind, MemoryTaskStore, Partial, PayloadStore, Quarantined, Snapshot,
+    StoreError, StoreErrorKind, TaskStore,
 };
 pub use time::Timestamp;
 pub use transport::{

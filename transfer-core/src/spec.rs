@@ -416,6 +416,13 @@ pub struct TaskSpec {
     /// Which HTTP version to ask for (default: the session's choice).
     #[serde(default)]
     pub protocol: crate::transport::ProtocolPreference,
+    /// A download may replace what is already at its destination (curl's
+    /// `-o` over an existing file). Without it (the default) the finished
+    /// payload never replaces anything this task did not write there: the
+    /// task fails with [`ErrorKind::DestinationExists`](crate::ErrorKind::DestinationExists)
+    /// and whatever is there stays as it was.
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 impl TaskSpec {
@@ -461,6 +468,7 @@ pub struct TaskSpecBuilder {
     group: Option<String>,
     key: Option<String>,
     protocol: crate::transport::ProtocolPreference,
+    overwrite: bool,
 }
 
 impl TaskSpecBuilder {
@@ -480,6 +488,7 @@ impl TaskSpecBuilder {
             group: None,
             key: None,
             protocol: crate::transport::ProtocolPreference::Auto,
+            overwrite: false,
         }
     }
 
@@ -567,6 +576,13 @@ impl TaskSpecBuilder {
         self
     }
 
+    /// Lets the download replace what is already at its destination
+    /// (default: never; see [`TaskSpec::overwrite`]).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
     /// Validates everything and returns the spec.
     pub fn build(self) -> Result<TaskSpec, SpecError> {
         let url = Url::parse(&self.url)?;
@@ -634,6 +650,7 @@ impl TaskSpecBuilder {
             group: self.group,
             key: self.key,
             protocol: self.protocol,
+            overwrite: self.overwrite,
         })
     }
 }
@@ -712,5 +729,21 @@ mod tests {
             TaskSpec::download("https://h/x", Destination::Path("".into())).build(),
             Err(SpecError::EmptyPath(_))
         ));
+    }
+
+    #[test]
+    fn overwrite_is_off_unless_asked_and_old_specs_load_without_it() {
+        let spec = dl("https://h/x").unwrap();
+        assert!(!spec.overwrite);
+        let asked = TaskSpec::download("https://h/x", Destination::Path("o".into()))
+            .overwrite(true)
+            .build()
+            .unwrap();
+        assert!(asked.overwrite);
+        // A spec stored before the field existed.
+        let mut old = serde_json::to_value(&spec).unwrap();
+        old.as_object_mut().unwrap().remove("overwrite");
+        let loaded: TaskSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded, spec);
     }
 }

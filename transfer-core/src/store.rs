@@ -38,6 +38,9 @@ pub enum StoreErrorKind {
     /// A remote store did not answer, or answered with a server error, after
     /// its own retries: the same operation may work later.
     Transient,
+    /// Something is already at a destination that may not be replaced (a
+    /// commit without overwrite); it is left as it was.
+    Exists,
 }
 
 /// A store operation failed.
@@ -91,6 +94,11 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         self.kind == StoreErrorKind::Conflict
     }
+
+    /// Whether a commit found its destination taken (see [`StoreErrorKind::Exists`]).
+    pub fn is_exists(&self) -> bool {
+        self.kind == StoreErrorKind::Exists
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -108,6 +116,7 @@ impl From<StoreError> for TransferError {
         let kind = match e.kind() {
             StoreErrorKind::Full => ErrorKind::StorageFull,
             StoreErrorKind::Transient => ErrorKind::StorageUnavailable,
+            StoreErrorKind::Exists => ErrorKind::DestinationExists,
             _ => ErrorKind::Storage,
         };
         TransferError::new(kind, e.to_string())
@@ -121,6 +130,43 @@ pub struct Snapshot {
     pub records: Vec<TaskRecord>,
     /// Completions recorded but not yet acknowledged, oldest first.
     pub outbox: Vec<Completion>,
+}
+
+/// Which kind of stored entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A task record.
+    Record,
+    /// A completion in the outbox.
+    Completion,
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EntryKind::Record => "task record",
+            EntryKind::Completion => "completion",
+        })
+    }
+}
+
+/// A stored entry that does not decode (written by a newer version, or
+/// damaged), set aside by loads instead of failing them: the rest of the
+/// session loads without it, and it stays stored as it is until a repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// A task record or a completion.
+    pub kind: EntryKind,
+    /// The task or event id it is stored under.
+    pub id: u64,
+    /// Why it does not decode.
+    pub reason: String,
+}
+
+impl fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:016x}: {}", self.kind, self.id, self.reason)
+    }
 }
 
 /// Changes committed together, atomically (and durably, unless
@@ -207,6 +253,14 @@ pub trait TaskStore: Send + Sync {
             snap.records.into_iter().find(|r| r.id == task),
             snap.outbox.into_iter().find(|c| c.task == task),
         ))
+    }
+
+    /// The entries of a session that [`load`](Self::load) sets aside
+    /// because they do not decode (see [`Quarantined`]). Stores that never
+    /// set any aside return none.
+    async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
+        let _ = session;
+        Ok(Vec::new())
     }
 
     /// Saves records (a batch of saves).
@@ -300,7 +354,14 @@ pub trait Partial: Send {
 
     /// Makes what was written durable and moves the complete payload into
     /// its destination atomically (callers need not `sync` first).
-    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    ///
+    /// Unless `overwrite`, nothing already at the destination is replaced
+    /// except what this same task put there (an earlier commit of it that
+    /// was not recorded before a crash): the commit fails with
+    /// [`StoreErrorKind::Exists`] naming the destination, leaves it as it
+    /// was, and keeps the partial (its bytes are the task's resume data).
+    /// With `overwrite` a file is replaced, never written through a symlink.
+    async fn commit(self: Box<Self>, overwrite: bool) -> Result<(), StoreError>;
 
     /// Deletes the partial.
     async fn discard(self: Box<Self>) -> Result<(), StoreError>;
@@ -454,5 +515,9 @@ impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
         task: TaskId,
     ) -> Result<(Option<TaskRecord>, Option<Completion>), StoreError> {
         (**self).load_task(session, task).await
+    }
+
+    async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
+        (**self).quarantined(session).await
     }
 }

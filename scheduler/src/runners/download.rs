@@ -20,6 +20,7 @@ use super::Attempt;
 fn storage_error(e: StoreError) -> TransferError {
     let kind = match e.kind() {
         StoreErrorKind::Full => ErrorKind::StorageFull,
+        StoreErrorKind::Exists => ErrorKind::DestinationExists,
         _ => ErrorKind::Storage,
     };
     TransferError::new(kind, e.to_string())
@@ -447,7 +448,10 @@ impl Attempt {
                 ));
             }
         }
-        partial.commit().await.map_err(storage_error)?;
+        partial
+            .commit(self.spec().overwrite)
+            .await
+            .map_err(storage_error)?;
         Ok(bytes)
     }
 }
