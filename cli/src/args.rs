@@ -90,6 +90,10 @@ pub(crate) enum Command {
         /// k, M, G: 1024-based).
         #[arg(long)]
         limit_rate: Option<String>,
+        /// Refuse any body larger than SIZE (suffixes k, M, G: 1024-based),
+        /// whichever command queued the download.
+        #[arg(long, value_name = "SIZE")]
+        max_filesize: Option<String>,
         /// Every task this run runs is treated as background work or as
         /// needing external power, on top of its own flags.
         #[command(flatten)]
@@ -118,6 +122,11 @@ pub(crate) enum Command {
         /// The task's id, as `ferry ls` shows it.
         id: String,
     },
+    /// Salvage a damaged state database: every task record and completion
+    /// that still reads goes into a fresh one, and the damaged file is kept
+    /// beside it (`ferry.redb.damaged-<time>`). Stop the running `ferry`
+    /// first.
+    Repair,
     /// Show the network and power conditions detected, and what the default
     /// policy lets run now (sysfs root from `FERRY_SYSFS_ROOT`, else `/`).
     Conditions {
@@ -214,6 +223,10 @@ pub(crate) struct RunnerOpts {
     /// The session's rate limit (`ferry run --limit-rate`).
     #[arg(skip)]
     pub(crate) session_rate: Option<u64>,
+    /// The largest body any task of the session accepts (`ferry run
+    /// --max-filesize`).
+    #[arg(skip)]
+    pub(crate) session_max_size: Option<u64>,
     /// Constraints on every task (`ferry run --discretionary`,
     /// `--require-charging`).
     #[arg(skip)]
@@ -272,6 +285,11 @@ pub(crate) struct AddArgs {
     /// Replace existing files instead of choosing a numbered name.
     #[arg(long)]
     overwrite: bool,
+    /// Refuse a body larger than SIZE (suffixes k, M, G: 1024-based): a
+    /// download whose server announces or sends more fails and leaves
+    /// nothing behind.
+    #[arg(long, value_name = "SIZE")]
+    max_filesize: Option<String>,
     #[command(flatten)]
     when: WhenArgs,
 }
@@ -312,6 +330,9 @@ impl AddArgs {
         if let Some(r) = &self.limit_rate {
             parse_rate(r)?;
         }
+        if let Some(s) = &self.max_filesize {
+            parse_max_filesize(s)?;
+        }
         std::fs::create_dir_all(&self.output)
             .with_context(|| format!("creating {}", self.output.display()))?;
         self.output = std::fs::canonicalize(&self.output)
@@ -328,6 +349,11 @@ impl AddArgs {
             to: self.to,
             sha256: self.sha256,
             overwrite: self.overwrite,
+            max_size: self
+                .max_filesize
+                .as_deref()
+                .map(parse_max_filesize)
+                .transpose()?,
             when: self.when.constraints(),
         })
     }
@@ -422,21 +448,35 @@ pub(crate) fn parse_rate(s: &str) -> anyhow::Result<u64> {
     parse_size(s).with_context(|| format!("--limit-rate {s:?} is not a rate such as 500k or 2M"))
 }
 
-/// Parses a size such as `500k`, `2M` or `1048576` (bytes; suffixes are
-/// 1024-based), above zero.
+/// Parses `--max-filesize`.
+pub(crate) fn parse_max_filesize(s: &str) -> anyhow::Result<u64> {
+    parse_size(s).with_context(|| format!("--max-filesize {s:?} is not a size such as 500k or 2G"))
+}
+
+/// Parses a size such as `500k`, `1.5M` or `1048576` (bytes; suffixes are
+/// 1024-based) of at least one byte: a fraction that comes to less (`0.1`,
+/// `0.5`) is refused, not rounded to zero.
 pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
     let s = s.trim();
     let (digits, mult) = match s.chars().last() {
         Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
         Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
     let n: f64 = digits.parse().context("not a number")?;
     if !(n.is_finite() && n > 0.0) {
         bail!("must be above zero");
     }
-    Ok((n * mult as f64) as u64)
+    let bytes = (n * mult as f64).floor();
+    if bytes < 1.0 {
+        bail!("comes to less than one byte");
+    }
+    if bytes >= u64::MAX as f64 {
+        bail!("too large");
+    }
+    Ok(bytes as u64)
 }
 
 /// Reads curl's `--resolve` form, `HOST:PORT:ADDR` (ADDR may be an IPv6
@@ -463,4 +503,35 @@ pub(crate) fn parse_id(s: &str) -> anyhow::Result<TaskId> {
     let v = u64::from_str_radix(s.trim(), 16)
         .with_context(|| format!("{s:?} is not a task id (16 hex digits, as `ferry ls` shows)"))?;
     Ok(TaskId::from_u64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_decimals_and_never_come_to_zero() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("500k").unwrap(), 500 << 10);
+        assert_eq!(parse_size("1.5M").unwrap(), 3 << 19);
+        assert_eq!(parse_size("0.5k").unwrap(), 512);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        // A fraction of a byte is refused, not rounded to zero (a rate of
+        // zero would pause forever, a chunk of zero would send nothing).
+        for zero in [
+            "0.1",
+            "0.5",
+            "0",
+            "0k",
+            "0.0000001M",
+            "-1",
+            "nan",
+            "inf",
+            "k",
+            "",
+        ] {
+            assert!(parse_size(zero).is_err(), "{zero:?} was taken");
+        }
+        assert!(parse_size("1e30G").is_err());
+    }
 }

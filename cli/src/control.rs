@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -119,9 +119,21 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<Listening> 
     };
     let task = tokio::spawn(async move {
         let _watcher = AbortOnDrop(watcher);
+        let mut pause = ACCEPT_PAUSE;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    pause = ACCEPT_PAUSE;
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: trying again at
+                    // once would spin; the clients wait in the backlog.
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    continue;
+                }
             };
             let (session, rates) = (session.clone(), rates.clone());
             tokio::spawn(async move {
@@ -133,6 +145,12 @@ pub(crate) fn serve(home: &Path, session: Session) -> anyhow::Result<Listening> 
     });
     Ok(Listening { task, path })
 }
+
+/// The first pause after a failed accept; doubled each failure in a row.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+/// The longest pause after failed accepts.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

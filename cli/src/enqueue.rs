@@ -34,6 +34,9 @@ pub(crate) struct Downloads {
     pub(crate) rate: Option<u64>,
     /// Replace existing files instead of choosing a numbered name.
     pub(crate) overwrite: bool,
+    /// The largest body accepted.
+    #[serde(default)]
+    pub(crate) max_size: Option<u64>,
     /// When the downloads may run.
     pub(crate) when: Constraints,
 }
@@ -48,7 +51,10 @@ impl Downloads {
         if let Some(r) = self.rate {
             b = b.max_rate(r);
         }
-        with_constraints(b, self.when)
+        if let Some(m) = self.max_size {
+            b = b.max_size(m);
+        }
+        with_constraints(b.overwrite(self.overwrite), self.when)
     }
 }
 
@@ -243,7 +249,7 @@ pub(crate) async fn add_downloads(
         let finished = |r: &TaskRecord| {
             !args.overwrite
                 && r.state.phase == Phase::Completed
-                && destination_of(r).is_some_and(|p| p.exists())
+                && destination_of(r).is_some_and(|p| crate::session::wrote(r.id, &p))
         };
         let unfinished = match earlier_task(&by_key, &key, finished) {
             Earlier::Done(r) => {

@@ -44,6 +44,7 @@
 mod args;
 mod commands;
 mod control;
+mod descriptors;
 mod enqueue;
 mod listing;
 mod names;
@@ -75,6 +76,8 @@ fn main() -> ExitCode {
     // aws-lc-rs): name ring, which every other part already uses, for the
     // process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Many transfers at once need many open files.
+    descriptors::raise_limit();
     // A `get`'s URLs are read and checked before the runtime starts: they
     // choose its size.
     let cli = match cli.resolved() {
@@ -154,13 +157,19 @@ async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             until_idle,
             limit_rate,
+            max_filesize,
             when,
             mut opts,
         } => {
             opts.endpoint = endpoint;
+            opts.session_max_size = max_filesize
+                .as_deref()
+                .map(crate::args::parse_max_filesize)
+                .transpose()?;
             commands::run::run(until_idle, limit_rate.as_deref(), &when, opts, shared).await
         }
         Command::Conditions { sensing } => commands::conditions::conditions(&sensing),
+        Command::Repair => commands::repair::repair(shared),
         Command::Ls { json } => commands::ls::ls(json, shared, endpoint).await,
         Command::Pause { id } => change(&id, Change::Pause, shared, endpoint).await,
         Command::Resume { id } => change(&id, Change::Resume, shared, endpoint).await,

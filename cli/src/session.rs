@@ -59,7 +59,10 @@ pub(crate) async fn access(home: &Path) -> anyhow::Result<Access> {
             return Ok(Access::Runner(s));
         }
         match FsTaskStore::open(home) {
-            Ok(store) => return Ok(Access::Store(store)),
+            Ok(store) => {
+                warn_quarantined(&store).await;
+                return Ok(Access::Store(store));
+            }
             Err(e)
                 if e.kind() == transfer_core::StoreErrorKind::Unavailable
                     && start.elapsed() < Duration::from_secs(10) =>
@@ -74,6 +77,44 @@ pub(crate) async fn access(home: &Path) -> anyhow::Result<Access> {
             }
             Err(e) => bail!("opening the state in {}: {e}", home.display()),
         }
+    }
+}
+
+/// Says, on stderr, which stored entries do not decode: the session loads
+/// without them, and `ferry repair` sets them aside for good.
+#[allow(clippy::print_stderr)]
+async fn warn_quarantined(store: &FsTaskStore) {
+    let Ok(session) = transfer_core::SessionId::new(SESSION) else {
+        return;
+    };
+    let set_aside = match transfer_core::TaskStore::quarantined(store, &session).await {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("ferry: warning: could not list the entries the state could not decode: {e}");
+            return;
+        }
+    };
+    for q in &set_aside {
+        eprintln!("ferry: warning: skipped {q} (run `ferry repair` to set it aside for good)");
+    }
+}
+
+/// Runs no more transfers at once than the open-file limit holds: `-j`
+/// beyond it is lowered, with a note (`asked`: the user gave `-j`).
+#[allow(clippy::print_stderr)]
+fn clamp_to_descriptors(config: &mut SessionConfig, asked: bool) {
+    let limit = crate::descriptors::raise_limit();
+    let allowed = crate::descriptors::transfers_allowed(limit);
+    if config.policy.max_concurrent > allowed {
+        if asked {
+            eprintln!(
+                "ferry: -j {} is more than the open-file limit ({}) allows; running {allowed} at once",
+                config.policy.max_concurrent,
+                limit.unwrap_or(0)
+            );
+        }
+        config.policy.max_concurrent = allowed;
+        config.policy.max_per_host = config.policy.max_per_host.min(allowed);
     }
 }
 
@@ -106,7 +147,9 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
         config.policy.max_concurrent = n;
         config.policy.max_per_host = n;
     }
+    clamp_to_descriptors(&mut config, opts.parallel.is_some());
     config.policy.rate_limit = opts.session_rate;
+    config.max_body = opts.session_max_size;
     config.policy.constraints = opts.session_constraints;
     config.policy.allows_cellular = !opts.no_cellular;
     config.policy.allows_expensive = !opts.no_expensive;
@@ -197,6 +240,22 @@ pub(crate) async fn start(
     let (session, home) = runner(Arc::new(store), None, opts, delegate).await?;
     let server = control::serve(&home, session.clone())?;
     Ok(Started::Here(session, Some(server)))
+}
+
+/// Whether the file at `path` is the one task `id` of the session wrote
+/// (not one put there since, by hand or by another program): the finished
+/// file carries its task's mark. Where the filesystem keeps no marks, a
+/// file there is taken for the task's.
+pub(crate) fn wrote(id: transfer_core::TaskId, path: &Path) -> bool {
+    let Ok(session) = transfer_core::SessionId::new(SESSION) else {
+        return false;
+    };
+    let destination = transfer_core::Destination::Path(path.to_owned());
+    match FsPayloadStore::new("/").and_then(|s| s.written_by(&session, id, &destination)) {
+        Ok(Some(ours)) => ours,
+        Ok(None) => path.exists(),
+        Err(_) => false,
+    }
 }
 
 /// The state on disk, for commands run while no `ferry` runs the session.

@@ -186,6 +186,7 @@ mod tests {
             sha256: None,
             rate: Some(1024),
             overwrite: false,
+            max_size: None,
             when: transfer_core::Constraints::default(),
         });
         let Request::Add(back) = serde_json::from_str(&serde_json::to_string(&add)?)? else {

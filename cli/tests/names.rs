@@ -43,3 +43,80 @@ async fn two_adds_of_one_name_keep_both_files() {
     assert_eq!(a, testkit::body::bytes(1, 0, 0..50_000));
     assert_eq!(b, testkit::body::bytes(2, 0, 0..60_000));
 }
+
+/// Runs ferry with `home` as its state; returns (success, stdout, stderr).
+fn ferry_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let run = Command::new(FERRY)
+        .args(args)
+        .env("FERRY_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        run.status.success(),
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_put_in_a_queued_download_s_place_is_never_replaced() {
+    let origin = Origin::start().await.unwrap();
+    origin.resource("/x.bin", Resource::seeded(3, 40_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out) = (dir.path().join("home"), dir.path().join("out"));
+    let out_arg = out.to_str().unwrap();
+    let url = origin.http_url("/x.bin");
+    let (ok, _, err) = ferry_in(&home, &["add", "-o", out_arg, &url]);
+    assert!(ok, "{err}");
+    // Somebody else's file appears under the name before the download ends.
+    std::fs::write(out.join("x.bin"), b"theirs").unwrap();
+    let (_, _, err) = ferry_in(&home, &["run", "--until-idle"]);
+    assert!(err.contains("exists; not replaced"), "{err}");
+    assert_eq!(std::fs::read(out.join("x.bin")).unwrap(), b"theirs");
+    // Nothing of the failed download is left beside it.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["x.bin"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_again_says_done_only_for_the_file_its_task_wrote() {
+    let origin = Origin::start().await.unwrap();
+    origin.resource("/y.bin", Resource::seeded(4, 30_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out) = (dir.path().join("home"), dir.path().join("out"));
+    let out_arg = out.to_str().unwrap();
+    let url = origin.http_url("/y.bin");
+    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    assert!(ok, "{err}");
+    let body = testkit::body::bytes(4, 0, 0..30_000);
+    assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), body);
+    // Run again: the task's own file is there, nothing is fetched.
+    let asked = origin.log().len();
+    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        origin.log().len(),
+        asked,
+        "a finished download was fetched again"
+    );
+    // Replaced by another file of the same name: not the task's any more.
+    // The download is done again, beside it; the other file stays.
+    std::fs::remove_file(out.join("y.bin")).unwrap();
+    std::fs::write(out.join("y.bin"), b"edited").unwrap();
+    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    assert!(ok, "{err}");
+    assert!(
+        origin.log().len() > asked,
+        "the replaced file was called done"
+    );
+    assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), b"edited");
+    assert_eq!(std::fs::read(out.join("y-1.bin")).unwrap(), body);
+    // --overwrite replaces it.
+    let (ok, _, err) = ferry_in(&home, &["get", "--overwrite", "-o", out_arg, &url]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), body);
+}

@@ -22,7 +22,8 @@
 //! entry are durable; a completed file is byte-exact with one version of
 //! its source; no two unfinished tasks own one destination; nothing starts
 //! before its record is durable; a completion acknowledged durably is not
-//! delivered again; every task ends once faults stop.
+//! delivered again; every task ends once faults stop; no partial remains
+//! of a task that ended.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -306,10 +307,17 @@ impl World {
         let attempt = r.attempt;
         if fault {
             // Cut, or a 503: what was written before the cut is checkpointed.
+            // One fault in eight fails the task for good (the body grew past
+            // its cap): its partial must go.
             let durable = r.len;
             self.partials.insert(id, r.written.clone());
             self.report.faults += 1;
-            self.note(format!("cut {id} at {durable}"));
+            let error = if self.rng.next_u64().is_multiple_of(8) {
+                TransferError::new(ErrorKind::SizeLimitExceeded, "over the cap")
+            } else {
+                TransferError::new(ErrorKind::ConnectionLost, "cut")
+            };
+            self.note(format!("cut {id} at {durable}: {error}"));
             self.core.handle_report(
                 id,
                 Event::Checkpoint {
@@ -318,13 +326,8 @@ impl World {
                     partial: None,
                 },
             );
-            self.core.handle_report(
-                id,
-                Event::AttemptFailed {
-                    attempt,
-                    error: TransferError::new(ErrorKind::ConnectionLost, "cut"),
-                },
-            );
+            self.core
+                .handle_report(id, Event::AttemptFailed { attempt, error });
             self.runners.remove(&id);
             self.core.handle_runner_done(id, attempt);
             return;
@@ -594,6 +597,7 @@ impl World {
                     self.core.handle_runner_done(task, attempt);
                 }
                 Action::Discard(r) => {
+                    self.note(format!("discard {}", r.id));
                     self.partials.remove(&r.id);
                 }
                 Action::Deliver(Delivery::Completion(c)) => self.delivered(&c)?,
@@ -667,6 +671,20 @@ impl World {
         Ok(())
     }
 
+    /// No partial remains of a task that ended (the simulated users cancel
+    /// without keeping resume data).
+    fn check_leftovers(&self) -> Result<(), Violation> {
+        for r in self.core.records.values() {
+            if r.state.is_terminal() && self.partials.get(&r.id).is_some_and(|w| !w.is_empty()) {
+                return Err(self.violation(format!(
+                    "{} ended {:?} and left its partial behind",
+                    r.id, r.state.phase
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Once faults stop, every task ends (or waits for the user).
     fn check_all_end(&mut self) -> Result<(), Violation> {
         for _ in 0..20_000 {
@@ -678,8 +696,15 @@ impl World {
                             | Phase::Waiting(transfer_core::WaitReason::SuspendedByUser)
                     )
             });
-            if !open {
-                return Ok(());
+            // A commit backing off, or endings not yet carried out, are
+            // work left too.
+            let unsettled = !self.core.pending.dirty.is_empty()
+                || !self.core.pending.effects.is_empty()
+                || !self.core.pending.completions.is_empty();
+            if !open && !unsettled {
+                // The last endings' commits and discards carried out first.
+                self.settle()?;
+                return self.check_leftovers();
             }
             if self.runners.is_empty() {
                 self.advance(2_000);

@@ -139,8 +139,8 @@ async fn retry_after_is_honoured(p: Proto) {
     assert_eq!(f.ranges("/busy").len(), 2);
 }
 
-both!(repeated_500s_fail_after_the_retry_limit_keeping_resume_data);
-async fn repeated_500s_fail_after_the_retry_limit_keeping_resume_data(p: Proto) {
+both!(repeated_500s_fail_after_the_retry_limit_and_leave_nothing);
+async fn repeated_500s_fail_after_the_retry_limit_and_leave_nothing(p: Proto) {
     let f = Fixture::new(p).await;
     let len = 4u64 << 20;
     f.origin.resource("/err", Resource::seeded(4, len));
@@ -160,16 +160,24 @@ async fn repeated_500s_fail_after_the_retry_limit_keeping_resume_data(p: Proto) 
     let s = f.session().await;
     let t = f.get(&s, &f.url("/err"), "err").await;
     let outcome = wait(&t).await;
-    let Outcome::Failed { error, resume } = outcome else {
-        panic!("expected Failed, got {outcome:?}");
-    };
-    assert_eq!(error.kind(), ErrorKind::Status(500));
-    let resume = resume.expect("resume data kept");
-    assert!(resume.durable_offset > 0, "the durable bytes are kept");
+    assert_eq!(failed_with(&outcome), ErrorKind::Status(500));
     // The cut (which made progress, so the count starts again), then the
     // three retries the policy allows, all answered 500.
     assert_eq!(f.ranges("/err").len(), 1 + 3);
+    // No file, and no partial: a failed task leaves nothing behind.
+    s.shutdown().await;
     assert!(f.file("err").is_none());
+    assert_eq!(leftovers(&f.out), Vec::<String>::new());
+}
+
+/// The names in `dir`: what a task left behind.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 both!(a_changed_etag_restarts_from_zero);

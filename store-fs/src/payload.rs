@@ -461,6 +461,15 @@ impl Partial for FsPartial {
         self.written + self.pending_len as u64
     }
 
+    fn room(&self) -> Option<u64> {
+        // Blocks for a moment, as a stat does; asked once per response.
+        let stats = rustix::fs::fstatvfs(&*self.file).ok()?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        // Bytes gathered for the next write are counted in the offset
+        // already, and take room once written.
+        Some(free.saturating_sub(self.pending_len as u64))
+    }
+
     async fn read_at(&mut self, at: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         self.flush().await?;
         let want = buf

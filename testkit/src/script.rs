@@ -50,6 +50,10 @@ pub enum Fault {
     },
     /// Pace the body at this many bytes per second.
     RateLimit(u64),
+    /// Declare no length: no `Content-Length` (HTTP/1.1 sends the body
+    /// chunked), so the client learns the size only when the body ends, as
+    /// with an endless body.
+    NoLength,
     /// A resumable upload to this path (`/resumable/…`): drop the
     /// connection when the upload reaches this offset, once per upload.
     CutUploadAt(u64),
@@ -144,6 +148,8 @@ pub(crate) struct BodyFaults {
     pub(crate) drop_connection: bool,
     pub(crate) stall: Option<(u64, Duration)>,
     pub(crate) rate: Option<u64>,
+    /// No length is declared (see [`Fault::NoLength`]).
+    pub(crate) no_length: bool,
 }
 
 impl BodyFaults {
@@ -158,6 +164,7 @@ impl BodyFaults {
                 }
                 Fault::Stall { after, duration } => b.stall = Some((*after, *duration)),
                 Fault::RateLimit(r) => b.rate = Some((*r).max(1)),
+                Fault::NoLength => b.no_length = true,
                 _ => {}
             }
         }

@@ -542,7 +542,9 @@ pub(crate) async fn handle(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
                 );
-                h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - first));
+                if !faults.contains(&Fault::NoLength) {
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - first));
+                }
                 if status == StatusCode::PARTIAL_CONTENT
                     && let Ok(v) = HeaderValue::from_str(&format!(
                         "bytes {first}-{}/{}",
@@ -915,6 +917,10 @@ impl Body for GenBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.faults.no_length {
+            // Nothing for the server to derive a Content-Length from.
+            return SizeHint::default();
+        }
         SizeHint::with_exact(self.end - self.pos)
     }
 }

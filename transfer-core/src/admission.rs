@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::{Conditions, NetworkPath};
 use crate::error::TransferError;
-use crate::schedule::{Bandwidth, Timetable, format_rate};
+use crate::schedule::{Bandwidth, Timetable};
 use crate::spec::{Constraints, Priority, TaskSpec};
 use crate::time::Timestamp;
+use crate::units::format_rate;
 
 /// Why a task is waiting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

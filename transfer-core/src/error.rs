@@ -114,6 +114,13 @@ pub enum ErrorKind {
     StorageFull,
     /// Storage failed otherwise (permissions, I/O error).
     Storage,
+    /// The process or the system ran out of file descriptors: retried once
+    /// others are closed, while the session runs fewer transfers at once.
+    TooManyOpenFiles,
+    /// The body the server announced does not fit in the storage's free
+    /// space: the download fails before writing it, saying how much it
+    /// needs and how much is free.
+    InsufficientStorage,
     /// Something the task did not write is at its destination, and the
     /// task may not replace it (it did not ask to overwrite).
     DestinationExists,
@@ -138,7 +145,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             Dns | ConnectFailed | ConnectionLost | Timeout(_) | Quic | Protocol | StorageFull
-            | StorageUnavailable => ErrorClass::Transient,
+            | TooManyOpenFiles | StorageUnavailable => ErrorClass::Transient,
             // 501 Not Implemented and 505 Version Not Supported will not change on retry.
             Status(408 | 425 | 429) => ErrorClass::Transient,
             Status(501 | 505) => ErrorClass::Permanent,
@@ -146,8 +153,8 @@ impl ErrorKind {
             Status(_) => ErrorClass::Permanent,
             NetworkUnavailable => ErrorClass::Policy,
             Tls(_) | ChecksumMismatch | SizeLimitExceeded | TooManyRedirects | RedirectRefused
-            | Storage | DestinationExists | SourceChanged | NoConnectivity | DeadlineExceeded
-            | InvalidRequest => ErrorClass::Permanent,
+            | Storage | InsufficientStorage | DestinationExists | SourceChanged
+            | NoConnectivity | DeadlineExceeded | InvalidRequest => ErrorClass::Permanent,
         }
     }
 }
@@ -175,6 +182,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::RedirectRefused => f.write_str("redirect refused"),
             ErrorKind::StorageFull => f.write_str("storage full"),
             ErrorKind::Storage => f.write_str("storage error"),
+            ErrorKind::InsufficientStorage => f.write_str("not enough free space"),
+            ErrorKind::TooManyOpenFiles => f.write_str("too many open files"),
             ErrorKind::DestinationExists => f.write_str("destination exists"),
             ErrorKind::StorageUnavailable => f.write_str("storage unavailable"),
             ErrorKind::SourceChanged => f.write_str("upload source changed"),
@@ -326,6 +335,7 @@ mod tests {
             ChecksumMismatch,
             SizeLimitExceeded,
             DestinationExists,
+            InsufficientStorage,
         ] {
             assert_eq!(k.class(), ErrorClass::Permanent, "{k:?}");
         }

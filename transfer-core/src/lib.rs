@@ -91,6 +91,7 @@ mod spec;
 mod store;
 mod time;
 mod transport;
+mod units;
 
 pub use admission::{Demand, Load, Policy, Throttle, Verdict, WaitReason};
 pub use conditions::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
@@ -106,14 +107,14 @@ pub use resume::{
     RestartReason, ResumableProtocol, ResumeData, Validator, judge_response, plan_range,
 };
 pub use retry::{RandomSource, RetryPolicy, SplitMix64, parse_retry_after};
-pub use schedule::{Bandwidth, ScheduleError, Timetable, format_rate};
+pub use schedule::{Bandwidth, ScheduleError, Timetable};
 pub use spec::{
     Constraints, Destination, Priority, RequestSpec, Sha256Digest, SpecError, TaskKind, TaskSpec,
     TaskSpecBuilder, UploadBody, Url,
 };
 pub use store::{
     Batch, Claim, Claims, EntryKind, MemoryTaskStore, Partial, PayloadStore, Quarantined, Snapshot,
-    StoreError, StoreErrorKind, TaskStore,
+    StoreError, StoreErrorKind, TaskStore, is_out_of_descriptors,
 };
 pub use time::Timestamp;
 pub use transport::{
@@ -121,3 +122,4 @@ pub use transport::{
     RedirectHook, RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody,
     SentProgress, Timeouts, Transport, TransportRequest, TransportResponse,
 };
+pub use units::{format_rate, format_size};

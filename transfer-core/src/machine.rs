@@ -244,12 +244,12 @@ pub enum Outcome {
         /// Its length.
         bytes: u64,
     },
-    /// The task failed.
+    /// The task failed. Its partial is deleted: nothing it wrote is left
+    /// behind (a download that should outlive its retries asks for a
+    /// longer retry limit or deadline).
     Failed {
         /// Why.
         error: TransferError,
-        /// Resume data, when a partial worth resuming is kept.
-        resume: Option<ResumeData>,
     },
     /// The task was cancelled.
     Cancelled {
@@ -579,6 +579,18 @@ fn attempt_failed(s: &mut TaskState, error: TransferError, now: Timestamp, fx: &
         }
         return;
     }
+    if error.kind() == ErrorKind::TooManyOpenFiles {
+        // The process's shortage, not the task's fault: it waits a moment
+        // without counting towards the retry limit.
+        let mut random = SplitMix64::new(s.jitter_seed ^ u64::from(s.attempt));
+        let until = now.saturating_add(s.retry.backoff(1, None, &mut random));
+        if s.deadline().is_some_and(|d| until >= d) {
+            return fail(s, error, fx);
+        }
+        wait(s, WaitReason::BackingOff { until, error }, fx);
+        fx.push(Effect::Persist);
+        return;
+    }
     match error.class() {
         ErrorClass::Policy => wait(s, WaitReason::NoNetwork, fx),
         ErrorClass::Permanent => fail(s, error, fx),
@@ -601,12 +613,16 @@ fn attempt_failed(s: &mut TaskState, error: TransferError, now: Timestamp, fx: &
     }
 }
 
+/// Ends the task failed, deleting its partial: a failed task leaves no
+/// bytes behind.
 fn fail(s: &mut TaskState, error: TransferError, fx: &mut Vec<Effect>) {
-    let resume = (s.resume.durable_offset > 0).then(|| s.resume.clone());
+    if !fx.contains(&Effect::DiscardPartial) {
+        fx.push(Effect::DiscardPartial);
+    }
     finish(
         s,
         Phase::Failed(error.clone()),
-        Outcome::Failed { error, resume },
+        Outcome::Failed { error },
         fx,
     );
 }

@@ -1,5 +1,6 @@
 //! Bandwidth: rates, and rclone-style timetables such as `"08:00,512k 19:00,off"`.
 
+use crate::units::format_rate;
 use std::fmt;
 use std::time::Duration;
 
@@ -76,22 +77,6 @@ impl fmt::Display for Bandwidth {
             Bandwidth::Limited(n) => f.write_str(&format_rate(*n)),
         }
     }
-}
-
-/// Formats bytes per second in binary units (`512K`, `1.5M`).
-pub fn format_rate(bytes_per_sec: u64) -> String {
-    let units = [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
-    for (size, suffix) in units {
-        if bytes_per_sec >= size {
-            let v = bytes_per_sec as f64 / size as f64;
-            return if (v - v.round()).abs() < 0.005 {
-                format!("{}{suffix}", v.round())
-            } else {
-                format!("{v:.2}{suffix}")
-            };
-        }
-    }
-    format!("{bytes_per_sec}B")
 }
 
 /// Why a timetable or rate did not parse.

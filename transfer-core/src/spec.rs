@@ -423,9 +423,25 @@ pub struct TaskSpec {
     /// and whatever is there stays as it was.
     #[serde(default)]
     pub overwrite: bool,
+    /// The largest body accepted (curl's `--max-filesize`): a download whose
+    /// server announces more, or sends more, fails with
+    /// [`ErrorKind::SizeLimitExceeded`](crate::ErrorKind::SizeLimitExceeded)
+    /// and leaves nothing behind.
+    #[serde(default)]
+    pub max_size: Option<u64>,
 }
 
 impl TaskSpec {
+    /// The largest body this task accepts under `session_cap` (the
+    /// session's own limit): the smallest of its expected size, its
+    /// maximum size and the session's.
+    pub fn size_cap(&self, session_cap: Option<u64>) -> Option<u64> {
+        [self.expected_size, self.max_size, session_cap]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Starts a download of `url` to `destination` (a GET).
     pub fn download(url: &str, destination: Destination) -> TaskSpecBuilder {
         TaskSpecBuilder::new(url, Method::GET, TaskKind::Download { destination })
@@ -469,6 +485,7 @@ pub struct TaskSpecBuilder {
     key: Option<String>,
     protocol: crate::transport::ProtocolPreference,
     overwrite: bool,
+    max_size: Option<u64>,
 }
 
 impl TaskSpecBuilder {
@@ -489,6 +506,7 @@ impl TaskSpecBuilder {
             key: None,
             protocol: crate::transport::ProtocolPreference::Auto,
             overwrite: false,
+            max_size: None,
         }
     }
 
@@ -583,6 +601,12 @@ impl TaskSpecBuilder {
         self
     }
 
+    /// The largest body accepted, in bytes (see [`TaskSpec::max_size`]).
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
     /// Validates everything and returns the spec.
     pub fn build(self) -> Result<TaskSpec, SpecError> {
         let url = Url::parse(&self.url)?;
@@ -651,6 +675,7 @@ impl TaskSpecBuilder {
             key: self.key,
             protocol: self.protocol,
             overwrite: self.overwrite,
+            max_size: self.max_size,
         })
     }
 }

@@ -41,6 +41,18 @@ pub enum StoreErrorKind {
     /// Something is already at a destination that may not be replaced (a
     /// commit without overwrite); it is left as it was.
     Exists,
+    /// The process or the system ran out of file descriptors (`EMFILE`,
+    /// `ENFILE`): the same operation works once others are closed.
+    Descriptors,
+}
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no
+/// file descriptor left: a shortage that passes, not a fault of the file.
+pub fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    // The same numbers on every Linux architecture.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// A store operation failed.
@@ -70,6 +82,9 @@ impl StoreError {
 
     /// An I/O error, classified: out-of-space becomes [`StoreErrorKind::Full`].
     pub fn io(message: impl Into<String>, e: std::io::Error) -> Self {
+        if is_out_of_descriptors(&e) {
+            return StoreError::new(StoreErrorKind::Descriptors, message).with_source(e);
+        }
         let kind = match e.kind() {
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                 StoreErrorKind::Full
@@ -88,6 +103,11 @@ impl StoreError {
     /// Whether the store is full.
     pub fn is_full(&self) -> bool {
         self.kind == StoreErrorKind::Full
+    }
+
+    /// Whether the process or the system ran out of file descriptors.
+    pub fn is_out_of_descriptors(&self) -> bool {
+        self.kind == StoreErrorKind::Descriptors
     }
 
     /// Whether a conditional write lost a race.
@@ -117,6 +137,7 @@ impl From<StoreError> for TransferError {
             StoreErrorKind::Full => ErrorKind::StorageFull,
             StoreErrorKind::Transient => ErrorKind::StorageUnavailable,
             StoreErrorKind::Exists => ErrorKind::DestinationExists,
+            StoreErrorKind::Descriptors => ErrorKind::TooManyOpenFiles,
             _ => ErrorKind::Storage,
         };
         TransferError::new(kind, e.to_string())
@@ -337,6 +358,15 @@ pub trait Partial: Send {
     /// storage made durable is recorded at once and not only at the next
     /// checkpoint.
     fn durable_update(&mut self) -> Option<(u64, PartialLocation)> {
+        None
+    }
+
+    /// How many more bytes the storage under this partial can take, when
+    /// it can tell (a filesystem's free space for unprivileged writers);
+    /// `None` when it cannot (an object store). A download compares it with
+    /// the length the server announces and fails early, in words, when the
+    /// body cannot fit.
+    fn room(&self) -> Option<u64> {
         None
     }
 

@@ -216,7 +216,11 @@ proptest! {
             task: TaskId::from_u64(id),
             label: Some("x".into()),
             at: Timestamp::from_millis(id),
-            outcome: Outcome::Failed { error: TransferError::new(ErrorKind::Tls(TlsFailure::Expired), "cert"), resume: Some(r) },
+            outcome: if seq % 2 == 0 {
+                Outcome::Failed { error: TransferError::new(ErrorKind::Tls(TlsFailure::Expired), "cert") }
+            } else {
+                Outcome::Cancelled { resume: Some(r) }
+            },
             response: None,
         };
         prop_assert_eq!(Completion::decode(&completion.encode()).unwrap(), completion);

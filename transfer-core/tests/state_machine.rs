@@ -189,6 +189,11 @@ proptest! {
             if completes == 1 {
                 prop_assert!(effects.contains(&Effect::Persist), "a completion is persisted");
             }
+            // A failed task leaves nothing behind: entering Failed discards
+            // the partial.
+            if matches!(next.phase, Phase::Failed(_)) && !before.is_terminal() {
+                prop_assert!(effects.contains(&Effect::DiscardPartial), "failed without a discard");
+            }
             // The durable offset never exceeds what was received ...
             prop_assert!(next.resume.durable_offset <= next.bytes_received,
                 "durable {} > received {}", next.resume.durable_offset, next.bytes_received);
@@ -301,10 +306,7 @@ fn checksum_mismatch_retries_once_from_zero_then_fails_without_a_partial() {
             assert!(
                 matches!(next.phase, Phase::Failed(ref e) if e.kind() == ErrorKind::ChecksumMismatch)
             );
-            assert!(fx.contains(&Effect::Complete(Outcome::Failed {
-                error: error(4),
-                resume: None
-            })));
+            assert!(fx.contains(&Effect::Complete(Outcome::Failed { error: error(4) })));
         }
         s = next;
     }

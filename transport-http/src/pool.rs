@@ -329,6 +329,14 @@ async fn connect(
                 tcp = Some(s);
                 break;
             }
+            Ok(Err(e)) if transfer_core::is_out_of_descriptors(&e) => {
+                // This process's shortage, not the server's: another
+                // address would fail the same way.
+                return Err(TransferError::new(
+                    ErrorKind::TooManyOpenFiles,
+                    format!("connecting to {addr}: {e}"),
+                ));
+            }
             Ok(Err(e)) => last_error = Some(format!("{addr}: {e}")),
             Err(_) => {
                 return Err(TransferError::new(

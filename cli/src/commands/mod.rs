@@ -6,5 +6,6 @@ pub(crate) mod add;
 pub(crate) mod change;
 pub(crate) mod conditions;
 pub(crate) mod ls;
+pub(crate) mod repair;
 pub(crate) mod run;
 pub(crate) mod transfer;

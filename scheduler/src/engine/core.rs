@@ -143,6 +143,8 @@ pub(crate) struct Core<W> {
     pub(crate) pending: Pending<W>,
     /// The last commits failed: the next waits until then.
     pub(crate) backoff: Backoff,
+    /// File descriptors ran short: fewer transfers at once for a while.
+    pub(crate) squeeze: Option<super::squeeze::Squeeze>,
     /// The commit under way, if any.
     pub(crate) in_flight: Option<InFlight<W>>,
     /// Set when other processes share the session.
@@ -196,6 +198,7 @@ impl<W> Core<W> {
             pending: Pending::default(),
             in_flight: None,
             backoff: Backoff::default(),
+            squeeze: None,
             shared: shared.map(SharedState::new),
             actions: VecDeque::new(),
         }
@@ -211,10 +214,17 @@ impl<W> Core<W> {
     pub(crate) fn poll_timeout(&self) -> Option<Timestamp> {
         let task = self.timers.first().map(|&(at, _)| at);
         let retry = self.shared.as_ref().and_then(SharedState::next_retry);
-        [task, self.bandwidth_change, retry, self.backoff.until]
-            .into_iter()
-            .flatten()
-            .min()
+        let squeeze = self.squeeze.map(|s| s.until);
+        [
+            task,
+            self.bandwidth_change,
+            retry,
+            self.backoff.until,
+            squeeze,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The time is now `now` (it only moves forward for the core).
@@ -246,6 +256,15 @@ impl<W> Core<W> {
                 *next = (*next).max(r.id.as_u64() + 1);
             }
             self.next_seq = self.next_seq.max(r.seq + 1);
+            // A failed task leaves nothing behind: its partial was deleted
+            // after its failure was committed, unless the process died in
+            // between. Deleting it again is harmless.
+            if matches!(r.state.phase, Phase::Failed(_))
+                && (matches!(r.spec.kind, TaskKind::Download { .. })
+                    || r.state.resume.partial.is_some())
+            {
+                self.actions.push_back(Action::Discard(Box::new(r.clone())));
+            }
             self.adopt(r);
         }
     }
@@ -430,7 +449,7 @@ impl<W> Core<W> {
 
     /// Offers free slots to queued tasks in order.
     pub(crate) fn pump(&mut self) {
-        let max = self.config.policy.max_concurrent as usize;
+        let max = self.slot_limit();
         let mut skip_hosts: Vec<Arc<str>> = Vec::new();
         // Walked in order one key at a time (admitting a task changes the
         // queue), and only as far as needed: not copied whole on each pass.
@@ -653,7 +672,6 @@ impl<W> Core<W> {
             }
         }
         let label = record.spec.label.clone();
-        let failed_with_nothing = record.state.resume.durable_offset == 0;
         let key = admissible(&phase).then(|| queue_key(record));
         self.queue_remove(&old_key);
         if let Some(key) = key {
@@ -680,10 +698,6 @@ impl<W> Core<W> {
                     self.pending.dirty.insert(id);
                 }
                 Effect::Complete(outcome) => {
-                    if matches!(outcome, Outcome::Failed { .. }) && failed_with_nothing {
-                        // Nothing worth resuming: no empty partial left behind.
-                        self.pending.effects.push((id, Effect::DiscardPartial));
-                    }
                     let event = EventId::from_u64(self.fresh_id());
                     if let Some(sh) = &mut self.shared {
                         sh.unacked.insert(id);

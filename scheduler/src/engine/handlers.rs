@@ -88,6 +88,11 @@ impl<W> Core<W> {
     pub(crate) fn handle_report(&mut self, task: TaskId, event: Event) {
         // A checkpoint's offset is what a restart resumes from.
         self.pending.durable |= matches!(event, Event::Checkpoint { .. });
+        if let Event::AttemptFailed { error, .. } = &event
+            && error.kind() == transfer_core::ErrorKind::TooManyOpenFiles
+        {
+            self.squeeze_descriptors();
+        }
         self.event(task, event);
     }
 

@@ -8,6 +8,7 @@
 //! - `handlers.rs`: what the core is told (requests, reports, news, time);
 //! - `commit.rs`, `pending.rs`: group commit, and what waits for it;
 //! - `effect.rs`: the state machine's effects, once committed;
+//! - `squeeze.rs`: fewer transfers at once while file descriptors are short;
 //! - `follow.rs`, `claims.rs`: sessions that several processes share;
 //! - `action.rs`: what the core hands out; `record.rs`, `ids.rs`: helpers.
 //!
@@ -31,6 +32,7 @@ mod ids;
 mod leases;
 mod pending;
 mod record;
+mod squeeze;
 #[cfg(test)]
 mod tests;
 

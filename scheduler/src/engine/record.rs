@@ -17,7 +17,6 @@ pub(crate) fn ended_elsewhere(r: &TaskRecord) -> Completion {
         },
         Phase::Failed(error) => Outcome::Failed {
             error: error.clone(),
-            resume: Some(r.state.resume.clone()),
         },
         _ => Outcome::Cancelled { resume: None },
     };

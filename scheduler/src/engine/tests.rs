@@ -851,3 +851,40 @@ fn a_followed_store_brings_in_other_processes_tasks() {
 }
 
 mod prop;
+
+#[test]
+fn a_shortage_of_descriptors_runs_fewer_at_once_and_costs_no_retry() {
+    let mut s = Sim::new(config(8, 8));
+    for i in 0..20 {
+        s.enqueue(spec(&format!("https://h/{i}")), i);
+    }
+    let first = started(&s.cycle());
+    assert_eq!(first.len(), 8);
+    // One runner finds no descriptor: it waits, and half as many as ran
+    // may run until the shortage has passed.
+    let short = first[0];
+    let attempt = s.attempt(short);
+    s.core.handle_report(
+        short,
+        Event::AttemptFailed {
+            attempt,
+            error: TransferError::new(ErrorKind::TooManyOpenFiles, "EMFILE"),
+        },
+    );
+    s.core.handle_runner_done(short, attempt);
+    assert!(matches!(
+        s.phase(short),
+        Phase::Waiting(WaitReason::BackingOff { .. })
+    ));
+    assert_eq!(s.core.record(short).unwrap().state.failures, 0);
+    for id in &first[1..] {
+        s.finish(*id);
+    }
+    let next = started(&s.cycle());
+    assert_eq!(next.len(), 4, "squeezed to half of the 8 that ran");
+    // Once the shortage has passed, the full eight again.
+    s.advance(super::squeeze::SQUEEZE_FOR + Duration::from_secs(1));
+    let more = started(&s.cycle());
+    assert_eq!(more.len(), 4, "back to eight at once");
+    assert!(s.core.squeeze.is_none());
+}

@@ -21,9 +21,27 @@ fn storage_error(e: StoreError) -> TransferError {
     let kind = match e.kind() {
         StoreErrorKind::Full => ErrorKind::StorageFull,
         StoreErrorKind::Exists => ErrorKind::DestinationExists,
+        StoreErrorKind::Descriptors => ErrorKind::TooManyOpenFiles,
         _ => ErrorKind::Storage,
     };
     TransferError::new(kind, e.to_string())
+}
+
+/// Fails, in words, when the `need` bytes still to come cannot fit in the
+/// storage's `room` (when it can tell): better at once than after writing
+/// until the disk is full.
+fn fits(need: u64, room: Option<u64>) -> Result<(), TransferError> {
+    match room {
+        Some(room) if need > room => Err(TransferError::new(
+            ErrorKind::InsufficientStorage,
+            format!(
+                "needs {}, {} free",
+                transfer_core::format_size(need),
+                transfer_core::format_size(room)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl Attempt {
@@ -149,7 +167,7 @@ impl Attempt {
             });
             resume.validator = validator;
             resume.total_length = total;
-            if let Some(limit) = self.spec().expected_size.or(self.config.max_body)
+            if let Some(limit) = self.spec().size_cap(self.config.max_body)
                 && total.is_some_and(|t| t > limit)
             {
                 return Err(TransferError::new(
@@ -159,6 +177,9 @@ impl Attempt {
                         total.unwrap_or(0)
                     ),
                 ));
+            }
+            if let Some(total) = total {
+                fits(total.saturating_sub(partial.offset()), partial.room())?;
             }
             let expected = self.expected_digest(&headers, status);
             let mut hasher = match &expected {
@@ -274,7 +295,7 @@ impl Attempt {
         total: Option<u64>,
         mut hasher: Option<&mut Sha256>,
     ) -> Result<Streamed, TransferError> {
-        let limit = self.spec().expected_size.or(self.config.max_body);
+        let limit = self.spec().size_cap(self.config.max_body);
         let pacer = self.body_pacer();
         let mut last_checkpoint = Instant::now();
         let mut since_checkpoint = 0u64;
