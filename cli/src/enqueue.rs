@@ -200,6 +200,15 @@ pub(crate) async fn add_downloads(
     target: Target<'_>,
     args: &Downloads,
 ) -> anyhow::Result<Vec<(TaskId, String)>> {
+    // The client names the directory by its real, absolute path: one sent
+    // relative (over the control socket) would be taken from wherever the
+    // runner happens to run.
+    if args.to.is_none() && !args.output.is_absolute() {
+        anyhow::bail!(
+            "the output directory {} is not an absolute path",
+            args.output.display()
+        );
+    }
     let records = target.tasks().await?;
     if let Some(to) = &args.to {
         // Objects: `to` itself for one URL, else the URL's name after it.

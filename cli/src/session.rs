@@ -189,10 +189,13 @@ async fn runner(
     let transport = transport_quic::ProtocolChoice::new(Arc::new(tcp), quic)
         .remember_in(home.join("alt-svc.json"));
     let sensing = opts.sensing.config();
-    // Destinations are absolute paths this command chose (sanitized names
-    // inside the output directory), so the payload root is `/`.
+    // Destinations are real, absolute paths the queuing command chose
+    // (sanitized names inside the output directory), so the payload root is
+    // `/`; a directory swapped for a symlink since is not written through.
     let payloads = payloads::Payloads::new(
-        FsPayloadStore::new("/").context("payload store")?,
+        FsPayloadStore::new("/")
+            .context("payload store")?
+            .exact_paths(),
         opts.endpoint.clone(),
     );
     let mut builder = Session::builder(SESSION)?

@@ -120,3 +120,36 @@ async fn get_again_says_done_only_for_the_file_its_task_wrote() {
     assert!(ok, "{err}");
     assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_directory_swapped_for_a_symlink_is_not_written_through() {
+    let origin = Origin::start().await.unwrap();
+    origin.resource("/z.bin", Resource::seeded(5, 10_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (home, out, elsewhere) = (
+        dir.path().join("home"),
+        dir.path().join("out"),
+        dir.path().join("elsewhere"),
+    );
+    let (ok, _, err) = ferry_in(
+        &home,
+        &[
+            "add",
+            "-o",
+            out.to_str().unwrap(),
+            &origin.http_url("/z.bin"),
+        ],
+    );
+    assert!(ok, "{err}");
+    // After the add, the directory becomes a symlink to another place.
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::remove_dir(&out).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+    let (_, _, err) = ferry_in(&home, &["run", "--until-idle"]);
+    assert!(err.contains("not written through"), "{err}");
+    let written: Vec<_> = std::fs::read_dir(&elsewhere).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "written through the symlink: {written:?}"
+    );
+}

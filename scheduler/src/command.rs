@@ -6,6 +6,8 @@
 //! Runners and the background tasks of shared sessions import this module,
 //! not the engine: they only send.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 use transfer_core::{
     Completion, Conditions, Event, Outcome, RequestMetrics, ResponseSummary, Snapshot, TaskId,
@@ -125,6 +127,52 @@ pub(crate) struct Claimed {
 /// A claim held: renewed in the background until dropped (then released).
 pub(crate) struct Held {
     pub(crate) _release: oneshot::Sender<()>,
+    /// How fresh the claim is, and its epoch.
+    pub(crate) fence: Arc<Fence>,
+}
+
+/// What the holder of a claim knows of it: its epoch, and when it was
+/// last renewed (time since boot, suspended time included). Nothing is
+/// written under the claim once two thirds of its time to live have
+/// passed since: others may take it over when the whole time has passed,
+/// measured on their clocks.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    /// The claim's fencing epoch, stamped on every record written under it.
+    pub(crate) epoch: u64,
+    ttl: std::time::Duration,
+    /// Milliseconds since boot when the last renewal that succeeded began.
+    renewed_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Fence {
+    /// A claim of `epoch` living `ttl`, asked for at `asked` (time since
+    /// boot).
+    pub(crate) fn new(epoch: u64, ttl: std::time::Duration, asked: std::time::Duration) -> Fence {
+        Fence {
+            epoch,
+            ttl,
+            renewed_ms: std::sync::atomic::AtomicU64::new(millis(asked)),
+        }
+    }
+
+    /// A renewal asked for at `asked` succeeded.
+    pub(crate) fn renewed(&self, asked: std::time::Duration) {
+        self.renewed_ms
+            .fetch_max(millis(asked), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether writing under the claim is still safe: its last renewal
+    /// began less than two thirds of its time to live ago.
+    pub(crate) fn fresh(&self) -> bool {
+        let renewed = self.renewed_ms.load(std::sync::atomic::Ordering::Acquire);
+        let age = millis(transfer_core::since_boot()).saturating_sub(renewed);
+        u128::from(age) < self.ttl.as_millis() * 2 / 3
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The session's state as the store had it, and the commit count read

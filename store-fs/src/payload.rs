@@ -27,6 +27,9 @@ pub struct FsPayloadStore {
     root: PathBuf,
     /// Directories partials went into lately, by the path asked for.
     dirs: Arc<Mutex<HashMap<PathBuf, Arc<Dir>>>>,
+    /// A destination's directory must be where its path names it, not
+    /// reached through a symlink (see [`FsPayloadStore::exact_paths`]).
+    exact: bool,
 }
 
 /// Directories kept open at most (a download into each of many directories
@@ -90,7 +93,18 @@ impl FsPayloadStore {
         Ok(FsPayloadStore {
             root,
             dirs: Arc::default(),
+            exact: false,
         })
+    }
+
+    /// Refuses a destination whose directory is reached through a symlink
+    /// anywhere on its path, even one that stays inside the root: for
+    /// destinations named by their real, absolute path when the task was
+    /// queued (as `ferry` names them), so a directory swapped for a symlink
+    /// afterwards is not written through.
+    pub fn exact_paths(mut self) -> FsPayloadStore {
+        self.exact = true;
+        self
     }
 
     /// The directory everything is written under.
@@ -170,6 +184,16 @@ impl FsPayloadStore {
         };
         if !dir.real.starts_with(&self.root) {
             return Err(outside());
+        }
+        if self.exact && dir.real != parent {
+            return Err(StoreError::new(
+                StoreErrorKind::OutsideRoot,
+                format!(
+                    "{} leads to {} (a symlink put on the path since the task was queued?): not written through",
+                    parent.display(),
+                    dir.real.display()
+                ),
+            ));
         }
         // The destination itself may not be a symlink either.
         if rustix::fs::statat(&dir.file, name, AtFlags::SYMLINK_NOFOLLOW)

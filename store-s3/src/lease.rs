@@ -19,7 +19,15 @@
 //! Only durations measured on one machine are compared, never timestamps
 //! from two, so clock skew between machines does not matter. Clock *rate*
 //! differences of a few percent are covered by renewing at a third of the
-//! time to live.
+//! time to live. Durations are measured on the clock that counts suspended
+//! time ([`transfer_core::since_boot`]): a contender whose machine slept
+//! through the holder's silence has still waited it out.
+//!
+//! **Fencing**: every lease carries an epoch that grows by one with each
+//! new holder. A holder stamps what it writes with its epoch, and readers
+//! keep nothing written under an older epoch than one they have seen: a
+//! holder that was paused past its lease and wakes up writes nothing that
+//! counts.
 //!
 //! Releasing writes a released marker, again conditionally on the holder's
 //! version, so the next contender takes over at once. Every write carries a
@@ -28,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -48,6 +56,9 @@ struct Record {
     /// renewal that wrote the same bytes would look like no renewal.
     #[serde(default)]
     beat: u64,
+    /// The fencing epoch: one more with each new holder.
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// Takes and hands back leases under a prefix; see the module
@@ -56,9 +67,9 @@ struct Record {
 pub struct Leases {
     objects: Arc<dyn ObjectStore>,
     prefix: Path,
-    /// Leases seen held by someone else: the version seen, and when (on
-    /// this process's monotonic clock) it was first seen.
-    sightings: Arc<std::sync::Mutex<HashMap<Path, (UpdateVersion, Instant)>>>,
+    /// Leases seen held by someone else: the version seen, and when (time
+    /// since boot, suspended time included) it was first seen.
+    sightings: Arc<std::sync::Mutex<HashMap<Path, (UpdateVersion, Duration)>>>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -77,6 +88,7 @@ pub struct Lease {
     holder: String,
     ttl: Duration,
     version: UpdateVersion,
+    epoch: u64,
 }
 
 fn version_of(put: object_store::PutResult) -> UpdateVersion {
@@ -86,11 +98,12 @@ fn version_of(put: object_store::PutResult) -> UpdateVersion {
     }
 }
 
-fn encode(holder: &str, ttl: Duration) -> PutPayload {
+fn encode(holder: &str, ttl: Duration, epoch: u64) -> PutPayload {
     let record = Record {
         holder: holder.to_owned(),
         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         beat: transfer_core::random_u64(),
+        epoch,
     };
     PutPayload::from(serde_json::to_vec(&record).unwrap_or_default())
 }
@@ -130,18 +143,19 @@ impl Leases {
         Ok(Some((record, version)))
     }
 
-    /// Writes `holder` into the lease with `mode`; `None` when another
-    /// writer got there first.
+    /// Writes `holder` into the lease with `mode`, under `epoch`; `None`
+    /// when another writer got there first.
     async fn claim(
         &self,
         path: &Path,
         holder: &str,
         ttl: Duration,
         mode: PutMode,
+        epoch: u64,
     ) -> Result<Option<Lease>, StoreError> {
         match self
             .objects
-            .put_opts(path, encode(holder, ttl), PutOptions::from(mode))
+            .put_opts(path, encode(holder, ttl, epoch), PutOptions::from(mode))
             .await
         {
             Ok(put) => Ok(Some(Lease {
@@ -150,6 +164,7 @@ impl Leases {
                 holder: holder.to_owned(),
                 ttl,
                 version: version_of(put),
+                epoch,
             })),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(None),
@@ -174,8 +189,9 @@ impl Leases {
             // Free or released: no one holds it, and nothing is left to watch.
             free => {
                 self.forget(&path);
+                let epoch = free.as_ref().map_or(0, |(r, _)| r.epoch) + 1;
                 let mode = free.map_or(PutMode::Create, |(_, v)| PutMode::Update(v));
-                return self.claim(&path, holder, ttl, mode).await;
+                return self.claim(&path, holder, ttl, mode, epoch).await;
             }
         };
         let silent = {
@@ -183,7 +199,7 @@ impl Leases {
                 .sightings
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
+            let now = transfer_core::since_boot();
             let first = match sightings.get(&path) {
                 Some((v, at)) if *v == version => *at,
                 _ => {
@@ -191,13 +207,19 @@ impl Leases {
                     now
                 }
             };
-            now.duration_since(first) >= Duration::from_millis(record.ttl_ms)
+            now.saturating_sub(first) >= Duration::from_millis(record.ttl_ms)
         };
         if !silent {
             return Ok(None);
         }
         let got = self
-            .claim(&path, holder, ttl, PutMode::Update(version))
+            .claim(
+                &path,
+                holder,
+                ttl,
+                PutMode::Update(version),
+                record.epoch + 1,
+            )
             .await?;
         if got.is_some() {
             self.forget(&path);
@@ -242,6 +264,11 @@ impl Lease {
         self.ttl
     }
 
+    /// Its fencing epoch (see the module documentation).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Renews the lease. [`StoreErrorKind::Conflict`] means it was taken
     /// over: whatever it guarded must stop now.
     pub async fn renew(&mut self) -> Result<(), StoreError> {
@@ -249,7 +276,7 @@ impl Lease {
             .objects
             .put_opts(
                 &self.path,
-                encode(&self.holder, self.ttl),
+                encode(&self.holder, self.ttl, self.epoch),
                 PutOptions::from(PutMode::Update(self.version.clone())),
             )
             .await
@@ -265,7 +292,7 @@ impl Lease {
             .objects
             .put_opts(
                 &self.path,
-                encode("", self.ttl),
+                encode("", self.ttl, self.epoch),
                 PutOptions::from(PutMode::Update(self.version.clone())),
             )
             .await
@@ -284,6 +311,10 @@ impl transfer_core::Claim for Lease {
 
     async fn release(self: Box<Self>) -> Result<(), StoreError> {
         Lease::release(*self).await
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 

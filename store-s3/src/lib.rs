@@ -128,25 +128,45 @@ struct Replica {
 impl Replica {
     /// Applies an entry another writer committed.
     fn apply_foreign(&mut self, e: Entry) {
+        let kept = self.apply(e);
         if let Some(foreign) = &mut self.foreign {
-            foreign.extend(e.save.iter().cloned());
+            foreign.extend(kept);
         }
-        self.apply(e);
     }
 
-    fn apply(&mut self, e: Entry) {
+    /// Applies an entry, in log order; returns the records it kept. A
+    /// record saved under an older claim epoch than the one stored is not
+    /// kept, nor is its task's completion in the same entry: its writer's
+    /// claim was taken over (fencing; see [`TaskRecord::epoch`]).
+    fn apply(&mut self, e: Entry) -> Vec<TaskRecord> {
+        let mut fenced = Vec::new();
+        let mut kept = Vec::with_capacity(e.save.len());
         for r in e.save {
-            self.records.insert(r.id, r);
+            if self
+                .records
+                .get(&r.id)
+                .is_some_and(|old| old.epoch > r.epoch)
+            {
+                tracing::warn!(task = %r.id, epoch = r.epoch, "a write from a claim taken over is ignored");
+                fenced.push(r.id);
+                continue;
+            }
+            self.records.insert(r.id, r.clone());
+            kept.push(r);
         }
         for id in e.remove {
             self.records.remove(&id);
         }
         for c in e.complete {
+            if fenced.contains(&c.task) {
+                continue;
+            }
             self.outbox.retain(|o| o.event != c.event);
             self.outbox.push(c);
         }
         self.outbox.sort_by_key(|c| (c.at, c.event));
         self.outbox.retain(|c| !e.acknowledge.contains(&c.event));
+        kept
     }
 }
 
@@ -453,7 +473,9 @@ impl TaskStore for S3TaskStore {
                 Err(e) => return Err(io("writing a batch", e)),
             }
         }
-        replica.apply(entry);
+        // What this process wrote under a claim taken over meanwhile is
+        // ignored here as by every reader.
+        let _ = replica.apply(entry);
         replica.next += 1;
         let since = replica.next - replica.checkpoint.as_ref().map_or(0, |(t, _)| *t);
         if since >= self.compact_every {

@@ -54,6 +54,8 @@ async fn one_holder_renewals_keep_it_and_silence_loses_it() {
     let silent = Instant::now();
     let (taken, _) = waiting.await.unwrap();
     assert_eq!(taken.holder(), "worker-b");
+    // Each new holder fences off the last: its epoch is one more.
+    assert_eq!(taken.epoch(), held.epoch() + 1);
     assert!(
         silent.elapsed() >= ttl,
         "taken over only after a whole time to live without renewal"
@@ -64,7 +66,11 @@ async fn one_holder_renewals_keep_it_and_silence_loses_it() {
     // Released, it is free at once.
     taken.release().await.unwrap();
     let again = a.try_acquire("session-x", "worker-a", ttl).await.unwrap();
-    assert!(again.is_some(), "a released lease is free");
+    assert_eq!(
+        again.map(|l| l.epoch()),
+        Some(held.epoch() + 2),
+        "a released lease is free, under a newer epoch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

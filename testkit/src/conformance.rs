@@ -30,6 +30,7 @@ pub fn record(id: u64, label: &str) -> TaskRecord {
         created_at: Timestamp::from_millis(1_800_000_000_000u64.saturating_add(id)),
         spec,
         state: TaskState::new(RetryPolicy::default(), id),
+        epoch: 0,
     }
 }
 

@@ -116,7 +116,7 @@ pub use store::{
     Batch, Claim, Claims, EntryKind, MemoryTaskStore, Partial, PayloadStore, Quarantined, Snapshot,
     StoreError, StoreErrorKind, TaskStore, is_out_of_descriptors,
 };
-pub use time::Timestamp;
+pub use time::{Timestamp, since_boot};
 pub use transport::{
     BodyPart, ByteCount, FileStamp, Pacer, Protocol, ProtocolPreference, RedirectDecision,
     RedirectHook, RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody,

@@ -26,6 +26,12 @@ pub struct TaskRecord {
     pub spec: TaskSpec,
     /// Where it is.
     pub state: TaskState,
+    /// In a shared session, the epoch of the claim its writer held (see
+    /// [`Claim::epoch`](crate::Claim::epoch)): a store keeps no record
+    /// written under an older epoch than the one it has, so a process whose
+    /// claim was taken over writes nothing that counts. 0 elsewhere.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl TaskRecord {

@@ -455,6 +455,13 @@ pub trait Claim: Send + Sync {
     /// took it over: whatever it guarded must stop at once.
     async fn renew(&mut self) -> Result<(), StoreError>;
 
+    /// The claim's fencing epoch: it grows with every takeover, so what
+    /// a holder writes under it can be told from what a later holder
+    /// writes (stores keep the newer). 0 for claims without epochs.
+    fn epoch(&self) -> u64 {
+        0
+    }
+
     /// Hands the claim back, so another process may take it at once.
     async fn release(self: Box<Self>) -> Result<(), StoreError>;
 }

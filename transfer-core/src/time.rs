@@ -9,6 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// Time since the machine booted, suspended time included
+/// (`CLOCK_BOOTTIME`): what lease lifetimes are measured on, because a
+/// lease runs on while the machine sleeps and `Instant` (`CLOCK_MONOTONIC`)
+/// does not.
+pub fn since_boot() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// Milliseconds since the Unix epoch (UTC).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,

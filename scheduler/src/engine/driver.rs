@@ -312,7 +312,8 @@ impl Driver {
     /// shutdown waits for the commit) and slots they free are filled at once
     /// (see [`Driver::while_committing`]).
     async fn flush(&mut self, rx: Option<&mut mpsc::UnboundedReceiver<Command>>) {
-        if let Some(batch) = self.core.begin_commit() {
+        if let Some(mut batch) = self.core.begin_commit() {
+            let lapsed = self.fence(&mut batch);
             // The starts that need not wait for it go now.
             self.act_now();
             let (store, session) = (self.store.clone(), self.session.clone());
@@ -323,12 +324,44 @@ impl Driver {
                 Some(rx) if self.shared.is_none() => self.while_committing(commit, rx).await,
                 _ => commit.await,
             };
+            for task in lapsed {
+                if let Some(io) = &mut self.shared {
+                    io.held.remove(&task);
+                }
+                self.core.handle_lapsed(task);
+            }
             self.core.end_commit(committed);
             if let (Some(io), Some(sh)) = (&self.shared, &self.core.shared) {
                 io.commits.store(sh.commits, Ordering::Release);
             }
         }
         self.drain().await;
+    }
+
+    /// In a shared session, stamps each record this process writes under a
+    /// claim with the claim's epoch, and takes out of the batch the records
+    /// and completions of tasks whose claim may have lapsed (not renewed
+    /// for two thirds of its time to live: paused, suspended, cut off):
+    /// another process may hold them now. Returns those tasks.
+    fn fence(&self, batch: &mut transfer_core::Batch) -> Vec<TaskId> {
+        let Some(io) = &self.shared else {
+            return Vec::new();
+        };
+        let mut lapsed = Vec::new();
+        batch.save.retain_mut(|r| match io.held.get(&r.id) {
+            Some(held) if held.fence.fresh() => {
+                r.epoch = held.fence.epoch;
+                true
+            }
+            Some(_) => {
+                tracing::warn!(task = %r.id, "the claim may have lapsed: its record is not written");
+                lapsed.push(r.id);
+                false
+            }
+            None => true,
+        });
+        batch.complete.retain(|c| !lapsed.contains(&c.task));
+        lapsed
     }
 
     /// Waits for `commit`, handling meanwhile the commands that come into the
@@ -536,6 +569,11 @@ impl Driver {
             throttle: throttle_rx,
             delayed,
             record,
+            fence: self
+                .shared
+                .as_ref()
+                .and_then(|io| io.held.get(&id))
+                .map(|h| h.fence.clone()),
         };
         tokio::spawn(a.run());
     }

@@ -139,6 +139,20 @@ impl<W> Core<W> {
         }
     }
 
+    /// The claim on `task` may have lapsed before the commit under way was
+    /// written, and its record and completion were taken out of it: what
+    /// that commit would have carried out for the task (its completion,
+    /// its effects) is dropped, and the task is handled as taken over.
+    pub(crate) fn handle_lapsed(&mut self, task: TaskId) {
+        if let Some(f) = &mut self.in_flight {
+            f.pending.completions.retain(|c| c.task != task);
+            f.pending.effects.retain(|(id, _)| *id != task);
+            f.committing.remove(&task);
+            f.wrote.retain(|id| *id != task);
+        }
+        self.handle_claim_lost(task);
+    }
+
     /// Another process took over a task this process was running: the
     /// attempt stops, and nothing more of it is written here.
     pub(crate) fn handle_claim_lost(&mut self, task: TaskId) {

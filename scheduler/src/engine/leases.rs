@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use transfer_core::{Claim, Claims, SessionId, TaskId, TaskStore};
 
-use crate::command::{Claimed, Follow, Held, Inbox, News};
+use crate::command::{Claimed, Fence, Follow, Held, Inbox, News};
 
 /// Tries to claim `task` in the background; the answer comes back as
 /// [`News::Claimed`]. `commits` counts this process's commits.
@@ -40,6 +40,7 @@ pub(crate) fn claim(
 ) {
     tokio::spawn(async move {
         let generation = commits.load(Ordering::Acquire);
+        let asked = (tokio::time::Instant::now(), transfer_core::since_boot());
         let claim = match claims.try_claim(&session, task).await {
             Ok(c) => c,
             Err(e) => {
@@ -59,7 +60,7 @@ pub(crate) fn claim(
                         None
                     }
                 };
-                let held = hold(claim, claims.ttl(), task, inbox.clone());
+                let held = hold(claim, claims.ttl(), asked, task, inbox.clone());
                 (Some(held), fresh)
             }
         };
@@ -75,11 +76,22 @@ pub(crate) fn claim(
 /// Renews `claim` until the returned handle is dropped, then releases it.
 /// A renewal refused, or none that succeeded for two thirds of the time to
 /// live, sends [`News::ClaimLost`].
-fn hold(mut claim: Box<dyn Claim>, ttl: Duration, task: TaskId, inbox: Inbox) -> Held {
+fn hold(
+    mut claim: Box<dyn Claim>,
+    ttl: Duration,
+    asked: (tokio::time::Instant, Duration),
+    task: TaskId,
+    inbox: Inbox,
+) -> Held {
     let (release, mut released) = oneshot::channel::<()>();
+    let fence = Arc::new(Fence::new(claim.epoch(), ttl, asked.1));
+    let renewals = fence.clone();
     tokio::spawn(async move {
         let every = ttl / 3;
-        let mut renewed = tokio::time::Instant::now();
+        // Counted from when the claim was asked for (the claim and the
+        // reading of the task took some of its time): the first renewal
+        // may be due at once.
+        let mut renewed = asked.0;
         let mut next = renewed + every;
         loop {
             tokio::select! {
@@ -92,11 +104,13 @@ fn hold(mut claim: Box<dyn Claim>, ttl: Duration, task: TaskId, inbox: Inbox) ->
                 () = tokio::time::sleep_until(next) => {}
             }
             let attempt = tokio::time::Instant::now();
+            let asked = transfer_core::since_boot();
             // Others may take the claim over a time to live after they saw
             // the last renewal: stop well before that.
             let deadline = renewed + ttl * 2 / 3;
             match tokio::time::timeout_at(deadline, claim.renew()).await {
                 Ok(Ok(())) => {
+                    renewals.renewed(asked);
                     renewed = attempt;
                     next = attempt + every;
                 }
@@ -118,7 +132,10 @@ fn hold(mut claim: Box<dyn Claim>, ttl: Duration, task: TaskId, inbox: Inbox) ->
             }
         }
     });
-    Held { _release: release }
+    Held {
+        _release: release,
+        fence,
+    }
 }
 
 /// Loads the session every `every` and hands the engine what it found.

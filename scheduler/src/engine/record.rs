@@ -47,6 +47,7 @@ pub(crate) fn new_record(
             .0;
     }
     Ok(TaskRecord {
+        epoch: 0,
         id,
         seq,
         created_at: now,

@@ -469,6 +469,7 @@ impl Attempt {
                 ));
             }
         }
+        self.check_claim()?;
         partial
             .commit(self.spec().overwrite)
             .await

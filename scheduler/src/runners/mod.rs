@@ -67,12 +67,27 @@ pub(crate) struct Attempt {
     /// The task waited before this attempt (earliest begin, conditions,
     /// backoff, a pause): the delegate's `will_begin` hears of it first.
     pub(crate) delayed: bool,
+    /// In a shared session, the claim the attempt runs under: nothing is
+    /// put in place (a multipart upload completed, a file moved) once it
+    /// may have lapsed.
+    pub(crate) fence: Option<Arc<crate::command::Fence>>,
 }
 
 impl Attempt {
     /// What the task asks for.
     pub(crate) fn spec(&self) -> &TaskSpec {
         &self.record.spec
+    }
+
+    /// Fails when the attempt's claim may have lapsed (see [`Attempt::fence`]).
+    pub(crate) fn check_claim(&self) -> Result<(), TransferError> {
+        match &self.fence {
+            Some(f) if !f.fresh() => Err(TransferError::new(
+                ErrorKind::StorageUnavailable,
+                "the claim on the task may have lapsed: the payload is not put in place",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Where the attempt starts from.
