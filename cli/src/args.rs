@@ -48,8 +48,16 @@ impl Cli {
         Ok(match self.command {
             Command::Get(mut args) => {
                 args.add = args.add.resolved()?;
+                args.opts.check_http3(&args.add.urls)?;
                 Cli {
                     command: Command::Get(args),
+                    ..self
+                }
+            }
+            Command::Put { put, opts } => {
+                opts.check_http3(std::slice::from_ref(&put.url))?;
+                Cli {
+                    command: Command::Put { put, opts },
                     ..self
                 }
             }
@@ -233,6 +241,26 @@ pub(crate) struct RunnerOpts {
     pub(crate) session_constraints: Constraints,
 }
 
+impl RunnerOpts {
+    /// Refuses `--http3` with a plain-http URL, which would otherwise go
+    /// over TCP: HTTP/3 runs only over QUIC, which carries TLS.
+    pub(crate) fn check_http3(&self, urls: &[String]) -> anyhow::Result<()> {
+        if !self.http3 {
+            return Ok(());
+        }
+        let plain = urls
+            .iter()
+            .find(|u| url::Url::parse(u).is_ok_and(|u| u.scheme() == "http"));
+        if let Some(url) = plain {
+            bail!(
+                "--http3 needs https:// URLs (HTTP/3 runs over QUIC with TLS): {}",
+                transfer_core::echo(url)
+            );
+        }
+        Ok(())
+    }
+}
+
 /// When a task may run: shared by `get`, `add` and `put` (and `run`, for
 /// every task it runs).
 #[derive(clap::Args, Debug)]
@@ -365,7 +393,7 @@ pub(crate) struct PutArgs {
     /// The file to upload.
     file: PathBuf,
     /// Where to send it (http or https).
-    url: String,
+    pub(crate) url: String,
     /// Send a multipart/form-data form: a text field NAME=VALUE before the
     /// file (repeatable).
     #[arg(short = 'F', long = "form", value_name = "NAME=VALUE")]
