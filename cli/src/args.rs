@@ -224,6 +224,14 @@ pub(crate) struct RunnerOpts {
     /// (servers that advertise HTTP/3 with Alt-Svc get it anyway).
     #[arg(long)]
     pub(crate) prefer_http3: bool,
+    /// A download slower than BYTES per second, on average over
+    /// `--speed-time`, is stalled: the attempt fails and is retried, as
+    /// after a cut (default 1024; 0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) speed_limit: Option<u64>,
+    /// The window `--speed-limit` is measured over, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) speed_time: Option<u64>,
     /// Largest append of a resumable upload (suffixes k, M, G; default
     /// 64M): at most this much is sent again after an interruption.
     #[arg(long, value_name = "SIZE")]
