@@ -48,8 +48,16 @@ impl Cli {
         Ok(match self.command {
             Command::Get(mut args) => {
                 args.add = args.add.resolved()?;
+                args.opts.check_http3(&args.add.urls)?;
                 Cli {
                     command: Command::Get(args),
+                    ..self
+                }
+            }
+            Command::Put { put, opts } => {
+                opts.check_http3(std::slice::from_ref(&put.url))?;
+                Cli {
+                    command: Command::Put { put, opts },
                     ..self
                 }
             }
@@ -216,6 +224,14 @@ pub(crate) struct RunnerOpts {
     /// (servers that advertise HTTP/3 with Alt-Svc get it anyway).
     #[arg(long)]
     pub(crate) prefer_http3: bool,
+    /// A download slower than BYTES per second, on average over
+    /// `--speed-time`, is stalled: the attempt fails and is retried, as
+    /// after a cut (default 1024; 0: no limit).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) speed_limit: Option<u64>,
+    /// The window `--speed-limit` is measured over, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) speed_time: Option<u64>,
     /// Largest append of a resumable upload (suffixes k, M, G; default
     /// 64M): at most this much is sent again after an interruption.
     #[arg(long, value_name = "SIZE")]
@@ -231,6 +247,26 @@ pub(crate) struct RunnerOpts {
     /// `--require-charging`).
     #[arg(skip)]
     pub(crate) session_constraints: Constraints,
+}
+
+impl RunnerOpts {
+    /// Refuses `--http3` with a plain-http URL, which would otherwise go
+    /// over TCP: HTTP/3 runs only over QUIC, which carries TLS.
+    pub(crate) fn check_http3(&self, urls: &[String]) -> anyhow::Result<()> {
+        if !self.http3 {
+            return Ok(());
+        }
+        let plain = urls
+            .iter()
+            .find(|u| url::Url::parse(u).is_ok_and(|u| u.scheme() == "http"));
+        if let Some(url) = plain {
+            bail!(
+                "--http3 needs https:// URLs (HTTP/3 runs over QUIC with TLS): {}",
+                transfer_core::echo(url)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// When a task may run: shared by `get`, `add` and `put` (and `run`, for
@@ -365,7 +401,7 @@ pub(crate) struct PutArgs {
     /// The file to upload.
     file: PathBuf,
     /// Where to send it (http or https).
-    url: String,
+    pub(crate) url: String,
     /// Send a multipart/form-data form: a text field NAME=VALUE before the
     /// file (repeatable).
     #[arg(short = 'F', long = "form", value_name = "NAME=VALUE")]

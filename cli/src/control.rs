@@ -201,19 +201,52 @@ impl Rates {
     }
 }
 
-/// Reads one request from `stream` and answers it.
+/// The longest request line read, in bytes; a longer one is refused.
+const MAX_REQUEST: u64 = 1 << 20;
+
+/// How long a client may take to send its whole request.
+const REQUEST_TIME: Duration = Duration::from_secs(30);
+
+/// Reads one request line of at most `max` bytes within `within`: `None`
+/// when the client closed without sending anything, an error in words
+/// (for a [`Reply::Error`]) when the line is too long, too late or not a
+/// request.
+async fn read_request(
+    read: impl tokio::io::AsyncRead + Unpin,
+    max: u64,
+    within: Duration,
+) -> anyhow::Result<Option<Result<Request, String>>> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(read.take(max + 1));
+    let read = tokio::time::timeout(within, limited.read_until(b'\n', &mut line)).await;
+    let n = match read {
+        Ok(n) => n?,
+        Err(_) => {
+            let error = format!("no complete request within {} s", within.as_secs_f64());
+            return Ok(Some(Err(error)));
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && line.len() as u64 > max {
+        return Ok(Some(Err(format!("request longer than {max} bytes"))));
+    }
+    Ok(Some(
+        serde_json::from_slice(&line).map_err(|e| format!("unknown request: {e}")),
+    ))
+}
+
+/// Reads one request from `stream` and answers it; a request that is too
+/// long, too slow or not one is answered with [`Reply::Error`] and the
+/// connection closed.
 async fn answer(stream: UnixStream, session: &Session, rates: &Rates) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Some(line) = lines.next_line().await? else {
-        return Ok(());
-    };
-    let req: Request = match serde_json::from_str(&line) {
-        Ok(req) => req,
-        Err(e) => {
-            let error = format!("unknown request: {e}");
-            return send(&mut write, &Reply::Error { error }).await;
-        }
+    let req = match read_request(read, MAX_REQUEST, REQUEST_TIME).await? {
+        None => return Ok(()),
+        Some(Ok(req)) => req,
+        Some(Err(error)) => return send(&mut write, &Reply::Error { error }).await,
     };
     if let Request::Follow { ids } = req {
         if let Err(e) = follow(session, &ids, &mut write).await {
@@ -314,4 +347,42 @@ async fn follow(
         send(write, &line).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that connects and sends nothing is answered with an error
+    /// once the time for a request has passed, not waited for forever.
+    #[tokio::test]
+    async fn a_silent_client_is_refused_after_the_request_time() -> anyhow::Result<()> {
+        let (server, _client) = UnixStream::pair()?;
+        let start = Instant::now();
+        let read = read_request(server, MAX_REQUEST, Duration::from_millis(100)).await?;
+        let Some(Err(error)) = read else {
+            bail!("not refused: {read:?}");
+        };
+        assert!(error.contains("no complete request"), "{error}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// A line longer than the limit is refused after reading just past the
+    /// limit; one at the limit is read whole.
+    #[tokio::test]
+    async fn a_line_past_the_limit_is_refused() -> anyhow::Result<()> {
+        let long = [b' '; 65];
+        let read = read_request(&long[..], 64, REQUEST_TIME).await?;
+        let Some(Err(error)) = read else {
+            bail!("not refused: {read:?}");
+        };
+        assert!(error.contains("longer than 64 bytes"), "{error}");
+        let mut at_limit = vec![b' '; 64 - 12];
+        at_limit.extend_from_slice(b"{\"op\":\"ls\"}\n");
+        assert_eq!(at_limit.len(), 64);
+        let read = read_request(&at_limit[..], 64, REQUEST_TIME).await?;
+        assert!(matches!(read, Some(Ok(Request::Ls))), "{read:?}");
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 //! File names for downloads: the URL path's last segment, percent-decoded
-//! and made safe (no separators, no `..`, no control characters), and a
-//! numbered name when the file exists.
+//! and made safe (no separators, no `..`, no control characters, no
+//! invisible format characters such as direction controls), and a numbered
+//! name when the file exists.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -24,11 +25,42 @@ pub(crate) fn file_name(url: &str) -> String {
     sanitize(&decoded)
 }
 
+/// Whether `c` is an invisible format character (Unicode category Cf):
+/// the direction controls that make "\u{202E}gnp.exe" show as "exe.png",
+/// zero-width characters, and the like. Such characters are dropped.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 fn sanitize(raw: &str) -> String {
     let mut name: String = raw
         .chars()
+        .filter(|c| !is_format(*c))
         .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() || c == '\0' {
+            if c == '/' || c == '\\' || c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
                 '_'
             } else {
                 c
@@ -149,6 +181,36 @@ mod tests {
             file_name(&format!("https://h.example/{}", "a".repeat(500))).len(),
             MAX_NAME
         );
+    }
+
+    #[test]
+    fn direction_controls_and_other_invisible_characters_are_dropped() {
+        assert_eq!(file_name("http://h/%E2%80%AEgnp.exe"), "gnp.exe");
+        for (code, c) in [
+            ("%E2%80%AA", '\u{202A}'),
+            ("%E2%80%AB", '\u{202B}'),
+            ("%E2%80%AC", '\u{202C}'),
+            ("%E2%80%AD", '\u{202D}'),
+            ("%E2%80%AE", '\u{202E}'),
+            ("%E2%81%A6", '\u{2066}'),
+            ("%E2%81%A7", '\u{2067}'),
+            ("%E2%81%A8", '\u{2068}'),
+            ("%E2%81%A9", '\u{2069}'),
+            ("%E2%80%8E", '\u{200E}'),
+            ("%E2%80%8F", '\u{200F}'),
+            ("%D8%9C", '\u{061C}'),
+            ("%E2%80%8B", '\u{200B}'),
+            ("%EF%BB%BF", '\u{FEFF}'),
+        ] {
+            let name = file_name(&format!("http://h/a{code}b.txt"));
+            assert_eq!(name, "ab.txt", "{c:?}");
+        }
+        // A line separator is not invisible, but breaks a listing's line.
+        assert_eq!(file_name("http://h/a%E2%80%A8b"), "a_b");
+        // Dropping leaves nothing that could climb out of the directory.
+        assert_eq!(file_name("http://h/.%E2%80%8E."), "download");
+        // Letters of right-to-left scripts stay.
+        assert_eq!(file_name("http://h/%D7%A9%D7%9C%D7%95%D7%9D"), "שלום");
     }
 
     #[test]

@@ -118,6 +118,23 @@ fn clamp_to_descriptors(config: &mut SessionConfig, asked: bool) {
     }
 }
 
+/// The low-speed limit `--speed-limit` and `--speed-time` ask for: each
+/// replaces its half of `default`; a limit of 0 turns the check off.
+fn low_speed(
+    default: Option<(u64, Duration)>,
+    limit: Option<u64>,
+    time: Option<u64>,
+) -> Option<(u64, Duration)> {
+    if limit.is_none() && time.is_none() {
+        return default;
+    }
+    // With the check off by default, curl's defaults fill the other half.
+    let (default_limit, default_time) = default.unwrap_or((1, Duration::from_secs(30)));
+    let limit = limit.unwrap_or(default_limit);
+    let time = time.map_or(default_time, Duration::from_secs);
+    (limit > 0).then_some((limit, time))
+}
+
 /// The session configuration the runner's options ask for.
 fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     let mut config = SessionConfig::default();
@@ -143,6 +160,7 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     } else {
         transfer_core::ProtocolPreference::Auto
     };
+    config.low_speed = low_speed(config.low_speed, opts.speed_limit, opts.speed_time);
     if let Some(n) = opts.parallel {
         config.policy.max_concurrent = n;
         config.policy.max_per_host = n;
@@ -297,4 +315,24 @@ pub(crate) fn watch_signals(session: Session) -> tokio::sync::watch::Receiver<bo
         let _ = tx.send(true);
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--speed-limit` and `--speed-time` each replace their half of the
+    /// default; `--speed-limit 0` turns the check off.
+    #[test]
+    fn speed_flags_replace_their_half_of_the_low_speed_limit() {
+        let default = SessionConfig::default().low_speed;
+        let (limit, time) = default.expect("on by default");
+        assert_eq!(low_speed(default, None, None), default);
+        assert_eq!(low_speed(default, Some(10), None), Some((10, time)));
+        assert_eq!(
+            low_speed(default, None, Some(5)),
+            Some((limit, Duration::from_secs(5)))
+        );
+        assert_eq!(low_speed(default, Some(0), Some(5)), None);
+    }
 }

@@ -280,3 +280,40 @@ fn a_bad_upload_rate_is_refused_and_queues_nothing() {
     }
     assert!(queued(&home).is_empty());
 }
+
+#[test]
+fn http3_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let out = out.to_str().unwrap();
+    let get = [
+        "get",
+        "--http3",
+        "-o",
+        out,
+        "https://127.0.0.1:9/a",
+        "http://127.0.0.1:9/b",
+    ];
+    let put = [
+        "put",
+        "--http3",
+        file.to_str().unwrap(),
+        "http://127.0.0.1:9/up",
+    ];
+    for (args, url) in [
+        (&get[..], "http://127.0.0.1:9/b"),
+        (&put[..], "http://127.0.0.1:9/up"),
+    ] {
+        let got = ferry(&home, args, None);
+        assert!(!got.status.success(), "{args:?} accepted");
+        let said = String::from_utf8_lossy(&got.stderr);
+        assert!(
+            said.contains("--http3 needs https:// URLs") && said.contains(url),
+            "{said}"
+        );
+    }
+    assert!(queued(&home).is_empty());
+}

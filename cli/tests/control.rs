@@ -208,3 +208,81 @@ async fn commands_talk_to_the_running_ferry_and_to_the_state_on_disk() {
         .await
         .unwrap();
 }
+
+/// Kills the runner when the test ends, passed or not.
+struct Runner(std::process::Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `bytes` on a new connection to the runner's control socket and
+/// reads back its first line and whether the connection then ended.
+fn exchange(home: &Path, bytes: &[u8]) -> (Value, bool) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::os::unix::net::UnixStream::connect(home.join("control.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&stream).write_all(bytes).unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("a reply line");
+    let mut rest = [0u8; 1];
+    // Closed: the end of the stream, or a reset for bytes left unread.
+    let closed = match reader.read(&mut rest) {
+        Ok(n) => n == 0,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
+    };
+    (serde_json::from_str(&line).unwrap(), closed)
+}
+
+#[test]
+fn the_control_socket_answers_a_bad_request_with_an_error_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let _runner = Runner(
+        Command::new(FERRY)
+            .args(["run"])
+            .env("FERRY_HOME", &home)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !home.join("control.sock").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    for (bad, said) in [
+        (&b"not json\n"[..], "unknown request"),
+        (&b"{\"op\":\"launch\"}\n"[..], "unknown request"),
+    ] {
+        let (reply, closed) = exchange(&home, bad);
+        assert_eq!(reply["reply"], "error", "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(said), "{reply}");
+        assert!(closed);
+    }
+
+    // A line past 1 MiB is refused without waiting for its end.
+    let (reply, closed) = exchange(&home, &vec![b'x'; (1 << 20) + 1]);
+    assert_eq!(reply["reply"], "error", "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("longer than"),
+        "{reply}"
+    );
+    assert!(closed);
+
+    // The runner still answers a good request.
+    let (reply, _) = exchange(&home, b"{\"op\":\"ls\"}\n");
+    assert_eq!(reply["reply"], "tasks", "{reply}");
+}

@@ -37,6 +37,13 @@ pub struct SessionConfig {
     /// Which HTTP version to ask for when a task does not say (default:
     /// whatever the transport and the server agree on).
     pub protocol: transfer_core::ProtocolPreference,
+    /// A download whose body comes slower than this many bytes per second,
+    /// on average over a window this long, is stalled: the attempt fails
+    /// with a low-speed timeout and is retried as a transient error
+    /// (curl's `--speed-limit` and `--speed-time`; default under 1024 B/s
+    /// for 60 s; `None`: never). Time spent in the session's or task's own
+    /// rate limit does not count.
+    pub low_speed: Option<(u64, Duration)>,
 }
 
 /// The HTTP version a task asks for: its own choice, else the session's.
@@ -65,6 +72,7 @@ impl Default for SessionConfig {
             upload_response_limit: 1 << 20,
             upload_chunk_bytes: 64 << 20,
             protocol: transfer_core::ProtocolPreference::Auto,
+            low_speed: Some((1024, Duration::from_secs(60))),
         }
     }
 }

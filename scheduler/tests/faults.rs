@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use scheduler::SessionEvent;
+use scheduler::{SessionConfig, SessionEvent};
 use store_fs::FsPayloadStore;
 use testkit::{Fault, Resource, Script, body};
 use transfer_core::{
@@ -616,4 +616,54 @@ async fn a_long_body_is_cut_at_its_content_length() {
         }
     );
     assert_eq!(f.file("long").unwrap(), body::bytes(13, 0, 0..len - 10_000));
+}
+
+/// A body that trickles in under the low-speed limit fails its attempt with
+/// a low-speed timeout once the window has passed, and the task backs off
+/// to retry as after a stall; one that keeps above the limit completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_under_the_low_speed_limit_is_a_stall() {
+    let f = Fixture::new(Proto::H1).await;
+    f.origin.resource("/trickle", Resource::seeded(7, 1 << 20));
+    f.origin
+        .script("/trickle", Script::new().always(Fault::RateLimit(8 << 10)));
+    f.origin.resource("/steady", Resource::seeded(8, 160 << 10));
+    f.origin
+        .script("/steady", Script::new().always(Fault::RateLimit(160 << 10)));
+    let config = SessionConfig {
+        low_speed: Some((64 << 10, Duration::from_secs(1))),
+        ..Fixture::config()
+    };
+    let payloads = Arc::new(FsPayloadStore::new(&f.out).unwrap());
+    let s = f.session_with(true, payloads, config).await;
+    let mut events = Box::pin(s.events());
+    let started = Instant::now();
+    let t = f.get(&s, &f.url("/trickle"), "trickle").await;
+    let backed_off = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.next().await {
+            if let SessionEvent::Waiting {
+                task,
+                reason: WaitReason::BackingOff { error, .. },
+            } = e
+                && task == t.id()
+            {
+                return error;
+            }
+        }
+        panic!("the session's events ended");
+    })
+    .await;
+    let error = backed_off.expect("the trickle backed off within 10 s");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Timeout(TimeoutKind::LowSpeed),
+        "{error}"
+    );
+    assert!(error.is_retryable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    t.cancel().await.unwrap();
+
+    let steady = f.get(&s, &f.url("/steady"), "steady").await;
+    assert_eq!(wait(&steady).await, Outcome::Completed { bytes: 160 << 10 });
+    s.shutdown().await;
 }

@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Events, Fixture, Proto, ended, source, start};
+use common::{Events, Fixture, Proto, ended, failed_with, source, start};
 use scheduler::{Session, SessionConfig};
 use store_fs::FsPayloadStore;
 use testkit::{Fault, Script, body};
-use transfer_core::{Completion, Outcome, PartialLocation};
+use transfer_core::{Completion, ErrorKind, Outcome, PartialLocation};
 
 /// A session whose appends are at most `chunk` bytes.
 async fn session(f: &Fixture, chunk: u64) -> Session {
@@ -245,5 +245,49 @@ async fn a_new_session_continues_where_the_server_is() {
         "continued from {from}, {durable} was confirmed"
     );
     assert!(received(&f, "/resumable/restart") - len <= 1 << 20);
+    s.shutdown().await;
+}
+
+/// An https upload whose server names its resource at an http URL, or at
+/// one that is not http at all, fails for good with the place named, as a
+/// redirect there would, and no byte of the file goes to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resource_off_https_is_refused_for_good() {
+    let f = Fixture::new(Proto::H2).await;
+    let s = session(&f, 1 << 20).await;
+    let file = source(&f.out, "down.bin", 96, 100_000);
+    let plain = f.origin.http_url("/resumable/down?upload=x");
+    for (path, location) in [
+        ("/resumable/down", plain.as_str()),
+        ("/resumable/ftp", "ftp://127.0.0.1/x"),
+    ] {
+        f.origin.script(
+            path,
+            Script::new().always(Fault::UploadLocation(location.to_owned())),
+        );
+        let (events, task) = start(&s, s.upload(&file).to(&f.url(path)).resumable()).await;
+        let c = ended(events, &task).await;
+        assert_eq!(
+            failed_with(&c.outcome),
+            ErrorKind::RedirectRefused,
+            "{location}"
+        );
+        let Outcome::Failed { error, .. } = &c.outcome else {
+            unreachable!()
+        };
+        let said = error.to_string();
+        assert!(said.contains(&location[..10]), "{location}: {said}");
+    }
+    let methods: Vec<_> = f.origin.log().iter().map(|e| e.method.clone()).collect();
+    assert_eq!(
+        methods,
+        [
+            http::Method::OPTIONS,
+            http::Method::POST,
+            http::Method::OPTIONS,
+            http::Method::POST
+        ],
+        "each created once, never appended to"
+    );
     s.shutdown().await;
 }

@@ -18,7 +18,8 @@
 //!   the cut. The upload is hashed as it grows, never stored.
 //! - [`Fault::CutUploadAt`] drops the connection when an upload reaches
 //!   that offset (once per point and upload); [`Fault::RateLimit`] reads
-//!   bodies at that pace. A request without
+//!   bodies at that pace; [`Fault::UploadLocation`] answers a creation
+//!   with another `Location`. A request without
 //!   `Upload-Draft-Interop-Version: 9` is treated as a plain upload.
 
 use std::collections::HashSet;
@@ -132,7 +133,13 @@ pub(crate) async fn handle(req: Request<'_>, body: ReqBody) -> Result<Response<O
                 };
                 up.generation = 1;
                 lock(&shared.uploads).insert(id.clone(), up);
-                let location = format!("{path}?upload={id}");
+                let location = faults
+                    .iter()
+                    .find_map(|f| match f {
+                        Fault::UploadLocation(l) => Some(l.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| format!("{path}?upload={id}"));
                 take(shared, Some(&id), body, &cuts, rate, &mut log).await?;
                 finish(
                     shared,

@@ -57,6 +57,10 @@ pub enum Fault {
     /// A resumable upload to this path (`/resumable/…`): drop the
     /// connection when the upload reaches this offset, once per upload.
     CutUploadAt(u64),
+    /// A resumable upload to this path (`/resumable/…`): answer its
+    /// creation with this `Location` instead of the resource's, as a
+    /// hostile or broken server might.
+    UploadLocation(String),
     /// Add response headers totalling about this many bytes.
     OversizedHeaders(usize),
     /// Send an RFC 9530 `Repr-Digest: sha-256=:…:` of the whole

@@ -34,6 +34,9 @@ pub enum TimeoutKind {
     FirstByte,
     /// Waiting between two chunks of the body.
     Idle,
+    /// The body came slower than the low-speed limit for the whole window
+    /// (curl's `--speed-limit` and `--speed-time`).
+    LowSpeed,
 }
 
 impl fmt::Display for TimeoutKind {
@@ -44,6 +47,7 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::Tls => "TLS handshake",
             TimeoutKind::FirstByte => "first byte",
             TimeoutKind::Idle => "idle body",
+            TimeoutKind::LowSpeed => "low speed",
         })
     }
 }

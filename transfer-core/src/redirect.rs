@@ -253,6 +253,19 @@ fn hop(
     let location = location
         .to_str()
         .map_err(|_| refused("the redirect's Location is not text".to_owned()))?;
+    let to = resolve(from, location, "redirect Location")?;
+    let to_get = code == 303 && *method != Method::HEAD
+        || matches!(code, 301 | 302) && *method == Method::POST;
+    Ok(Some(Hop {
+        to,
+        method: if to_get { Method::GET } else { method.clone() },
+        drop_body: to_get,
+    }))
+}
+
+/// `location` resolved against `from`, fragment dropped; refused unless it
+/// is an http(s) URL. `what` names it in errors.
+fn resolve(from: &Uri, location: &str, what: &str) -> Result<Uri, TransferError> {
     if let Some(scheme) = scheme_of(location) {
         http_scheme(&scheme)?;
     }
@@ -262,26 +275,51 @@ fn hop(
             format!("request URL {}: {e}", echo(&from.to_string())),
         )
     })?;
-    let mut joined = base.join(location).map_err(|e| {
-        refused(format!(
-            "redirect Location {} is not a URL: {e}",
-            echo(location)
-        ))
-    })?;
+    let mut joined = base
+        .join(location)
+        .map_err(|e| refused(format!("{what} {} is not a URL: {e}", echo(location))))?;
     // What the parser made of it, which is what would be asked.
     http_scheme(joined.scheme())?;
     joined.set_fragment(None);
-    let to: Uri = joined
+    joined
         .as_str()
         .parse()
-        .map_err(|e| refused(format!("redirect Location {}: {e}", echo(location))))?;
-    let to_get = code == 303 && *method != Method::HEAD
-        || matches!(code, 301 | 302) && *method == Method::POST;
-    Ok(Some(Hop {
-        to,
-        method: if to_get { Method::GET } else { method.clone() },
-        drop_body: to_get,
-    }))
+        .map_err(|e| refused(format!("{what} {}: {e}", echo(location))))
+}
+
+/// Where a `Location` outside a redirect leads (such as the upload resource
+/// a resumable upload's creation names), held to the rules a redirect is:
+/// resolved against `from`, only http(s), and never from https to http
+/// unless `policy` allows it. As for a redirect, another origin is allowed;
+/// a caller that sends credentials there drops them first
+/// ([`drop_credentials_across_origins`](crate::headers::drop_credentials_across_origins)).
+/// A refusal is [`ErrorKind::RedirectRefused`] (permanent), quoting the
+/// `Location` cut to a few hundred bytes.
+pub fn location(from: &Uri, location: &str, policy: &RedirectPolicy) -> Result<Uri, TransferError> {
+    let to = resolve(from, location, "Location").and_then(|to| {
+        downgrade(from, &to, policy)?;
+        Ok(to)
+    });
+    to.map_err(|e| {
+        TransferError::new(
+            e.kind(),
+            format!("{} (Location {})", e.detail(), echo(location)),
+        )
+    })
+}
+
+/// Refuses an https→http step unless the policy allows it.
+fn downgrade(from: &Uri, to: &Uri, policy: &RedirectPolicy) -> Result<(), TransferError> {
+    if from.scheme_str() == Some("https")
+        && to.scheme_str() == Some("http")
+        && !policy.allow_https_to_http
+    {
+        return Err(refused(format!(
+            "redirect from https to http ({}) refused",
+            echo(&to.to_string())
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses hops the policy does not allow: the `hops`-th redirect, from
@@ -298,16 +336,7 @@ fn check(from: &Uri, to: &Uri, policy: &RedirectPolicy, hops: u32) -> Result<(),
             ),
         ));
     }
-    if from.scheme_str() == Some("https")
-        && to.scheme_str() == Some("http")
-        && !policy.allow_https_to_http
-    {
-        return Err(refused(format!(
-            "redirect from https to http ({}) refused",
-            echo(&to.to_string())
-        )));
-    }
-    Ok(())
+    downgrade(from, to, policy)
 }
 
 #[cfg(test)]

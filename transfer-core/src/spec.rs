@@ -60,6 +60,13 @@ pub enum SpecError {
     /// A SHA-256 digest is not 64 hex digits.
     #[error("invalid SHA-256 digest {0:?}: expected 64 hex digits")]
     InvalidDigest(String),
+    /// HTTP/3 is required for a plain-http URL: HTTP/3 runs only over QUIC,
+    /// which carries TLS, so only https URLs can have it.
+    #[error("HTTP/3 needs an https URL (HTTP/3 runs over QUIC with TLS): {url}")]
+    Http3NeedsHttps {
+        /// The URL.
+        url: String,
+    },
     /// A destination or source path is empty.
     #[error("empty path for {0}")]
     EmptyPath(&'static str),
@@ -610,6 +617,11 @@ impl TaskSpecBuilder {
     /// Validates everything and returns the spec.
     pub fn build(self) -> Result<TaskSpec, SpecError> {
         let url = Url::parse(&self.url)?;
+        if self.protocol == crate::transport::ProtocolPreference::RequireHttp3 && !url.is_https() {
+            return Err(SpecError::Http3NeedsHttps {
+                url: crate::echo(&self.url),
+            });
+        }
         let priority = Priority::new(self.priority)?;
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in self.headers {
@@ -695,6 +707,22 @@ mod tests {
         assert_eq!(s.url().host(), "::1");
         assert_eq!(s.url().port(), 8443);
         assert_eq!(s.url().origin(), "https://::1:8443");
+    }
+
+    #[test]
+    fn http3_is_refused_for_a_plain_http_url() {
+        use crate::transport::ProtocolPreference::{PreferHttp3, RequireHttp3};
+        let spec = |url: &str, protocol| {
+            TaskSpec::download(url, Destination::Path("out.bin".into()))
+                .protocol(protocol)
+                .build()
+        };
+        assert!(matches!(
+            spec("http://example.com/a", RequireHttp3),
+            Err(SpecError::Http3NeedsHttps { .. })
+        ));
+        assert!(spec("https://example.com/a", RequireHttp3).is_ok());
+        assert!(spec("http://example.com/a", PreferHttp3).is_ok());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! The runner reports to the engine with runner events; it never touches
 //! the task record itself.
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -12,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use transfer_core::{
     BeginDecision, Continuation, ErrorKind, Event, Partial, RangePlan, RequestBody, ResumeData,
-    StoreError, StoreErrorKind, TaskKind, TransferError, judge_response, plan_range,
+    StoreError, StoreErrorKind, TaskKind, TimeoutKind, TransferError, judge_response, plan_range,
 };
 
 use super::Attempt;
@@ -300,6 +302,7 @@ impl Attempt {
         let mut last_checkpoint = Instant::now();
         let mut since_checkpoint = 0u64;
         let mut last_progress = Instant::now();
+        let mut speed = self.config.low_speed.map(LowSpeed::new);
         loop {
             if *self.stop.borrow() {
                 self.checkpoint(partial, false).await?;
@@ -348,10 +351,17 @@ impl Attempt {
             }
             // A stop must not wait out a long throttle pause; the bytes in
             // hand are written either way.
+            if let Some(speed) = speed.as_mut() {
+                speed.check(n)?;
+            }
             if let Some(paced) = pacer.take(n) {
+                let waited = Instant::now();
                 tokio::select! {
                     () = paced => {}
                     _ = self.stop.wait_for(|s| *s) => {}
+                }
+                if let Some(speed) = speed.as_mut() {
+                    speed.paced(waited.elapsed());
                 }
             }
             if let Some(h) = hasher.as_mut() {
@@ -524,6 +534,57 @@ fn digest_header(headers: &HeaderMap, name: &str) -> Option<String> {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
         (raw.len() == 32).then(|| hex::encode(raw))
     })
+}
+
+/// The low-speed check of one body (see [`SessionConfig::low_speed`](crate::SessionConfig::low_speed)): the
+/// bytes of the current window and when it began, less the time spent in
+/// the rate limit's pauses.
+struct LowSpeed {
+    limit: u64,
+    window: Duration,
+    start: Instant,
+    bytes: u64,
+    paced: Duration,
+}
+
+impl LowSpeed {
+    fn new((limit, window): (u64, Duration)) -> LowSpeed {
+        LowSpeed {
+            limit,
+            window,
+            start: Instant::now(),
+            bytes: 0,
+            paced: Duration::ZERO,
+        }
+    }
+
+    /// Counts `n` bytes that just arrived; once a window has passed, fails
+    /// when its average was under the limit, else starts the next window.
+    fn check(&mut self, n: u64) -> Result<(), TransferError> {
+        self.bytes += n;
+        let spent = self.start.elapsed().saturating_sub(self.paced);
+        if spent < self.window {
+            return Ok(());
+        }
+        let rate = self.bytes as f64 / spent.as_secs_f64();
+        if rate < self.limit as f64 {
+            return Err(TransferError::new(
+                ErrorKind::Timeout(TimeoutKind::LowSpeed),
+                format!(
+                    "the body came at {rate:.0} B/s over {:.1} s, under the limit of {} B/s",
+                    spent.as_secs_f64(),
+                    self.limit
+                ),
+            ));
+        }
+        *self = LowSpeed::new((self.limit, self.window));
+        Ok(())
+    }
+
+    /// Leaves time spent waiting for the rate limit out of the window.
+    fn paced(&mut self, waited: Duration) {
+        self.paced += waited;
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ use std::path::Path;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use transfer_core::{
-    BodyPart, ErrorKind, Event, FileStamp, PartialLocation, RequestBody, ResponseSummary,
-    RestartReason, ResumableProtocol, TransferError, TransportRequest, echo,
+    BodyPart, ErrorKind, Event, FileStamp, PartialLocation, RedirectPolicy, RequestBody,
+    ResponseSummary, RestartReason, ResumableProtocol, TransferError, TransportRequest,
 };
 
 use super::Attempt;
@@ -63,19 +63,12 @@ fn protocol_error(detail: impl Into<String>) -> TransferError {
     TransferError::new(ErrorKind::Protocol, detail)
 }
 
-/// `location` resolved against `base`.
-fn resolve(base: &Uri, location: &str) -> Result<String, TransferError> {
-    let base = url::Url::parse(&base.to_string()).map_err(|e| protocol_error(e.to_string()))?;
-    let joined = base
-        .join(location)
-        .map_err(|e| protocol_error(format!("bad upload Location {}: {e}", echo(location))))?;
-    if !matches!(joined.scheme(), "http" | "https") {
-        return Err(protocol_error(format!(
-            "the upload Location {} is not http(s)",
-            echo(location)
-        )));
-    }
-    Ok(joined.into())
+/// `location` resolved against `base`, held to the rules a redirect is
+/// (see [`transfer_core::redirect::location`]): only http(s), and no step
+/// from https down to http unless `policy` allows it. A refusal is
+/// permanent: the server would name the same place again.
+fn resolve(base: &Uri, location: &str, policy: &RedirectPolicy) -> Result<String, TransferError> {
+    transfer_core::redirect::location(base, location, policy).map(|to| to.to_string())
 }
 
 /// A bodiless answer as a completion's answer.
@@ -352,7 +345,7 @@ impl Attempt {
         }
         let location =
             location.ok_or_else(|| protocol_error("the upload was created without a Location"))?;
-        resolve(&base.uri, &location).map(Some)
+        resolve(&base.uri, &location, &self.config.redirects).map(Some)
     }
 
     /// `HEAD` on the upload resource: its answer, body dropped.
@@ -473,18 +466,41 @@ mod tests {
     #[test]
     fn locations_resolve_against_the_target() {
         let base: Uri = "https://h.example/files/up?x=1".parse().unwrap();
+        let policy = RedirectPolicy::default();
         assert_eq!(
-            resolve(&base, "/files/abc").unwrap(),
+            resolve(&base, "/files/abc", &policy).unwrap(),
             "https://h.example/files/abc"
         );
         assert_eq!(
-            resolve(&base, "abc").unwrap(),
+            resolve(&base, "abc", &policy).unwrap(),
             "https://h.example/files/abc"
         );
         assert_eq!(
-            resolve(&base, "http://other:8080/u/1").unwrap(),
-            "http://other:8080/u/1"
+            resolve(&base, "https://other:8443/u/1", &policy).unwrap(),
+            "https://other:8443/u/1"
         );
-        assert!(resolve(&base, "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_location_that_is_not_http_or_leaves_https_for_http_is_refused_for_good() {
+        let base: Uri = "https://h.example/files/up".parse().unwrap();
+        let policy = RedirectPolicy::default();
+        for location in [
+            "file:///etc/passwd",
+            "http://other:8080/u/1",
+            "http://h.example/u",
+        ] {
+            let e = resolve(&base, location, &policy).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::RedirectRefused, "{location}: {e}");
+            assert!(!e.is_retryable(), "{location}: {e}");
+        }
+        let allowed = RedirectPolicy {
+            allow_https_to_http: true,
+            ..policy
+        };
+        assert_eq!(
+            resolve(&base, "http://h.example/u", &allowed).unwrap(),
+            "http://h.example/u"
+        );
     }
 }
