@@ -290,10 +290,14 @@ impl Driver {
                 News::Conditions(c) => core.handle_conditions(c),
                 News::Claimed(c) => {
                     let got = c.claim.is_some();
+                    let epoch = c.claim.as_ref().map(|h| h.fence.epoch);
                     if let (Some(held), Some(sh)) = (c.claim, &mut self.shared) {
                         sh.held.insert(c.task, held);
                     }
                     core.handle_claimed(c.task, got, c.fresh, c.generation);
+                    if let Some(epoch) = epoch {
+                        core.handle_epoch(c.task, epoch);
+                    }
                 }
                 News::ClaimLost(task) => core.handle_claim_lost(task),
                 News::Followed(f) => core.handle_followed(f.generation, f.snapshot, f.foreign),

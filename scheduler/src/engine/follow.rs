@@ -139,6 +139,15 @@ impl<W> Core<W> {
         }
     }
 
+    /// This process holds `task`'s claim under `epoch`: its record here says
+    /// so, as the records it writes will (the store's copy and this one
+    /// stay equal, so a follow tells a change by another process apart).
+    pub(crate) fn handle_epoch(&mut self, task: TaskId, epoch: u64) {
+        if let Some(r) = self.records.get_mut(&task) {
+            r.epoch = epoch;
+        }
+    }
+
     /// The claim on `task` may have lapsed before the commit under way was
     /// written, and its record and completion were taken out of it: what
     /// that commit would have carried out for the task (its completion,
