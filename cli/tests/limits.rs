@@ -4,25 +4,17 @@
 //! fails before a byte is written. Either way the command fails in words
 //! and nothing is left in the output directory.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use testkit::{Fault, Origin, Resource, Script};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
 /// Runs ferry with `home` as its state; returns (success, stderr).
 fn ferry(home: &Path, args: &[&str]) -> (bool, String) {
-    let run = Command::new(FERRY)
-        .args(args)
-        .env("FERRY_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        run.status.success(),
-        String::from_utf8_lossy(&run.stderr).into_owned(),
-    )
+    let out = common::ferry(home, args);
+    (out.status.success(), common::stderr(&out))
 }
 
 /// What is in `dir`.

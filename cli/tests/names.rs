@@ -2,11 +2,9 @@
 //! Two downloads queued by separate commands under one file name: each
 //! lands byte-exact under a name of its own; neither overwrites the other.
 
-use std::process::{Command, Stdio};
+mod common;
 
 use testkit::{Origin, Resource};
-
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_adds_of_one_name_keep_both_files() {
@@ -16,16 +14,11 @@ async fn two_adds_of_one_name_keep_both_files() {
     let dir = tempfile::tempdir().unwrap();
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
     let ferry = |args: &[&str]| {
-        let run = Command::new(FERRY)
-            .args(args)
-            .env("FERRY_HOME", &home)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let run = common::ferry(&home, args);
         assert!(
             run.status.success(),
             "ferry {args:?}: {}",
-            String::from_utf8_lossy(&run.stderr)
+            common::stderr(&run)
         );
     };
     let out_arg = out.to_str().unwrap();
@@ -46,16 +39,11 @@ async fn two_adds_of_one_name_keep_both_files() {
 
 /// Runs ferry with `home` as its state; returns (success, stdout, stderr).
 fn ferry_in(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let run = Command::new(FERRY)
-        .args(args)
-        .env("FERRY_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::ferry(home, args);
     (
-        run.status.success(),
-        String::from_utf8_lossy(&run.stdout).into_owned(),
-        String::from_utf8_lossy(&run.stderr).into_owned(),
+        out.status.success(),
+        common::stdout(&out),
+        common::stderr(&out),
     )
 }
 

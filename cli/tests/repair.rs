@@ -4,24 +4,15 @@
 //! damaged file aside and starts a fresh database, after which commands
 //! work again.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+use std::path::Path;
 
 /// Runs ferry with `home` as its state; returns (exit code, stdout, stderr).
 fn ferry(home: &Path, args: &[&str]) -> (i32, String, String) {
-    let run = Command::new(FERRY)
-        .args(args)
-        .env("FERRY_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        run.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&run.stdout).into_owned(),
-        String::from_utf8_lossy(&run.stderr).into_owned(),
-    )
+    let out = common::ferry(home, args);
+    let code = out.status.code().unwrap_or(-1);
+    (code, common::stdout(&out), common::stderr(&out))
 }
 
 #[test]

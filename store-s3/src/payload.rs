@@ -339,6 +339,19 @@ impl S3Partial {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// What is at the destination key now, as this upload sees it (one
+    /// request).
+    async fn what_is_at_key(&self) -> Result<At, StoreError> {
+        self.request();
+        object_at(
+            &*self.objects,
+            &self.key,
+            self.tag.as_deref(),
+            Some(&self.owner),
+        )
+        .await
+    }
+
     fn location(&self) -> PartialLocation {
         PartialLocation::Multipart {
             key: self.key.to_string(),
@@ -421,15 +434,7 @@ impl Partial for S3Partial {
                 // lost), by an earlier upload of this task, or by another
                 // writer.
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    self.request();
-                    let at = object_at(
-                        &*self.objects,
-                        &self.key,
-                        self.tag.as_deref(),
-                        Some(&self.owner),
-                    )
-                    .await?;
-                    match at {
+                    match self.what_is_at_key().await? {
                         At::Ours => {}
                         At::OurTask => {
                             put(PutMode::Overwrite)
@@ -450,15 +455,7 @@ impl Partial for S3Partial {
             self.put_part(last).await?;
         }
         if !overwrite {
-            self.request();
-            let at = object_at(
-                &*self.objects,
-                &self.key,
-                self.tag.as_deref(),
-                Some(&self.owner),
-            )
-            .await?;
-            match at {
+            match self.what_is_at_key().await? {
                 // Free, or an earlier upload's of this same task.
                 At::Nothing | At::OurTask => {}
                 // Completed already, by this upload.

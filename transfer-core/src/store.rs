@@ -49,10 +49,10 @@ pub enum StoreErrorKind {
 /// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no
 /// file descriptor left: a shortage that passes, not a fault of the file.
 pub fn is_out_of_descriptors(e: &std::io::Error) -> bool {
-    // The same numbers on every Linux architecture.
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+    )
 }
 
 /// A store operation failed.
@@ -556,5 +556,27 @@ impl<T: TaskStore + ?Sized> TaskStore for std::sync::Arc<T> {
 
     async fn quarantined(&self, session: &SessionId) -> Result<Vec<Quarantined>, StoreError> {
         (**self).quarantined(session).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorClass, ErrorKind};
+
+    #[test]
+    fn running_out_of_descriptors_is_a_shortage_that_passes() {
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE] {
+            let e = StoreError::io(
+                "opening",
+                std::io::Error::from_raw_os_error(errno.raw_os_error()),
+            );
+            assert!(e.is_out_of_descriptors(), "{e}");
+            let t = TransferError::from(e);
+            assert_eq!(t.kind(), ErrorKind::TooManyOpenFiles);
+            assert_eq!(t.kind().class(), ErrorClass::Transient);
+        }
+        let other = StoreError::io("opening", std::io::Error::from_raw_os_error(13));
+        assert!(!other.is_out_of_descriptors());
     }
 }

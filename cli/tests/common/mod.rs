@@ -1,0 +1,29 @@
+#![allow(dead_code)] // each test file uses some of these
+//! Running the `ferry` binary the way a user does, with its own state.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// The binary under test.
+pub(crate) const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Runs `ferry ARGS` with `home` as its state directory and nothing on
+/// standard input, to its end.
+pub(crate) fn ferry(home: &Path, args: &[&str]) -> Output {
+    Command::new(FERRY)
+        .args(args)
+        .env("FERRY_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Standard error, as text.
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Standard output, as text.
+pub(crate) fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
