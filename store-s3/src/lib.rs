@@ -137,21 +137,20 @@ impl Replica {
     /// Applies an entry, in log order; returns the records it kept. A
     /// record saved under an older claim epoch than the one stored is not
     /// kept, nor is its task's completion in the same entry: its writer's
-    /// claim was taken over (fencing; see [`TaskRecord::epoch`]).
+    /// claim was taken over (fencing; see [`TaskRecord::epoch`]). A
+    /// request changes only the stored record's request
+    /// ([`transfer_core::merge_saved`]).
     fn apply(&mut self, e: Entry) -> Vec<TaskRecord> {
         let mut fenced = Vec::new();
         let mut kept = Vec::with_capacity(e.save.len());
         for r in e.save {
-            if self
-                .records
-                .get(&r.id)
-                .is_some_and(|old| old.epoch > r.epoch)
-            {
-                tracing::warn!(task = %r.id, epoch = r.epoch, "a write from a claim taken over is ignored");
-                fenced.push(r.id);
+            let (id, epoch) = (r.id, r.epoch);
+            let Some(r) = transfer_core::merge_saved(self.records.get(&id), r) else {
+                tracing::warn!(task = %id, epoch, "a write from a claim taken over, or a request to a task that ended, is ignored");
+                fenced.push(id);
                 continue;
-            }
-            self.records.insert(r.id, r.clone());
+            };
+            self.records.insert(id, r.clone());
             kept.push(r);
         }
         for id in e.remove {

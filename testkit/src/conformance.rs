@@ -31,6 +31,7 @@ pub fn record(id: u64, label: &str) -> TaskRecord {
         spec,
         state: TaskState::new(RetryPolicy::default(), id),
         epoch: 0,
+        request: None,
     }
 }
 

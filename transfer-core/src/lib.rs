@@ -101,7 +101,7 @@ pub use id::{EventId, SessionId, TaskId, random_u64};
 pub use machine::{
     Effect, Event, InvalidTransition, Notification, Outcome, Phase, TaskState, Transition, apply,
 };
-pub use record::{Completion, ResponseSummary, TaskRecord};
+pub use record::{Completion, Request, ResponseSummary, TaskRecord, merge_saved};
 pub use resume::{
     AttemptRecord, ContentRange, Continuation, DecodeError, PartRecord, PartialLocation, RangePlan,
     RestartReason, ResumableProtocol, ResumeData, Validator, judge_response, plan_range,

@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{EventId, TaskId};
-use crate::machine::{Outcome, TaskState};
+use crate::machine::{Event, Outcome, TaskState};
 use crate::resume::{DecodeError, decode_versioned, encode_versioned};
 use crate::serde_http;
 use crate::spec::TaskSpec;
@@ -32,6 +32,69 @@ pub struct TaskRecord {
     /// claim was taken over writes nothing that counts. 0 elsewhere.
     #[serde(default)]
     pub epoch: u64,
+    /// In a shared session, a user's change asked of the task by a process
+    /// that did not hold it: the holder (or the next to claim it) applies
+    /// it under its claim and tells the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
+}
+
+/// What a store that several processes write keeps when `saved` is
+/// committed over `stored` (`None`: nothing changes):
+/// - a record carrying a [`Request`] changes only the request of the
+///   stored record, and nothing once the task has ended (its writer's copy
+///   of the rest may be stale);
+/// - a record saved under an older claim epoch than the stored one is not
+///   kept: its writer's claim was taken over (fencing).
+pub fn merge_saved(stored: Option<&TaskRecord>, saved: TaskRecord) -> Option<TaskRecord> {
+    if let Some(request) = saved.request {
+        let mut merged = stored.filter(|o| !o.state.is_terminal())?.clone();
+        merged.request = Some(request);
+        return Some(merged);
+    }
+    if stored.is_some_and(|o| o.epoch > saved.epoch) {
+        return None;
+    }
+    Some(saved)
+}
+
+/// A user's change asked of a task held by another process (see
+/// [`TaskRecord::request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Pause it.
+    Suspend,
+    /// Let it run again.
+    Resume,
+    /// End it; with `keep_resume_data` its partial is kept.
+    Cancel {
+        /// Keep the partial and hand its resume data to the completion.
+        keep_resume_data: bool,
+    },
+}
+
+impl Request {
+    /// The request a user's event makes, if it is one of these.
+    pub fn from_event(event: &Event) -> Option<Request> {
+        match event {
+            Event::Suspend => Some(Request::Suspend),
+            Event::Resume => Some(Request::Resume),
+            Event::Cancel { keep_resume_data } => Some(Request::Cancel {
+                keep_resume_data: *keep_resume_data,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The event that carries it out.
+    pub fn event(self) -> Event {
+        match self {
+            Request::Suspend => Event::Suspend,
+            Request::Resume => Event::Resume,
+            Request::Cancel { keep_resume_data } => Event::Cancel { keep_resume_data },
+        }
+    }
 }
 
 impl TaskRecord {

@@ -503,13 +503,23 @@ impl TaskStore for MemoryTaskStore {
     async fn commit(&self, session: &SessionId, batch: Batch) -> Result<(), StoreError> {
         let mut all = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let (records, outbox) = all.entry(session.clone()).or_default();
+        let mut fenced = Vec::new();
         for r in batch.save {
-            records.insert(r.id, r);
+            let id = r.id;
+            match crate::merge_saved(records.get(&id), r) {
+                Some(kept) => {
+                    records.insert(id, kept);
+                }
+                None => fenced.push(id),
+            }
         }
         for id in batch.remove {
             records.remove(&id);
         }
         for c in batch.complete {
+            if fenced.contains(&c.task) {
+                continue;
+            }
             outbox.retain(|o| o.event != c.event);
             outbox.push(c);
         }

@@ -202,7 +202,7 @@ proptest! {
         let mut state = TaskState::new(RetryPolicy::default(), seed);
         state.resume = r.clone();
         state.phase = Phase::Waiting(WaitReason::BackingOff { until: Timestamp::from_millis(seq), error: TransferError::status(503, None) });
-        let record = TaskRecord { id: TaskId::from_u64(id), seq, created_at: Timestamp::from_millis(seq), spec, state, epoch: seq % 3 };
+        let record = TaskRecord { id: TaskId::from_u64(id), seq, created_at: Timestamp::from_millis(seq), spec, state, epoch: seq % 3, request: [None, Some(transfer_core::Request::Suspend), Some(transfer_core::Request::Cancel { keep_resume_data: true })][(seq % 3) as usize] };
         prop_assert_eq!(&TaskRecord::decode(&record.encode()).unwrap(), &record);
         // The version elsewhere than first (written by hand, or by another
         // writer): read the same.

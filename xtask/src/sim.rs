@@ -30,11 +30,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
                 if args.seed.is_some() {
                     println!("seed {seed}: trace digest {:016x}", r.digest);
                 }
-                total.steps += r.steps;
-                total.tasks += r.tasks;
-                total.crashes += r.crashes;
-                total.faults += r.faults;
-                total.completions += r.completions;
+                total.add(&r);
             }
             Err(v) => bail!(
                 "{v}\nreplay: cargo xtask sim --seed {seed} --steps {}",
@@ -43,14 +39,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     println!(
-        "sim: {} seeds passed in {:.1} s: {} steps, {} tasks, {} crashes, {} faults, {} completions, 0 takeovers (shared sessions are not simulated yet)",
+        "sim: {} seeds passed in {:.1} s (each alone and shared by two processes): {} steps, {} tasks, {} crashes, {} faults, {} completions, {} takeovers",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.steps,
         total.tasks,
         total.crashes,
         total.faults,
-        total.completions
+        total.completions,
+        total.takeovers
     );
     Ok(())
 }

@@ -26,6 +26,10 @@ pub(crate) struct SharedState {
     pub(crate) runners: HashMap<TaskId, usize>,
     /// Tasks whose completion waits for its acknowledgement.
     pub(crate) unacked: HashSet<TaskId>,
+    /// Users' resumes, suspends and cancels of tasks this process did not
+    /// hold, waiting for the claim: applied under it once it is got, else
+    /// written as a request for the holder.
+    pub(crate) wanted: HashMap<TaskId, Vec<transfer_core::Event>>,
     /// Commits made so far.
     pub(crate) commits: u64,
     /// The commit after which each record was last written here.
@@ -43,6 +47,7 @@ impl SharedState {
             lost: HashSet::new(),
             runners: HashMap::new(),
             unacked: HashSet::new(),
+            wanted: HashMap::new(),
             commits: 0,
             written: HashMap::new(),
         }

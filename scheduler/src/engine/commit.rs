@@ -54,16 +54,22 @@ impl<W> Core<W> {
             self.deferred.append(&mut pending.dirty);
         } else if !pending.dirty.is_empty()
             || !pending.removed.is_empty()
+            || !pending.completions.is_empty()
             || !self.deferred.is_empty()
         {
             let mut dirty = std::mem::take(&mut self.deferred);
             dirty.append(&mut pending.dirty);
             // Sized once: a record is most of a kilobyte.
             let mut save = Vec::with_capacity(dirty.len());
+            // Nothing is written of a task whose claim was lost but a
+            // request (another process holds it now).
+            let lost = self.shared.as_ref().map(|s| &s.lost);
             save.extend(
                 dirty
                     .iter()
-                    .filter_map(|id| self.records.get(id).map(|r| TaskRecord::clone(r))),
+                    .filter_map(|id| self.records.get(id))
+                    .filter(|r| r.request.is_some() || !lost.is_some_and(|l| l.contains(&r.id)))
+                    .map(|r| TaskRecord::clone(r)),
             );
             let removed = std::mem::take(&mut pending.removed);
             let batch = Batch {

@@ -345,12 +345,31 @@ impl<W> Core<W> {
         let TaskKind::Download { destination } = &spec.kind else {
             return Ok(());
         };
-        match self.owners.get(destination) {
-            Some(&task) if Some(task) != except => {
-                Err(SessionError::destination_taken(destination, task))
-            }
-            _ => Ok(()),
+        if let Some(&task) = self.owners.get(destination)
+            && Some(task) != except
+        {
+            return Err(SessionError::destination_taken(destination, task));
         }
+        if self.shared.is_some() {
+            // In a shared session an ending not yet written may never be
+            // (the claim may lapse first): its destination is still taken.
+            let unwritten = self
+                .pending
+                .completions
+                .iter()
+                .chain(self.in_flight.iter().flat_map(|f| &f.pending.completions))
+                .map(|c| c.task)
+                .filter(|t| Some(*t) != except)
+                .find(|t| {
+                    self.records.get(t).is_some_and(|r| {
+                        matches!(&r.spec.kind, TaskKind::Download { destination: d } if d == destination)
+                    })
+                });
+            if let Some(task) = unwritten {
+                return Err(SessionError::destination_taken(destination, task));
+            }
+        }
+        Ok(())
     }
 
     /// A new task or event id.
@@ -605,10 +624,9 @@ impl<W> Core<W> {
             return false;
         };
         let lost = sh.lost.contains(&id);
-        if lost
-            || (!sh.held.contains(&id)
-                && !matches!(event, Event::Resume | Event::Suspend | Event::Cancel { .. }))
-        {
+        // A user's change of a task not held here is a request (see
+        // `Core::handle_user`): it never reaches here.
+        if lost || !sh.held.contains(&id) {
             if matches!(event, Event::Timer) && !lost {
                 self.wake_here(id);
             }

@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 
-use transfer_core::{Completion, Event, Phase, Snapshot, TaskId, TaskRecord, WaitReason};
+use transfer_core::{Completion, Event, Phase, Snapshot, TaskId, TaskKind, TaskRecord, WaitReason};
 
-use super::core::{Action, Core, Delivery, IdMap, ended_elsewhere, queue_key};
+use super::core::{Action, Core, Delivery, IdMap, change_state, ended_elsewhere, queue_key};
 
 /// Whether this process knows the task ended and `theirs` says it has not:
 /// a stale write (the same task never starts again once ended).
@@ -94,24 +94,37 @@ impl<W> Core<W> {
         };
         sh.claiming.remove(&task);
         let ttl = sh.ttl;
+        let wanted = sh.wanted.remove(&task).unwrap_or_default();
         let (true, Some((fresh, completion))) = (got, fresh) else {
             // Held elsewhere (or the store did not answer): later.
             if got {
                 self.actions.push_back(Action::ReleaseClaim(task));
             }
             sh.retry_at(task, now.saturating_add(ttl / 2));
+            for event in wanted {
+                self.request(task, event);
+            }
             return;
         };
         sh.not_before.remove(&task);
         sh.lost.remove(&task);
         let newer_here = sh.newer_here(task, generation);
         sh.held.insert(task);
+        // A request another process left on the record: carried out under
+        // this claim, before this process's own.
+        let mut wanted = wanted;
+        if let Some(Some(request)) = fresh.as_ref().map(|r| r.request) {
+            wanted.insert(0, request.event());
+        }
         if !newer_here {
             match fresh {
                 // A task that ended never starts again: a record saying
                 // otherwise is a stale write.
                 Some(r) if !ended_here(self.record(task), &r) => {
-                    if self.record(task) != Some(&r)
+                    // Taken even when the same: an attempt it records as
+                    // running (here, before the claim was lost) runs no more.
+                    if (self.record(task) != Some(&r)
+                        || matches!(r.state.phase, Phase::Running { .. }))
                         && let Some(ended) = self.take_theirs(r, None)
                         && completion.is_none()
                     {
@@ -129,6 +142,24 @@ impl<W> Core<W> {
                 }
             }
         }
+        // A wait that ended while no process held the task (its holder
+        // died backing off) ends now, under this claim: its timer would
+        // come after the claim is let go again.
+        let due = self.record(task).is_some_and(|r| {
+            matches!(&r.state.phase, Phase::Waiting(w) if w.wake_at().is_some_and(|t| t <= now))
+        });
+        if due {
+            self.event(task, Event::Timer);
+        }
+        if let Some(r) = self.records.get_mut(&task)
+            && r.request.take().is_some()
+        {
+            // Written again without it: it is carried out.
+            self.pending.dirty.insert(task);
+        }
+        for event in wanted {
+            self.event(task, event);
+        }
         if let Some(done) = completion
             && let Some(sh) = &mut self.shared
             && sh.unacked.insert(done.task)
@@ -139,10 +170,35 @@ impl<W> Core<W> {
         }
     }
 
+    /// A user's resume, suspend or cancel of a task another process holds:
+    /// written as a request on its record for that process, which carries
+    /// it out when it reads it (see [`Core::handle_followed`]), or for the
+    /// next to claim the task. The record goes out under the epoch last
+    /// read here: if the task was taken over since, readers ignore it and
+    /// the request is lost; nothing ends on its account here.
+    fn request(&mut self, task: TaskId, event: Event) {
+        let Some(request) = transfer_core::Request::from_event(&event) else {
+            return;
+        };
+        let Some(r) = self.records.get_mut(&task) else {
+            return;
+        };
+        if r.state.is_terminal() {
+            return;
+        }
+        r.request = Some(request);
+        self.pending.dirty.insert(task);
+    }
+
     /// This process holds `task`'s claim under `epoch`: its record here says
     /// so, as the records it writes will (the store's copy and this one
     /// stay equal, so a follow tells a change by another process apart).
     pub(crate) fn handle_epoch(&mut self, task: TaskId, epoch: u64) {
+        if !self.shared.as_ref().is_some_and(|s| s.held.contains(&task)) {
+            // Let go at once (the store did not answer): nothing is
+            // written under it.
+            return;
+        }
         if let Some(r) = self.records.get_mut(&task) {
             r.epoch = epoch;
         }
@@ -153,18 +209,30 @@ impl<W> Core<W> {
     /// that commit would have carried out for the task (its completion,
     /// its effects) is dropped, and the task is handled as taken over.
     pub(crate) fn handle_lapsed(&mut self, task: TaskId) {
+        let mut unwritten = false;
         if let Some(f) = &mut self.in_flight {
+            unwritten = f.pending.completions.iter().any(|c| c.task == task);
             f.pending.completions.retain(|c| c.task != task);
             f.pending.effects.retain(|(id, _)| *id != task);
             f.committing.remove(&task);
             f.wrote.retain(|id| *id != task);
+            // Not written again if the commit fails either.
+            f.dirty.remove(&task);
+            f.discarded.remove(&task);
         }
-        self.handle_claim_lost(task);
+        self.lose(task, unwritten);
     }
 
     /// Another process took over a task this process was running: the
     /// attempt stops, and nothing more of it is written here.
     pub(crate) fn handle_claim_lost(&mut self, task: TaskId) {
+        self.lose(task, false);
+    }
+
+    /// The claim on `task` is lost; `unwritten`: an ending of it was taken
+    /// out of the commit under way.
+    fn lose(&mut self, task: TaskId, mut unwritten: bool) {
+        unwritten |= self.pending.completions.iter().any(|c| c.task == task);
         let Some(sh) = &mut self.shared else {
             return;
         };
@@ -172,15 +240,40 @@ impl<W> Core<W> {
             self.actions.push_back(Action::ReleaseClaim(task));
         }
         sh.lost.insert(task);
+        // An ending not yet written is not this process's to tell: the
+        // holder runs the task again and tells its own.
+        sh.unacked.remove(&task);
+        self.outcomes.remove(&task);
         if self.running.contains_key(&task) {
             self.actions.push_back(Action::Stop(task));
         }
         self.pending.dirty.remove(&task);
+        self.pending.completions.retain(|c| c.task != task);
+        self.pending.effects.retain(|(id, _)| *id != task);
         self.deferred.remove(&task);
         self.release(task);
         if let Some(old) = self.records.get(&task) {
             let key = queue_key(old);
+            // An ending here that was never written: as far as the session
+            // knows the task goes on, and its destination stays its own.
+            let ended = old.state.is_terminal();
+            if let TaskKind::Download { destination } = &old.spec.kind
+                && ended
+            {
+                self.owners.entry(destination.clone()).or_insert(task);
+            }
             self.queue_remove(&key);
+            if ended
+                && unwritten
+                && let Some(r) = self.records.get_mut(&task)
+            {
+                // Not ended as far as the store knows: taken for queued
+                // until it says otherwise (so its record from the store is
+                // not mistaken for a stale write).
+                change_state(&mut self.busy_records, &mut r.state, |s| {
+                    s.phase = Phase::Queued;
+                });
+            }
         }
     }
 
@@ -229,11 +322,18 @@ impl<W> Core<W> {
         let mut last: Vec<TaskRecord> = last.into_values().collect();
         last.sort_unstable_by_key(|r| r.id);
         for r in last {
-            let running_here = sh.mine(r.id) && !sh.lost.contains(&r.id);
+            // Carried out only under the claim (a claim being tried reads
+            // the record again when it is got).
+            let running_here = sh.held.contains(&r.id) && !sh.lost.contains(&r.id);
             let Some(ours) = self.records.get(&r.id).filter(|_| running_here) else {
                 continue;
             };
             if ours.state.is_terminal() || cancelled.iter().any(|c| c.id == r.id) {
+                continue;
+            }
+            // A user's request from another process: carried out here.
+            if let Some(request) = r.request {
+                user.push((r.id, request.event()));
                 continue;
             }
             match r.state.phase {

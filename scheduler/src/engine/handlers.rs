@@ -80,6 +80,17 @@ impl<W> Core<W> {
         if !self.records.contains_key(&task) {
             return false;
         }
+        if let Some(sh) = &mut self.shared
+            && !sh.held.contains(&task)
+        {
+            // Written under the task's claim, like every other change: the
+            // claim is asked for first (see `Core::handle_claimed`).
+            sh.wanted.entry(task).or_default().push(event);
+            if !sh.claiming.contains(&task) {
+                self.claim(task);
+            }
+            return true;
+        }
         self.event(task, event);
         true
     }
@@ -175,6 +186,12 @@ impl<W> Core<W> {
         let Some(r) = self.records.get(&task) else {
             return (Err(SessionError::UnknownTask(task)), EndedWait::Now);
         };
+        if self.shared.as_ref().is_some_and(|s| s.lost.contains(&task)) {
+            // Taken over: its record here may say an ending that was never
+            // written. Not ended, as far as this process may know, until
+            // the store says how it is.
+            return (Ok(None), EndedWait::Now);
+        }
         let outcome = self.outcomes.get(&task).cloned().or_else(|| {
             // Ended before this process (its completion was acknowledged):
             // what the record says.

@@ -39,7 +39,6 @@ pub(crate) fn claim(
     inbox: Inbox,
 ) {
     tokio::spawn(async move {
-        let generation = commits.load(Ordering::Acquire);
         let asked = (tokio::time::Instant::now(), transfer_core::since_boot());
         let claim = match claims.try_claim(&session, task).await {
             Ok(c) => c,
@@ -48,6 +47,10 @@ pub(crate) fn claim(
                 None
             }
         };
+        // Every commit counted before the load begins is in what it reads
+        // (counted late: this process may have been stopped since it asked,
+        // and another may have run the task meanwhile).
+        let generation = commits.load(Ordering::Acquire);
         let (claim, fresh) = match claim {
             None => (None, None),
             Some(claim) => {

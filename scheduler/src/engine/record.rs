@@ -48,6 +48,7 @@ pub(crate) fn new_record(
     }
     Ok(TaskRecord {
         epoch: 0,
+        request: None,
         id,
         seq,
         created_at: now,

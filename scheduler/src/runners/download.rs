@@ -367,6 +367,9 @@ impl Attempt {
             if let Some(h) = hasher.as_mut() {
                 h.update(&data);
             }
+            // In a shared session, nothing is written once the claim may
+            // have lapsed (another process may run the task now).
+            self.check_claim()?;
             partial.write(data).await.map_err(storage_error)?;
             since_checkpoint += n;
             // The storage made more durable since the last checkpoint (a
