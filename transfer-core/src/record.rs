@@ -157,3 +157,56 @@ impl Completion {
         decode_versioned(bytes, Self::VERSION)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Destination, Phase, RetryPolicy, TaskId};
+
+    fn record(epoch: u64, phase: Phase) -> TaskRecord {
+        let spec = TaskSpec::download("https://example.com/a", Destination::Path("a".into()))
+            .build()
+            .unwrap();
+        let mut state = TaskState::new(RetryPolicy::default(), 1);
+        state.phase = phase;
+        TaskRecord {
+            id: TaskId::from_u64(1),
+            seq: 0,
+            created_at: Timestamp::from_millis(0),
+            spec,
+            state,
+            epoch,
+            request: None,
+        }
+    }
+
+    #[test]
+    fn a_request_changes_only_the_request_and_nothing_once_ended() {
+        let stored = record(3, Phase::Running { attempt: 2 });
+        // The requester's copy is stale (older epoch, older phase).
+        let mut asked = record(1, Phase::Queued);
+        asked.request = Some(Request::Cancel {
+            keep_resume_data: false,
+        });
+        let merged = merge_saved(Some(&stored), asked.clone()).unwrap();
+        assert_eq!(merged.state.phase, Phase::Running { attempt: 2 });
+        assert_eq!(merged.epoch, 3);
+        assert_eq!(merged.request, asked.request);
+        let ended = record(3, Phase::Completed);
+        assert_eq!(merge_saved(Some(&ended), asked.clone()), None);
+        assert_eq!(merge_saved(None, asked), None);
+    }
+
+    #[test]
+    fn a_save_from_an_older_epoch_is_not_kept() {
+        let stored = record(3, Phase::Running { attempt: 2 });
+        assert_eq!(
+            merge_saved(Some(&stored), record(2, Phase::Completed)),
+            None
+        );
+        let newer = record(4, Phase::Completed);
+        assert_eq!(merge_saved(Some(&stored), newer.clone()), Some(newer));
+        let same = record(3, Phase::Queued);
+        assert_eq!(merge_saved(Some(&stored), same.clone()), Some(same));
+    }
+}
