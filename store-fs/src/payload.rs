@@ -272,9 +272,17 @@ const WRITE_FRAMES: usize = 512;
 /// written in one vectored call per [`WRITE_BUFFER`] (or [`WRITE_FRAMES`]),
 /// on a blocking thread, at the file's position, which only this partial
 /// moves.
+///
+/// The file is opened (created, cut back to the durable offset) when it is
+/// first needed, not when the partial is: an attempt holds no descriptor and
+/// leaves no file while it waits for its response, and one that fails before
+/// the first byte leaves nothing behind.
 #[derive(Debug)]
 pub struct FsPartial {
-    file: Arc<std::fs::File>,
+    /// The file, once opened.
+    file: Option<Arc<std::fs::File>>,
+    /// The offset `open` found: the file, once opened, must hold as much.
+    opened_at: u64,
     /// Where it is and where it goes.
     place: Place,
     /// The partial's path, for messages and resume data.
@@ -368,17 +376,74 @@ impl FsPartial {
         self.check_failed().map(|()| false)
     }
 
+    /// The file, opened now if it was not: created owner-only, cut back to
+    /// the offset `open` found. Fails if it holds less by now (changed
+    /// under the partial meanwhile): the attempt is tried again.
+    async fn file(&mut self) -> Result<Arc<std::fs::File>, StoreError> {
+        if let Some(f) = &self.file {
+            return Ok(f.clone());
+        }
+        let (place, want) = (self.place.clone(), self.opened_at);
+        let (file, offset) = if want == 0 {
+            // Creating (or emptying) a file is a metadata operation: a
+            // blocking thread's round trip would cost more than the work.
+            open_partial(&place, 0)?
+        } else {
+            // Cutting a large partial back may take a while.
+            tokio::task::spawn_blocking(move || open_partial(&place, want))
+                .await
+                .map_err(|e| {
+                    StoreError::new(StoreErrorKind::Unavailable, format!("open task: {e}"))
+                })??
+        };
+        if offset != want {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "{} holds {offset} bytes, not the {want} found when the attempt began",
+                    self.path.display()
+                ),
+            ));
+        }
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
+    }
+
     /// Runs `f` on the file on a blocking thread.
     async fn blocking<T: Send + 'static>(
-        &self,
+        &mut self,
         what: &'static str,
         f: impl FnOnce(&std::fs::File) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let file = self.file.clone();
+        let file = self.file().await?;
         tokio::task::spawn_blocking(move || f(&file))
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, format!("{what} task: {e}")))?
             .map_err(|e| StoreError::io(format!("{what} {}", self.path.display()), e))
+    }
+}
+
+/// How many bytes of `place`'s partial a resume from `durable` can keep, as
+/// [`open_partial`] will find them, without opening or creating it: none
+/// when it is missing or is also a finished file's name (a hard link left by
+/// a commit cut short); never through a symlink.
+fn held(place: &Place, durable: u64) -> Result<u64, StoreError> {
+    if durable == 0 {
+        return Ok(0);
+    }
+    match rustix::fs::statat(&place.dir.file, &place.partial, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => Err(StoreError::io(
+            format!("opening {}", place.partial_path().display()),
+            Errno::LOOP.into(),
+        )),
+        Ok(st) if st.st_nlink > 1 => Ok(0),
+        Ok(st) => Ok(u64::try_from(st.st_size).unwrap_or(0).min(durable)),
+        Err(Errno::NOENT) => Ok(0),
+        Err(e) => Err(StoreError::io(
+            format!("reading {}", place.partial_path().display()),
+            e.into(),
+        )),
     }
 }
 
@@ -434,25 +499,10 @@ impl PayloadStore for FsPayloadStore {
             .place(task, destination, true)?
             .ok_or_else(|| StoreError::new(StoreErrorKind::Io, "no directory to write in"))?;
         let path = place.partial_path();
-        let durable = resume.durable_offset;
-        let (file, offset, place) = if durable == 0 {
-            // Creating (or emptying) a file is a metadata operation like the
-            // path checks above, done here too: a blocking thread's round
-            // trip would cost more than the work, on every small download.
-            let (file, offset) = open_partial(&place, 0)?;
-            (file, offset, place)
-        } else {
-            // Cutting a large partial back may take a while.
-            tokio::task::spawn_blocking(move || {
-                open_partial(&place, durable).map(|(f, o)| (f, o, place))
-            })
-            .await
-            .map_err(|e| {
-                StoreError::new(StoreErrorKind::Unavailable, format!("open task: {e}"))
-            })??
-        };
+        let offset = held(&place, resume.durable_offset)?;
         Ok(Box::new(FsPartial {
-            file: Arc::new(file),
+            file: None,
+            opened_at: offset,
             place,
             path,
             written: offset,
@@ -487,7 +537,8 @@ impl Partial for FsPartial {
 
     fn room(&self) -> Option<u64> {
         // Blocks for a moment, as a stat does; asked once per response.
-        let stats = rustix::fs::fstatvfs(&*self.file).ok()?;
+        // The directory's filesystem is the partial's.
+        let stats = rustix::fs::fstatvfs(&self.place.dir.file).ok()?;
         let free = stats.f_bavail.saturating_mul(stats.f_frsize);
         // Bytes gathered for the next write are counted in the offset
         // already, and take room once written.
@@ -548,7 +599,7 @@ impl Partial for FsPartial {
             // sync there returns at once, so there is none to wait for.
             self.durable = self.written;
         } else if self.written > self.durable {
-            let (file, at) = (self.file.clone(), self.written);
+            let (file, at) = (self.file().await?, self.written);
             self.syncing = Some(tokio::task::spawn_blocking(move || {
                 file.sync_data().map(|()| at)
             }));
@@ -576,7 +627,7 @@ impl Partial for FsPartial {
 
     async fn commit(mut self: Box<Self>, overwrite: bool) -> Result<(), StoreError> {
         self.check_failed()?;
-        let file = self.file.clone();
+        let file = self.file().await?;
         let rest = std::mem::take(&mut self.pending);
         let inline = self.place.dir.in_memory && self.pending_len <= IN_MEMORY_INLINE;
         let finish = Finish {

@@ -198,8 +198,9 @@ async fn verify(dir: &Path, acknowledged: &BTreeSet<u64>, last_durable: u64, see
         on_disk[..durable] == testkit::body::bytes(PAYLOAD_SEED, 0, 0..resume.durable_offset)[..],
         "the partial's durable bytes are wrong (seed {seed})"
     );
-    // Opening at the durable offset cuts away whatever was written past it.
-    let p = payloads
+    // Resuming at the durable offset cuts away whatever was written past
+    // it (once the file is used: here by a read).
+    let mut p = payloads
         .open(
             &session(),
             TaskId::from_u64(PAYLOAD_TASK),
@@ -209,6 +210,8 @@ async fn verify(dir: &Path, acknowledged: &BTreeSet<u64>, last_durable: u64, see
         .await
         .unwrap();
     assert_eq!(p.offset(), resume.durable_offset);
+    let mut first = [0u8; 1];
+    p.read_at(0, &mut first).await.unwrap();
     drop(p);
     assert_eq!(
         std::fs::metadata(path).unwrap().len(),

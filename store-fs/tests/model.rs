@@ -12,8 +12,9 @@
 //!   those with state.
 //! - [`FsPayloadStore`]: random writes, syncs, reopens at the last synced
 //!   offset or at any offset, commits and discards of one partial against a
-//!   `Vec<u8>`. After every reopen the partial file holds exactly the model
-//!   cut at the offset asked (or all of it, when less is stored); every sync
+//!   `Vec<u8>`. After every reopen (once the partial is first used) the
+//!   partial file holds exactly the model cut at the offset asked (or all of
+//!   it, when less is stored); every sync
 //!   returns the written length; every commit leaves exactly the model's bytes
 //!   at the destination and no partial behind.
 //!
@@ -508,12 +509,16 @@ async fn run_payload_ops(ops: Vec<PayloadOp>, sync_before_drop: bool) -> Result<
             durable_offset: offset,
             ..ResumeData::default()
         };
-        let p = store
+        let mut p = store
             .open(&s, TASK, &dest, &resume)
             .await
             .map_err(|e| store_err("open", e))?;
         let want = model.open_at(offset);
         prop_assert_eq!(p.offset(), want, "offset opening at {} at {}", offset, when);
+        // The file is opened, and cut, when first used (an empty read here).
+        p.read_at(0, &mut [])
+            .await
+            .map_err(|e| store_err("read", e))?;
         check_partial_file(&root, &model.written, when)?;
         Ok::<_, TestCaseError>(p)
     };
