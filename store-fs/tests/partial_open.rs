@@ -71,23 +71,39 @@ async fn opening_a_partial_makes_no_file_and_holds_no_descriptor() {
     assert_eq!(partials(dir.path()), Vec::<String>::new());
 }
 
+/// Task `task`'s partial for `dest` with ten bytes checkpointed, and
+/// `extra` written past them: the partial and what a resume asks for.
+async fn checkpointed(
+    store: &FsPayloadStore,
+    task: TaskId,
+    dest: &Destination,
+    extra: &'static [u8],
+) -> ResumeData {
+    let mut p = store
+        .open(&session(), task, dest, &ResumeData::default())
+        .await
+        .unwrap();
+    p.write(Bytes::from_static(b"0123456789")).await.unwrap();
+    let (durable, location) = p.sync().await.unwrap();
+    assert_eq!(durable, 10);
+    p.write(Bytes::from_static(extra)).await.unwrap();
+    let _ = p.sync_behind().await.unwrap();
+    drop(p);
+    ResumeData {
+        durable_offset: durable,
+        partial: Some(location),
+        ..ResumeData::default()
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_first_byte_creates_it_owner_only_and_a_resume_cuts_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsPayloadStore::new(dir.path()).unwrap();
     let dest = Destination::Path("b.bin".into());
     let task = TaskId::from_u64(7);
-    let mut p = store
-        .open(&session(), task, &dest, &ResumeData::default())
-        .await
-        .unwrap();
-    p.write(Bytes::from_static(b"0123456789")).await.unwrap();
-    let (durable, location) = p.sync().await.unwrap();
-    assert_eq!(durable, 10);
     // Bytes past the checkpoint, then a crash.
-    p.write(Bytes::from_static(b"not durable")).await.unwrap();
-    let _ = p.sync_behind().await.unwrap();
-    drop(p);
+    let resume = checkpointed(&store, task, &dest, b"not durable").await;
     let names = partials(dir.path());
     assert_eq!(names.len(), 1);
     let path = dir.path().join(&names[0]);
@@ -96,11 +112,6 @@ async fn the_first_byte_creates_it_owner_only_and_a_resume_cuts_it_back() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let resume = ResumeData {
-        durable_offset: 10,
-        partial: Some(location),
-        ..ResumeData::default()
-    };
     let mut again = store.open(&session(), task, &dest, &resume).await.unwrap();
     assert_eq!(again.offset(), 10);
     again.write(Bytes::from_static(b"ABC")).await.unwrap();
@@ -117,18 +128,7 @@ async fn a_partial_cut_shorter_meanwhile_fails_the_attempt_rather_than_leave_a_h
     let store = FsPayloadStore::new(dir.path()).unwrap();
     let dest = Destination::Path("c.bin".into());
     let task = TaskId::from_u64(9);
-    let mut p = store
-        .open(&session(), task, &dest, &ResumeData::default())
-        .await
-        .unwrap();
-    p.write(Bytes::from_static(b"0123456789")).await.unwrap();
-    let (_, location) = p.sync().await.unwrap();
-    drop(p);
-    let resume = ResumeData {
-        durable_offset: 10,
-        partial: Some(location),
-        ..ResumeData::default()
-    };
+    let resume = checkpointed(&store, task, &dest, b"").await;
     let mut again = store.open(&session(), task, &dest, &resume).await.unwrap();
     assert_eq!(again.offset(), 10);
     // Cut by someone else before the response came.
