@@ -449,3 +449,156 @@ async fn a_shared_session_whose_tasks_wait_on_conditions_is_idle() {
     assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
     s.shutdown().await;
 }
+
+/// An object store that stalls one process the way SIGSTOP would, at the
+/// worst moment: as it writes the log entry that records a completion. The
+/// entry goes out (late) and its claim's renewals wait as long.
+#[derive(Debug)]
+struct StalledAtCompletion {
+    inner: Arc<dyn ObjectStore>,
+    stall: Duration,
+    /// Until when the process is stalled, once it has been.
+    until: Mutex<Option<tokio::time::Instant>>,
+    stalled: tokio::sync::Notify,
+}
+
+impl std::fmt::Display for StalledAtCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stalled at completion over {}", self.inner)
+    }
+}
+
+impl StalledAtCompletion {
+    /// Waits out the stall, starting it first if `starts` and none began.
+    async fn wait(&self, starts: bool) {
+        let until = {
+            let mut until = self.until.lock().unwrap();
+            if starts && until.is_none() {
+                *until = Some(tokio::time::Instant::now() + self.stall);
+                self.stalled.notify_one();
+            }
+            *until
+        };
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for StalledAtCompletion {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let path = location.as_ref();
+        let bytes: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+        let completes =
+            path.contains("/log/") && bytes.windows(13).any(|w| w == b"\"complete\":[{");
+        if completes || path.contains("/leases/") {
+            self.wait(completes).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The holder is stopped while it writes the entry that records a task's
+/// completion, past its claim's time to live: the other process takes the
+/// task over and runs it, and the stopped one's entry lands after that,
+/// where every reader ignores it. The stopped process, once it goes on,
+/// does not tell that ending (its delegate hears nothing), so the task ends
+/// with one completion, the one that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stopped_while_it_records_a_completion_does_not_tell_it() {
+    let origin = Origin::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let stalled = Arc::new(StalledAtCompletion {
+        inner: shared.clone(),
+        stall: Duration::from_secs(4),
+        until: Mutex::new(None),
+        stalled: tokio::sync::Notify::new(),
+    });
+    let a_objects: Arc<dyn ObjectStore> = stalled.clone();
+    let (heard_a, heard_b) = (Arc::new(Heard::default()), Arc::new(Heard::default()));
+    let a = worker(&a_objects, "worker-a", dir.path(), heard_a.clone()).await;
+    let url = origin.http_url("/gen/65536?seed=11");
+    let task = a.download(&url).unwrap().to("f").enqueue().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stalled.stalled.notified())
+        .await
+        .expect("the completion is being recorded");
+    // The other process starts while the holder is stopped.
+    let b = worker(&shared, "worker-b", dir.path(), heard_b.clone()).await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while heard_b.0.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the other process takes the task over and completes it");
+    // The stopped one goes on, its late entry written; time to tell it.
+    stalled.wait(false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(heard_b.0.lock().unwrap().get(&task.id()), Some(&1));
+    assert_eq!(
+        heard_a.0.lock().unwrap().get(&task.id()),
+        None,
+        "the stopped holder told an ending nobody reads"
+    );
+    assert_eq!(origin.log().len(), 2, "run by each once");
+    let data = std::fs::read(dir.path().join("f")).unwrap();
+    assert_eq!(Sha256::digest(&data).as_slice(), body::sha256(11, 0, 65536));
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -317,7 +317,18 @@ impl Driver {
     /// (see [`Driver::while_committing`]).
     async fn flush(&mut self, rx: Option<&mut mpsc::UnboundedReceiver<Command>>) {
         if let Some(mut batch) = self.core.begin_commit() {
-            let lapsed = self.fence(&mut batch);
+            let mut lapsed = self.fence(&mut batch);
+            // The tasks whose records go out under a claim: checked again
+            // once the write is done.
+            let fenced: Vec<TaskId> = match &self.shared {
+                Some(io) => batch
+                    .save
+                    .iter()
+                    .map(|r| r.id)
+                    .filter(|id| io.held.contains_key(id))
+                    .collect(),
+                None => Vec::new(),
+            };
             // The starts that need not wait for it go now.
             self.act_now();
             let (store, session) = (self.store.clone(), self.session.clone());
@@ -328,6 +339,16 @@ impl Driver {
                 Some(rx) if self.shared.is_none() => self.while_committing(commit, rx).await,
                 _ => commit.await,
             };
+            // A holder stopped (or cut off) while its entry was written may
+            // have written it after another process took the task over, when
+            // every reader ignores it: what the entry records is not told.
+            if let Some(io) = &self.shared {
+                lapsed.extend(
+                    fenced
+                        .into_iter()
+                        .filter(|t| io.held.get(t).is_some_and(|h| !h.fence.fresh())),
+                );
+            }
             for task in lapsed {
                 if let Some(io) = &mut self.shared {
                     io.held.remove(&task);
