@@ -148,6 +148,15 @@ impl Change {
     }
 
     /// The change done, in a word: `paused`, `resumed`, `cancelled`.
+    /// What the change will be, once the process holding the task makes it.
+    pub(crate) fn asked(self) -> &'static str {
+        match self {
+            Change::Pause => "to be paused",
+            Change::Resume => "to be resumed",
+            Change::Cancel => "to be cancelled",
+        }
+    }
+
     pub(crate) fn done(self) -> &'static str {
         match self {
             Change::Pause => "paused",

@@ -284,10 +284,12 @@ async fn three_workers_share_a_session_and_one_dies() {
     );
 }
 
-/// `ferry pause`, `resume` and `cancel` with `--store` change the shared
-/// records; the worker running the task sees each on its next read of the
-/// bucket: a pause stops the transfer (and a resume lets a worker continue
-/// it from its last part, with a Range), and a cancel stops it for good.
+/// `ferry pause`, `resume` and `cancel` with `--store` go through the task's
+/// claim: a change to a task the worker holds is left as a request on its
+/// record, which the worker carries out on its next read of the bucket (a
+/// pause stops the transfer, a cancel stops it for good and the worker
+/// tells it); a resume of a paused task, which no one holds, is made under
+/// the claim and a worker continues it from its last part, with a Range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     let (_moto, origin, dir, env) = setup().await;
@@ -304,9 +306,7 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     let log = dir.path().join("worker.log");
     // Not --until-idle: a paused task leaves it nothing to do for a while.
     let mut worker = env.worker_with(&log, &[]);
-    let user = |op: &str| {
-        env.ok(&[op, &id]);
-    };
+    let user = |op: &str| env.ok(&[op, &id]);
     let sent = || origin.log().iter().map(|e| e.bytes_sent).sum::<u64>();
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -317,15 +317,22 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
     };
     // Past the first 8 MiB part, then paused: the transfer stops.
     wait_for("the download starts", &|| sent() > (12 << 20));
-    user("pause");
+    // The worker holds the task: the pause is asked of it, on the record.
+    let said = user("pause");
+    assert!(
+        said.contains("to be paused by the process running it"),
+        "{said}"
+    );
     wait_for("the transfer stops", &|| {
         origin.log().iter().all(|e| e.ended.is_some())
     });
     let paused_at = sent();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sent(), paused_at, "nothing is fetched while paused");
-    // Resumed: continued from the last stored part.
-    user("resume");
+    // Resumed (no one holds a paused task: made under its claim here), and
+    // continued from the last stored part.
+    let said = user("resume");
+    assert!(said.contains(": resumed"), "{said}");
     wait_for("the transfer continues", &|| origin.log().len() >= 2);
     let second = origin.log()[1].range.clone();
     assert!(
@@ -335,7 +342,11 @@ async fn pause_resume_and_cancel_reach_the_worker_through_the_bucket() {
         "resumed with a Range: {second:?}"
     );
     // Cancelled: the transfer stops, and the worker delivers the completion.
-    user("cancel");
+    let said = user("cancel");
+    assert!(
+        said.contains("to be cancelled by the process running it"),
+        "{said}"
+    );
     wait_for("the worker hears of the cancel", &|| {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

@@ -86,7 +86,7 @@ pub(crate) use config::protocol_for;
 pub use error::SessionError;
 pub use event::SessionEvent;
 pub use keys::{KeyRule, holder as key_holder, rule as key_rule};
-pub use offline::Offline;
+pub use offline::{Offline, UserChange};
 pub use session::{Session, TaskHandle};
 pub use session_builder::SessionBuilder;
 pub use task_builder::{DownloadBuilder, FromFile, TaskBuilder, ToPath, UploadBuilder};

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use transfer_core::{
-    Batch, Completion, Destination, Effect, Event, EventId, PayloadStore, SessionId, TaskId,
-    TaskKind, TaskRecord, TaskSpec, TaskStore, Timestamp, apply,
+    Batch, Claims, Completion, Destination, Effect, Event, EventId, PayloadStore, Request,
+    SessionId, TaskId, TaskKind, TaskRecord, TaskSpec, TaskStore, Timestamp, apply,
 };
 
 use crate::engine::new_record;
@@ -23,6 +23,19 @@ pub struct Offline {
     store: Arc<dyn TaskStore>,
     payloads: Arc<dyn PayloadStore>,
     config: SessionConfig,
+    /// Set for a session other processes run (see [`Offline::shared`]).
+    claims: Option<Arc<dyn Claims>>,
+}
+
+/// What [`Offline::user`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserChange {
+    /// The change is made and recorded.
+    Made,
+    /// Another process holds the task: the change is left on its record as
+    /// a request, which that process carries out when it next reads the
+    /// session (and tells the ending, for a cancel).
+    Requested,
 }
 
 impl std::fmt::Debug for Offline {
@@ -50,7 +63,16 @@ impl Offline {
             store,
             payloads,
             config,
+            claims: None,
         })
+    }
+
+    /// For a session that other processes run with `claims`: a change is
+    /// made under the task's claim, like every change they make, or left
+    /// as a request for the process that holds it.
+    pub fn shared(mut self, claims: Arc<dyn Claims>) -> Offline {
+        self.claims = Some(claims);
+        self
     }
 
     /// Every task, in enqueue order.
@@ -137,7 +159,57 @@ impl Offline {
 
     /// Applies a user event (resume, suspend, cancel) and commits its
     /// effects: the record, a completion in the outbox, a discarded partial.
-    pub async fn user(&self, task: TaskId, event: Event) -> Result<(), SessionError> {
+    /// In a shared session (see [`Offline::shared`]) the task's claim is
+    /// taken first; when another process holds it, the change is left as a
+    /// request on its record instead.
+    pub async fn user(&self, task: TaskId, event: Event) -> Result<UserChange, SessionError> {
+        let claim = match &self.claims {
+            Some(claims) => match claims
+                .try_claim(&self.session, task)
+                .await
+                .map_err(SessionError::Store)?
+            {
+                Some(claim) => Some(claim),
+                None => return self.request(task, &event).await,
+            },
+            None => None,
+        };
+        let made = self
+            .make(task, event, claim.as_ref().map_or(0, |c| c.epoch()))
+            .await;
+        if let Some(claim) = claim
+            && let Err(e) = claim.release().await
+        {
+            tracing::debug!(%task, error = %e, "could not release the claim");
+        }
+        made.map(|()| UserChange::Made)
+    }
+
+    /// Leaves `event` as a request on the task's record, for the process
+    /// that holds it.
+    async fn request(&self, task: TaskId, event: &Event) -> Result<UserChange, SessionError> {
+        let request = Request::from_event(event)
+            .ok_or_else(|| SessionError::Internal(format!("{event:?} is not a user's change")))?;
+        let mut record = self
+            .tasks()
+            .await?
+            .into_iter()
+            .find(|r| r.id == task)
+            .ok_or(SessionError::UnknownTask(task))?;
+        record.request = Some(request);
+        let batch = Batch {
+            save: vec![record],
+            ..Batch::default()
+        };
+        self.store
+            .commit(&self.session, batch)
+            .await
+            .map_err(SessionError::Store)?;
+        Ok(UserChange::Requested)
+    }
+
+    /// Makes the change, written under `epoch` (the claim's, or 0).
+    async fn make(&self, task: TaskId, event: Event, epoch: u64) -> Result<(), SessionError> {
         let records = self.tasks().await?;
         let record = records
             .into_iter()
@@ -148,6 +220,8 @@ impl Offline {
             apply(&record.state, event, t).map_err(|e| SessionError::Internal(e.to_string()))?;
         let mut record = record;
         record.state = state;
+        record.epoch = record.epoch.max(epoch);
+        record.request = None;
         let mut batch = Batch {
             save: vec![record.clone()],
             ..Batch::default()

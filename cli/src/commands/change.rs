@@ -20,11 +20,16 @@ pub(crate) async fn change(
 ) -> anyhow::Result<ExitCode> {
     let task = parse_id(id)?;
     if let Some(shared) = shared {
-        // The process running the task sees the change when it next reads
-        // the session, and stops it.
-        session::offline(shared.tasks.clone(), endpoint)?
+        // Made under the task's claim, or asked of the process that holds
+        // it: that one carries it out when it next reads the session.
+        let made = session::offline(shared.tasks.clone(), endpoint)?
+            .shared(shared.claims())
             .user(task, change.event())
             .await?;
+        if made == scheduler::UserChange::Requested {
+            println!("{task}: {} by the process running it", change.asked());
+            return Ok(ExitCode::SUCCESS);
+        }
     } else {
         match session::access(&session::home()?).await? {
             Access::Runner(stream) => {
