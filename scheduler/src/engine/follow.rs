@@ -94,7 +94,7 @@ impl<W> Core<W> {
         };
         sh.claiming.remove(&task);
         let ttl = sh.ttl;
-        let wanted = sh.wanted.remove(&task).unwrap_or_default();
+        let mut wanted = sh.wanted.remove(&task).unwrap_or_default();
         let (true, Some((fresh, completion))) = (got, fresh) else {
             // Held elsewhere (or the store did not answer): later.
             if got {
@@ -112,7 +112,6 @@ impl<W> Core<W> {
         sh.held.insert(task);
         // A request another process left on the record: carried out under
         // this claim, before this process's own.
-        let mut wanted = wanted;
         if let Some(Some(request)) = fresh.as_ref().map(|r| r.request) {
             wanted.insert(0, request.event());
         }
