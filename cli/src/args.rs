@@ -207,6 +207,19 @@ pub(crate) struct RunnerOpts {
     /// Repeatable.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<String>,
+    /// Send requests through this proxy: http://HOST:PORT (HTTPS through
+    /// CONNECT), https://HOST:PORT, socks5://HOST:PORT (names resolved
+    /// here) or socks5h://HOST:PORT (the proxy resolves), with
+    /// USER:PASSWORD@ before the host for its credentials. Instead of
+    /// http_proxy, https_proxy and ALL_PROXY, which are read otherwise, as
+    /// curl reads them. HTTP/3 does not go through proxies.
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Hosts reached without the proxy, instead of NO_PROXY: names
+    /// (covering their subdomains), addresses and CIDR blocks, separated by
+    /// commas, or * for every host.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) noproxy: Option<String>,
     #[command(flatten)]
     pub(crate) sensing: Sensing,
     /// With `--store`: how long this process's hold on a task lasts without

@@ -23,6 +23,10 @@ pub(crate) struct LsRow {
     /// The task's id, as 16 hex digits.
     #[serde(with = "hex_id")]
     pub(crate) id: TaskId,
+    /// The proxy its last request went through (`scheme://host:port`,
+    /// never its credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) proxy: Option<String>,
     /// The recent rate in bytes per second, while a runner moves the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) rate: Option<u64>,
@@ -77,6 +81,7 @@ impl LsRow {
             direction,
             durable: r.state.resume.durable_offset,
             id: r.id,
+            proxy: r.state.proxy.clone(),
             rate: None,
             source,
             state: r.state.phase.name().to_owned(),
@@ -88,16 +93,21 @@ impl LsRow {
 
 impl fmt::Display for LsRow {
     /// The row as `ferry ls` prints it without `--json`: id, detail,
-    /// bytes/total, rate, and the file and URL.
+    /// bytes/total, rate, the file (or upload) and the proxy it went
+    /// through.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.total.map_or_else(|| "?".to_owned(), |t| t.to_string());
         let rate = self.rate.map_or_else(String::new, |r| {
             format!("{}/s", transfer_core::format_rate(r))
         });
-        let what = match self.direction {
+        let mut what = match self.direction {
             Direction::Upload => format!("{} -> {}", self.source, self.url),
             Direction::Download => self.destination.clone(),
         };
+        if let Some(proxy) = &self.proxy {
+            what.push_str(" via ");
+            what.push_str(proxy);
+        }
         write!(
             f,
             "{}  {:<40}  {:>21}  {:>10}  {}",
@@ -138,6 +148,7 @@ mod tests {
             direction: Direction::Download,
             durable: 5,
             id: TaskId::from_u64(0x1f),
+            proxy: None,
             rate,
             source: String::new(),
             state: "running".to_owned(),

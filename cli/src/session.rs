@@ -178,6 +178,20 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     Ok(config)
 }
 
+/// The proxies `-x`, `--noproxy` and the environment ask for (curl's
+/// rules: `-x` replaces the variables' proxies, `NO_PROXY` still applies
+/// unless `--noproxy` replaces it).
+fn proxies(opts: &RunnerOpts) -> anyhow::Result<transport_http::Proxies> {
+    let mut proxies = transport_http::Proxies::from_env()?;
+    if let Some(url) = &opts.proxy {
+        proxies = proxies.all(url).context("-x/--proxy")?;
+    }
+    if let Some(list) = &opts.noproxy {
+        proxies = proxies.no_proxy(list);
+    }
+    Ok(proxies)
+}
+
 /// Opens the session as the runner of this state directory.
 async fn runner(
     store: Arc<dyn transfer_core::TaskStore>,
@@ -199,6 +213,7 @@ async fn runner(
         })?;
         http = http.resolve(&host, addr);
     }
+    http = http.proxies(proxies(opts)?);
     let home = home()?;
     let tcp = HttpTransport::new(http.clone()).context("TLS setup")?;
     let quic = transport_quic::QuicTransport::new(transport_quic::QuicConfig::default().http(http))

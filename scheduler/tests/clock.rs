@@ -68,6 +68,7 @@ impl Transport for Busy {
                 bytes_sent: 0,
                 redirects: 0,
                 remote_addr: None,
+                proxy: None,
             },
             received: ByteCount::new(),
         })

@@ -59,6 +59,7 @@ pub mod conformance;
 mod h3;
 mod moto;
 mod process;
+mod proxies;
 mod raw;
 mod relay;
 mod resumable;
@@ -85,6 +86,7 @@ use tokio::task::JoinHandle;
 
 pub use caddy::Caddy;
 pub use moto::Moto;
+pub use proxies::{DANTE_PASSWORD, DANTE_USER, Dante, Squid};
 pub use relay::{Relay, RelayConfig};
 pub use script::{Fault, Script, When};
 pub use server::{BodyError, Listener, LogEntry, Protocol};

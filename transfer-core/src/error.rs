@@ -141,6 +141,10 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// The request could not be built (e.g. a rewritten request is invalid).
     InvalidRequest,
+    /// A proxy refused the request: it wants credentials or refused the
+    /// ones given (407), or its rules forbid the destination. Permanent:
+    /// asking again gets the same answer.
+    ProxyRefused,
 }
 
 impl ErrorKind {
@@ -158,7 +162,9 @@ impl ErrorKind {
             NetworkUnavailable => ErrorClass::Policy,
             Tls(_) | ChecksumMismatch | SizeLimitExceeded | TooManyRedirects | RedirectRefused
             | Storage | InsufficientStorage | DestinationExists | SourceChanged
-            | NoConnectivity | DeadlineExceeded | InvalidRequest => ErrorClass::Permanent,
+            | NoConnectivity | DeadlineExceeded | InvalidRequest | ProxyRefused => {
+                ErrorClass::Permanent
+            }
         }
     }
 }
@@ -195,6 +201,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NetworkUnavailable => f.write_str("network unavailable"),
             ErrorKind::DeadlineExceeded => f.write_str("resource deadline exceeded"),
             ErrorKind::InvalidRequest => f.write_str("invalid request"),
+            ErrorKind::ProxyRefused => f.write_str("refused by the proxy"),
         }
     }
 }

@@ -103,6 +103,10 @@ pub struct TaskState {
     pub jitter_seed: u64,
     /// The durable offset when the current attempt started.
     pub attempt_base: u64,
+    /// The proxy the last request went through, as `scheme://host:port`
+    /// (never its credentials); `None` when it went direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl TaskState {
@@ -119,6 +123,7 @@ impl TaskState {
             started_at: None,
             jitter_seed,
             attempt_base: 0,
+            proxy: None,
         }
     }
 

@@ -745,6 +745,7 @@ mod tests {
             bytes_sent: 0,
             redirects: 0,
             remote_addr: None,
+            proxy: None,
         }
     }
 

@@ -320,8 +320,12 @@ pub struct RequestMetrics {
     pub bytes_sent: u64,
     /// Redirects followed.
     pub redirects: u32,
-    /// The peer's address.
+    /// The peer's address (the proxy's, when one carried the request).
     pub remote_addr: Option<SocketAddr>,
+    /// The proxy the request went through, as `scheme://host:port` (never
+    /// with its credentials); `None` when it went direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 /// A counter of body bytes shared between a transport and its caller: the

@@ -55,6 +55,7 @@ pub struct HttpConfig {
     pub(crate) max_header_bytes: u32,
     pub(crate) pool_idle: Duration,
     pub(crate) user_agent: String,
+    pub(crate) proxies: crate::Proxies,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +81,9 @@ impl Default for HttpConfig {
             max_header_bytes: 256 << 10,
             pool_idle: Duration::from_secs(90),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_owned(),
+            // Direct unless asked: a library does not read the environment
+            // behind its user's back (`Proxies::from_env` does, when asked).
+            proxies: crate::Proxies::new(),
         }
     }
 }
@@ -188,6 +192,19 @@ impl HttpConfig {
     /// The `User-Agent` sent when a request has none.
     pub fn agent(&self) -> &str {
         &self.user_agent
+    }
+
+    /// Which proxy carries which URL (default: none; see
+    /// [`Proxies::from_env`](crate::Proxies::from_env) for the
+    /// conventional variables). HTTP/3 never goes through a proxy.
+    pub fn proxies(mut self, proxies: crate::Proxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The proxies in force.
+    pub fn proxy_rules(&self) -> &crate::Proxies {
+        &self.proxies
     }
 
     /// Sets the `User-Agent` sent when a request has none.

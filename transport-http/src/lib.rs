@@ -62,10 +62,13 @@ mod config;
 mod error;
 pub mod idle;
 mod pool;
+mod proxy;
 pub mod request_body;
 pub mod resolve;
 mod response_body;
 pub mod tls;
+mod tunnel;
+mod via;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,6 +89,7 @@ use transfer_core::{
 };
 
 pub use config::{HttpConfig, Roots};
+pub use proxy::{Proxies, Proxy, ProxyScheme};
 pub use tls::spki_sha256;
 
 use error::from_hyper;
@@ -106,6 +110,9 @@ pub enum ConfigError {
     /// No root certificate is trusted at all.
     #[error("no trusted root certificates (the platform store is empty and no roots were added)")]
     NoRoots,
+    /// A proxy setting could not be read.
+    #[error("proxy {0}")]
+    Proxy(String),
 }
 
 /// The HTTP/1.1 + HTTP/2 transport. Cheap to share: one per session (clone
@@ -138,9 +145,9 @@ impl HttpTransport {
     /// A transport with `config`. Fails only if no root can be trusted or an
     /// added root is not a certificate.
     pub fn new(config: HttpConfig) -> Result<Self, ConfigError> {
-        let (setup, tls) = tls::client_config(&config)?;
+        let (setup, tls, proxy_tls) = tls::client_config(&config)?;
         Ok(HttpTransport {
-            pool: Pool::new(config, setup, tls),
+            pool: Pool::new(config, setup, tls, proxy_tls),
         })
     }
 
@@ -185,6 +192,16 @@ impl HttpTransport {
                 Sender::H2(mut s) => (Box::pin(s.send_request(request)), None),
             };
             match await_head(head, &clock, &options.timeouts).await {
+                Ok(response)
+                    if facts.forward
+                        && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+                {
+                    let proxy = facts
+                        .proxy
+                        .as_ref()
+                        .expect("a forward connection has a proxy");
+                    return Err(tunnel::refused_407(proxy));
+                }
                 Ok(response) => {
                     return Ok(Exchange {
                         response,
@@ -235,7 +252,9 @@ impl HttpTransport {
             body,
         } = out;
         let h2 = matches!(co.sender, Sender::H2(_));
-        let target = if h2 {
+        let target = if h2 || co.facts.forward {
+            // HTTP/2 carries the parts in pseudo-headers; an HTTP proxy is
+            // sent the whole URL (absolute form).
             uri.clone()
         } else {
             let pq = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -269,6 +288,11 @@ impl HttpTransport {
                 TransferError::new(ErrorKind::InvalidRequest, format!("Host header: {e}"))
             })?;
             h.insert(header::HOST, value);
+        }
+        if co.facts.forward
+            && let Some(auth) = co.facts.proxy.as_ref().and_then(|p| p.authorization())
+        {
+            h.insert(header::PROXY_AUTHORIZATION, auth);
         }
         headers::finish(h, method, body.len(), self.pool.config().agent(), h2);
         Ok(request)
@@ -317,7 +341,7 @@ impl HopSender for Hops<'_> {
     type Body = DownloadBody;
 
     async fn send_hop(&self, out: &Outgoing) -> Result<Answer<DownloadBody>, TransferError> {
-        let key = Key::of(&out.uri)?;
+        let key = Key::of(&out.uri, self.transport.config())?;
         let ex = self
             .transport
             .exchange(&key, out, self.options, &self.hooks)
@@ -342,6 +366,7 @@ impl HopSender for Hops<'_> {
             bytes_sent: ex.sent,
             redirects: 0,
             remote_addr: facts.remote,
+            proxy: facts.proxy.as_ref().map(|p| p.to_string()),
         };
         Ok(Answer {
             response: Response::from_parts(head, body),

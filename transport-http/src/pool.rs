@@ -25,20 +25,23 @@ use transfer_core::{ErrorKind, Protocol, TimeoutKind, Timeouts, TransferError};
 
 use crate::HttpConfig;
 use crate::error::chain;
+use crate::proxy::Proxy;
 use crate::request_body::UploadBody;
 use crate::resolve;
 use crate::tls::handshake_error;
 
-/// An origin: scheme, lowercase host, port.
+/// An origin: scheme, lowercase host, port, and the proxy that carries
+/// requests to it (connections through different proxies are not shared).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     pub(crate) tls: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
+    pub(crate) proxy: Option<Proxy>,
 }
 
 impl Key {
-    pub(crate) fn of(uri: &Uri) -> Result<Key, TransferError> {
+    pub(crate) fn of(uri: &Uri, config: &HttpConfig) -> Result<Key, TransferError> {
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -58,6 +61,7 @@ impl Key {
             tls,
             host: host.to_ascii_lowercase(),
             port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            proxy: config.proxies.for_uri(uri).cloned(),
         })
     }
 }
@@ -70,6 +74,11 @@ pub(crate) struct ConnFacts {
     pub(crate) dns: Option<Duration>,
     pub(crate) connect: Duration,
     pub(crate) tls: Option<Duration>,
+    /// The proxy the connection goes through.
+    pub(crate) proxy: Option<Proxy>,
+    /// Whether requests on it go to an HTTP proxy in absolute form (plain
+    /// `http://` URLs through an HTTP proxy), not to the origin.
+    pub(crate) forward: bool,
 }
 
 pub(crate) enum Sender {
@@ -113,12 +122,15 @@ pub(crate) struct Pool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     hosts: Mutex<HashMap<Key, Host>>,
-    config: HttpConfig,
+    pub(crate) config: HttpConfig,
     /// The roots and pins behind `tls`.
     setup: crate::tls::TlsSetup,
-    tls: tokio_rustls::TlsConnector,
+    pub(crate) tls: tokio_rustls::TlsConnector,
+    /// TLS to an `https://` proxy: HTTP/1.1 only (its `CONNECT` and
+    /// absolute-form requests), the same roots and pins.
+    pub(crate) proxy_tls: tokio_rustls::TlsConnector,
     next_id: AtomicU64,
 }
 
@@ -176,6 +188,7 @@ impl Pool {
         config: HttpConfig,
         setup: crate::tls::TlsSetup,
         tls: rustls::ClientConfig,
+        proxy_tls: rustls::ClientConfig,
     ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
@@ -183,6 +196,7 @@ impl Pool {
                 config,
                 setup,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+                proxy_tls: tokio_rustls::TlsConnector::from(Arc::new(proxy_tls)),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -318,7 +332,49 @@ async fn connect(
         inner.setup.prefetch();
     }
     let deadline = started + timeouts.connect;
-    let (addrs, dns) = resolve::lookup(&inner.config, &key.host, key.port, deadline).await?;
+    if let Some(proxy) = &key.proxy {
+        return crate::via::connect(inner, key, proxy, deadline, timeouts).await;
+    }
+    let (tcp, dns, connect) = open_tcp(&inner.config, &key.host, key.port, deadline).await?;
+    let remote = tcp.peer_addr().ok();
+
+    let (sender, tls) = if key.tls {
+        let started = Instant::now();
+        let tcp = BufReader::with_capacity(TLS_READ_BUFFER, tcp);
+        let stream = tls_handshake(&inner.tls, &key.host, tcp, timeouts.tls).await?;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        (
+            handshake(inner, key, stream, h2).await?,
+            Some(started.elapsed()),
+        )
+    } else {
+        let h2 = inner.config.h2_prior_knowledge;
+        (handshake(inner, key, tcp, h2).await?, None)
+    };
+    let protocol = sender.protocol();
+    Ok((
+        sender,
+        ConnFacts {
+            protocol,
+            remote,
+            dns,
+            connect,
+            tls,
+            proxy: None,
+            forward: false,
+        },
+    ))
+}
+
+/// Resolves `host` and opens a TCP connection to it on `port` by
+/// `deadline`: with the lookup's time, if there was one, and the connect's.
+pub(crate) async fn open_tcp(
+    config: &HttpConfig,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<(TcpStream, Option<Duration>, Duration), TransferError> {
+    let (addrs, dns) = resolve::lookup(config, host, port, deadline).await?;
 
     let t = Instant::now();
     let mut last_error = None;
@@ -341,10 +397,7 @@ async fn connect(
             Err(_) => {
                 return Err(TransferError::new(
                     ErrorKind::Timeout(TimeoutKind::Connect),
-                    format!(
-                        "connecting to {}:{} took over {:?}",
-                        key.host, key.port, timeouts.connect
-                    ),
+                    format!("connecting to {host}:{port} timed out"),
                 ));
             }
         }
@@ -353,9 +406,7 @@ async fn connect(
         TransferError::new(
             ErrorKind::ConnectFailed,
             format!(
-                "could not connect to {}:{}: {}",
-                key.host,
-                key.port,
+                "could not connect to {host}:{port}: {}",
                 last_error.unwrap_or_default()
             ),
         )
@@ -363,68 +414,53 @@ async fn connect(
     let connect = t.elapsed();
     // Small requests must not wait for Nagle; bulk bodies are unaffected.
     let _ = tcp.set_nodelay(true);
-    let remote = tcp.peer_addr().ok();
-
-    let (sender, tls) = if key.tls {
-        let started = Instant::now();
-        let stream = tls_handshake(inner, key, tcp, timeouts.tls).await?;
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        (
-            handshake(inner, key, stream, h2).await?,
-            Some(started.elapsed()),
-        )
-    } else {
-        let h2 = inner.config.h2_prior_knowledge;
-        (handshake(inner, key, tcp, h2).await?, None)
-    };
-    let protocol = match sender {
-        Sender::H1(_) => Protocol::Http1,
-        Sender::H2(_) => Protocol::Http2,
-    };
-    Ok((
-        sender,
-        ConnFacts {
-            protocol,
-            remote,
-            dns,
-            connect,
-            tls,
-        },
-    ))
+    Ok((tcp, dns, connect))
 }
 
-/// The socket reads beneath TLS.
-const TLS_READ_BUFFER: usize = 64 << 10;
+impl Sender {
+    /// The protocol it speaks.
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self {
+            Sender::H1(_) => Protocol::Http1,
+            Sender::H2(_) => Protocol::Http2,
+        }
+    }
+}
 
-/// TLS over `tcp` for `key.host`, within `limit`; a refusal names its reason.
-async fn tls_handshake(
-    inner: &Inner,
-    key: &Key,
-    tcp: TcpStream,
+/// The socket reads beneath TLS: rustls reads at most 4 KiB per call; a
+/// buffer beneath it turns a bulk download's tens of thousands of small
+/// socket reads into 64 KiB ones.
+pub(crate) const TLS_READ_BUFFER: usize = 64 << 10;
+
+/// TLS over `io` for `host`, within `limit`; a refusal names its reason.
+pub(crate) async fn tls_handshake<S>(
+    connector: &tokio_rustls::TlsConnector,
+    host: &str,
+    io: S,
     limit: Duration,
-) -> Result<tokio_rustls::client::TlsStream<BufReader<TcpStream>>, TransferError> {
-    let name = ServerName::try_from(key.host.clone()).map_err(|e| {
+) -> Result<tokio_rustls::client::TlsStream<S>, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
         TransferError::new(
             ErrorKind::InvalidRequest,
-            format!("{} is not a TLS server name: {e}", key.host),
+            format!("{host} is not a TLS server name: {e}"),
         )
     })?;
-    // rustls reads at most 4 KiB per call; a buffer beneath it turns a bulk
-    // download's tens of thousands of small socket reads into 64 KiB ones.
-    let tcp = BufReader::with_capacity(TLS_READ_BUFFER, tcp);
-    match timeout(limit, inner.tls.connect(name, tcp)).await {
+    match timeout(limit, connector.connect(name, io)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(handshake_error(&key.host, e)),
+        Ok(Err(e)) => Err(handshake_error(host, e)),
         Err(_) => Err(TransferError::new(
             ErrorKind::Timeout(TimeoutKind::Tls),
-            format!("TLS handshake with {} took over {limit:?}", key.host),
+            format!("TLS handshake with {host} took over {limit:?}"),
         )),
     }
 }
 
 /// Starts HTTP/1.1 or HTTP/2 on `io` and spawns the connection's driver,
 /// which gives back the connection's place under the cap when it ends.
-async fn handshake<I>(
+pub(crate) async fn handshake<I>(
     inner: &Arc<Inner>,
     key: &Key,
     io: I,
@@ -436,9 +472,14 @@ where
     let config = &inner.config;
     let io = TokioIo::new(io);
     let done = {
-        let inner = inner.clone();
+        // Weak: the pool holds this connection's sender, and a transport
+        // dropped must close its connections, not keep them and itself alive.
+        let inner = Arc::downgrade(inner);
         let key = key.clone();
         move || {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
             let mut hosts = lock(&inner.hosts);
             if let Some(host) = hosts.get_mut(&key) {
                 host.open = host.open.saturating_sub(1);

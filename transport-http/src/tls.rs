@@ -206,9 +206,12 @@ impl Refusal {
 
 /// The setup of `config` and its client configuration for HTTP/1.1 and
 /// HTTP/2.
+/// The roots and pins of `config`, a client configuration for origins, and
+/// one for `https://` proxies (HTTP/1.1 only: `CONNECT` and absolute-form
+/// requests are HTTP/1.1's).
 pub(crate) fn client_config(
     config: &HttpConfig,
-) -> Result<(TlsSetup, rustls::ClientConfig), ConfigError> {
+) -> Result<(TlsSetup, rustls::ClientConfig, rustls::ClientConfig), ConfigError> {
     let alpn = if config.http1_only {
         vec![b"http/1.1".to_vec()]
     } else {
@@ -216,7 +219,8 @@ pub(crate) fn client_config(
     };
     let setup = TlsSetup::new(config)?;
     let tls = setup.client_config(alpn, None)?;
-    Ok((setup, tls))
+    let proxy_tls = setup.client_config(vec![b"http/1.1".to_vec()], None)?;
+    Ok((setup, tls, proxy_tls))
 }
 
 /// Why a pinned host was refused (carried inside rustls' error).

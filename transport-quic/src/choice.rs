@@ -269,7 +269,14 @@ impl Transport for ProtocolChoice {
         };
         let advertised = self.advertised(&uri);
         if preference == ProtocolPreference::RequireHttp3 {
+            // Asked for HTTP/3 and nothing else: direct, as proxies carry TCP.
             return self.quic.send_via(request, advertised).await;
+        }
+        if self.quic.proxied(&uri) {
+            // A proxy carries this URL: HTTP/3 would go around it.
+            let r = self.tcp.send(request).await?;
+            self.learn(&r);
+            return Ok(r);
         }
         let wants_h3 = preference == ProtocolPreference::PreferHttp3 || advertised.is_some();
         if wants_h3 && !self.is_broken(&key) {

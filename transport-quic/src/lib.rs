@@ -94,7 +94,9 @@ impl Default for QuicConfig {
 
 impl QuicConfig {
     /// Roots, pins, `--resolve` overrides and the user agent, shared with
-    /// transport-http (its connection-pool and HTTP/2 settings do not apply).
+    /// transport-http (its connection-pool and HTTP/2 settings do not apply;
+    /// nor do its proxies: HTTP/3 goes direct, and a
+    /// [`ProtocolChoice`] keeps URLs that a proxy carries on TCP).
     pub fn http(mut self, http: HttpConfig) -> Self {
         self.http = http;
         self
@@ -556,6 +558,8 @@ impl HopSender for Hops<'_> {
             bytes_sent: ex.sent,
             redirects: 0,
             remote_addr: Some(ex.conn.quic.remote_address()),
+            // HTTP/3 goes direct: proxies carry TCP only.
+            proxy: None,
         };
         let (head, ()) = ex.head.into_parts();
         Ok(Answer {
@@ -624,6 +628,12 @@ impl Transport for QuicTransport {
 }
 
 impl QuicTransport {
+    /// Whether the shared HTTP configuration sends `uri` through a proxy
+    /// (which HTTP/3 cannot use).
+    pub fn proxied(&self, uri: &http::Uri) -> bool {
+        self.inner.config.http.proxy_rules().for_uri(uri).is_some()
+    }
+
     /// Sends `request` over HTTP/3, to `port` on the URL's host instead of
     /// the URL's own port when one is given (an `Alt-Svc` alternative:
     /// `h3=":PORT"`); the request keeps its authority.

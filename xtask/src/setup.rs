@@ -111,6 +111,22 @@ pub(crate) fn missing(root: &Path) -> Vec<Missing> {
             "gtlsserver, ngtcp2's HTTP/3 server for the interop tests",
         );
     }
+    let sbin = |name: &str| on_path(name) || Path::new("/usr/sbin").join(name).is_file();
+    if !sbin("squid") {
+        package("squid", "squid, the HTTP proxy the proxy tests go through");
+    }
+    if !sbin("danted") {
+        package(
+            "dante-server",
+            "danted, the SOCKS5 proxy the proxy tests go through",
+        );
+    }
+    if !on_path("openssl") {
+        package(
+            "openssl",
+            "openssl, which hashes the squid test's proxy password",
+        );
+    }
     let venv = moto_venv();
     let moto = moto_installed(&venv);
     if !moto && !python_can_make_venvs() {

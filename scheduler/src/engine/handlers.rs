@@ -163,8 +163,15 @@ impl<W> Core<W> {
     }
 
     /// A request's metrics, handed on with the record (sent only when the
-    /// delegate follows tasks).
+    /// delegate follows tasks). The record keeps which proxy, if any, the request went through.
     pub(crate) fn handle_metrics(&mut self, task: TaskId, metrics: Box<RequestMetrics>) {
+        if self.running.contains_key(&task)
+            && let Some(r) = self.records.get_mut(&task)
+            && r.state.proxy != metrics.proxy
+        {
+            r.state.proxy = metrics.proxy.clone();
+            self.pending.dirty.insert(task);
+        }
         if let Some(r) = self.records.get(&task) {
             let d = Delivery::Metrics(r.clone(), metrics);
             self.deliver(d);
