@@ -75,6 +75,13 @@ pub(crate) enum Report {
         attempt: u32,
         response: Box<ResponseSummary>,
     },
+    /// Which proxy, if any, an attempt's response came through (kept in
+    /// the record, for `ls` and the delegate).
+    Proxy {
+        task: TaskId,
+        attempt: u32,
+        proxy: Option<String>,
+    },
     /// A request of the task finished: its metrics, for the delegate.
     Metrics {
         task: TaskId,

@@ -196,11 +196,14 @@ impl HttpTransport {
                     if facts.forward
                         && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
                 {
-                    let proxy = facts
-                        .proxy
-                        .as_ref()
-                        .expect("a forward connection has a proxy");
-                    return Err(tunnel::refused_407(proxy));
+                    // The proxy's answer, not the origin's.
+                    if let Some(proxy) = &facts.proxy {
+                        return Err(tunnel::refused_407(proxy));
+                    }
+                    return Err(TransferError::new(
+                        ErrorKind::ProxyRefused,
+                        "407 from a proxy",
+                    ));
                 }
                 Ok(response) => {
                     return Ok(Exchange {

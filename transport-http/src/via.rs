@@ -156,12 +156,12 @@ async fn to_proxy(
 ) -> Result<Opened, TransferError> {
     let (tcp, dns, _) = open_tcp(&inner.config, proxy.host(), proxy.port(), deadline)
         .await
-        .map_err(|e| TransferError::new(e.kind(), format!("proxy {proxy}: {e}")))?;
+        .map_err(|e| TransferError::new(e.kind(), format!("proxy {proxy}: {}", e.detail())))?;
     let remote = tcp.peer_addr().ok();
     if proxy.scheme() == ProxyScheme::Https {
         let tls = tls_handshake(&inner.proxy_tls, proxy.host(), tcp, timeouts.tls)
             .await
-            .map_err(|e| TransferError::new(e.kind(), format!("proxy {proxy}: {e}")))?;
+            .map_err(|e| TransferError::new(e.kind(), format!("proxy {proxy}: {}", e.detail())))?;
         Ok((Box::new(tls), dns, remote))
     } else {
         Ok((Box::new(tcp), dns, remote))

@@ -234,3 +234,90 @@ async fn a_proxy_that_is_down_is_a_transient_failure_naming_it() {
         "{e}"
     );
 }
+
+/// TLS in front of squid, on its own port: an `https://` proxy (what squid
+/// built with GnuTLS, as Debian's is, does not offer itself). Every
+/// connection's TLS ends here and its bytes go on to squid.
+async fn tls_front(squid: &Squid) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = testkit::pem_certificates().unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(certs.leaf.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(certs.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = squid.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, certs.root)
+}
+
+/// An `https://` proxy: TLS to the proxy (its certificate checked for its
+/// name), then a tunnel, then TLS with the origin inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_is_spoken_to_over_tls() {
+    let origin = origin().await;
+    let squid = Squid::start(Some(("alice", "s3cret"))).unwrap();
+    let (port, proxy_root) = tls_front(&squid).await;
+    let proxy = format!("https://alice:s3cret@localhost:{port}");
+    let config = HttpConfig::default()
+        .roots(Roots::Webpki)
+        .add_root(origin.root_cert_der())
+        .add_roots_pem(proxy_root.as_bytes())
+        .unwrap()
+        .proxies(via(&proxy));
+    let t = HttpTransport::new(config).unwrap();
+    let whole = body::bytes(3, 0, 0..1 << 20);
+    for url in [origin.https_url("/p.bin"), origin.http_url("/p.bin")] {
+        let (r, got) = fetch(&t, &url).await;
+        assert!(got == whole, "{url}");
+        assert_eq!(
+            r.proxy.as_deref(),
+            Some(format!("https://localhost:{port}").as_str())
+        );
+    }
+    no_proxy_header_reached(&origin);
+
+    // A proxy whose certificate is not trusted is refused for that reason.
+    let untrusting = HttpTransport::new(
+        HttpConfig::default()
+            .roots(Roots::Webpki)
+            .add_root(origin.root_cert_der())
+            .proxies(via(&proxy)),
+    )
+    .unwrap();
+    let e = get(&untrusting, &origin.https_url("/p.bin"))
+        .await
+        .unwrap_err();
+    // (The test roots share one name, so the verifier reports the
+    // signature, not the issuer.)
+    assert!(
+        matches!(
+            e.kind(),
+            ErrorKind::Tls(TlsFailure::UnknownIssuer | TlsFailure::BadCertificate)
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("proxy https://localhost"), "{e}");
+}

@@ -284,6 +284,11 @@ impl Driver {
                     attempt,
                     response,
                 } => core.handle_response(task, attempt, response),
+                Report::Proxy {
+                    task,
+                    attempt,
+                    proxy,
+                } => core.handle_proxy(task, attempt, proxy),
                 Report::Metrics { task, metrics } => core.handle_metrics(task, metrics),
             },
             Command::News(n) => match n {

@@ -162,16 +162,24 @@ impl<W> Core<W> {
         }
     }
 
-    /// A request's metrics, handed on with the record (sent only when the
-    /// delegate follows tasks). The record keeps which proxy, if any, the request went through.
-    pub(crate) fn handle_metrics(&mut self, task: TaskId, metrics: Box<RequestMetrics>) {
-        if self.running.contains_key(&task)
+    /// The proxy the running attempt's response came through: the record
+    /// keeps it when it changes.
+    pub(crate) fn handle_proxy(&mut self, task: TaskId, attempt: u32, proxy: Option<String>) {
+        if self
+            .running
+            .get(&task)
+            .is_some_and(|r| r.attempt == attempt)
             && let Some(r) = self.records.get_mut(&task)
-            && r.state.proxy != metrics.proxy
+            && r.state.proxy != proxy
         {
-            r.state.proxy = metrics.proxy.clone();
+            r.state.proxy = proxy;
             self.pending.dirty.insert(task);
         }
+    }
+
+    /// A request's metrics, handed on with the record (sent only when the
+    /// delegate follows tasks).
+    pub(crate) fn handle_metrics(&mut self, task: TaskId, metrics: Box<RequestMetrics>) {
         if let Some(r) = self.records.get(&task) {
             let d = Delivery::Metrics(r.clone(), metrics);
             self.deliver(d);

@@ -255,6 +255,7 @@ impl Attempt {
             .body(RequestBody::empty())
             .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e.to_string()))?;
         let response = self.transport.send(self.with_options(request)).await?;
+        self.report_proxy(&response);
         tracing::debug!(
             task = %self.task,
             attempt = self.attempt,

@@ -171,6 +171,15 @@ impl Attempt {
         crate::throttle::BodyPacer::new(self.handles.session_bucket.clone(), self.throttle.clone())
     }
 
+    /// Tells the engine which proxy, if any, `response` came through.
+    pub(crate) fn report_proxy(&self, response: &transfer_core::TransportResponse) {
+        self.handles.inbox.report(Report::Proxy {
+            task: self.task,
+            attempt: self.attempt,
+            proxy: response.metrics.proxy.clone(),
+        });
+    }
+
     /// Hands a finished request's metrics to the delegate (in order, after
     /// the task's earlier events), unless it follows no task.
     pub(crate) fn report_metrics(&self, metrics: transfer_core::RequestMetrics) {

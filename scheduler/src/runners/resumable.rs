@@ -160,6 +160,7 @@ impl Attempt {
                 r = self.transport.send(request) => r?,
                 _ = self.stop.wait_for(|s| *s) => return Ok(None),
             };
+            self.report_proxy(&response);
             let metrics = response.metrics.clone();
             let (parts, body) = response.response.into_parts();
             let kept = read_bounded(body, self.config.upload_response_limit).await?;

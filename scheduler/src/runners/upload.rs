@@ -213,6 +213,7 @@ impl Attempt {
             r = send => r?,
             _ = self.stop.wait_for(|s| *s) => return Ok(None),
         };
+        self.report_proxy(&response);
         let metrics = response.metrics.clone();
         let (parts, body) = response.response.into_parts();
         let limit = self.config.upload_response_limit;
