@@ -9,11 +9,13 @@
 //! directory stays on disk (under `target/bench`). Scenario 5 writes to the
 //! disk on purpose: it measures what durability costs. Scenario 7 uploads
 //! the large file to the testkit origin, `ferry put` beside `curl -T`.
+//! Scenario 9 fetches it through squid and dante, Ferry beside curl.
 //!
 //! Results: `target/bench/report.json`, `report.md` and `report.svg`.
 
 mod measure;
 mod nginx;
+mod proxies;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ pub(crate) struct Args {
     /// Runs of each tool in each scenario (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only these scenarios (1, 2, 3, 4, 5, 6, 7, 8); all when absent.
+    /// Only these scenarios (1, 2, 3, 4, 5, 6, 7, 8, 9); all when absent.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     /// Size of the large file of scenarios 1, 2 and 5, in MiB.
@@ -239,6 +241,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             Err(e) => {
                 println!("scenario 8 (S3): skipped: {e:#}");
                 report.skip("scenario 8 (downloads into S3 on moto)", &format!("{e:#}"));
+            }
+        }
+    }
+    if wanted(9) {
+        match proxies::scenarios(&env, &args, big_len) {
+            Ok((scenarios, running)) => {
+                for s in &scenarios {
+                    report.scenarios.push(measure_scenario(&env, s, args.runs)?);
+                }
+                drop(running);
+            }
+            Err(e) => {
+                println!("scenario 9 (proxies): skipped: {e:#}");
+                report.skip(
+                    "scenario 9 (through squid and dante; apt-get install squid dante-server)",
+                    &format!("{e:#}"),
+                );
             }
         }
     }
