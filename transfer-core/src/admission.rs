@@ -126,6 +126,10 @@ pub struct Policy {
     /// Whether constrained (low data mode) networks may be used (default true).
     pub allows_constrained: bool,
     /// Without a network, wait for one (true, the default) or fail at once.
+    /// A session that waits also retries a host name that does not exist
+    /// (the name may appear once a VPN or a captive portal lets the
+    /// resolver through); one that does not fails such a task at once
+    /// ([`Policy::judge_failure`]).
     pub waits_for_connectivity: bool,
     /// Concurrent transfers in the session (default 16).
     pub max_concurrent: u32,
@@ -272,6 +276,21 @@ impl Verdict {
 }
 
 impl Policy {
+    /// A failed attempt's error as the session treats it: a host name that
+    /// does not exist ([`ErrorKind::NoSuchHost`](crate::ErrorKind::NoSuchHost),
+    /// permanent on its own) is retried like any other name that did not
+    /// resolve ([`ErrorKind::Dns`](crate::ErrorKind::Dns)) in a session that
+    /// [waits for connectivity](Policy::waits_for_connectivity). Every other
+    /// error is as it came.
+    pub fn judge_failure(&self, error: TransferError) -> TransferError {
+        if self.waits_for_connectivity && error.kind() == crate::ErrorKind::NoSuchHost {
+            TransferError::new(crate::ErrorKind::Dns, error.detail())
+                .with_retry_after(error.retry_after())
+        } else {
+            error
+        }
+    }
+
     /// The session-wide bandwidth under `conditions` at `now`: the smallest of
     /// the total limit, the cellular limit on cellular, the low-power limit in
     /// low power mode, and the timetable's rate.
@@ -418,5 +437,24 @@ mod tests {
         );
         let e = TransferError::new(crate::ErrorKind::NoConnectivity, "no network");
         assert_eq!(Verdict::Fail(e.clone()).to_string(), format!("fails: {e}"));
+    }
+
+    #[test]
+    fn a_name_that_does_not_exist_is_retried_only_by_a_session_that_waits() {
+        use crate::{ErrorClass, ErrorKind};
+        let missing = TransferError::new(ErrorKind::NoSuchHost, "cannot resolve a.invalid");
+        let waits = Policy::default();
+        assert!(waits.waits_for_connectivity, "the documented default");
+        let judged = waits.judge_failure(missing.clone());
+        assert_eq!(judged.kind(), ErrorKind::Dns);
+        assert_eq!(judged.class(), ErrorClass::Transient);
+        assert_eq!(judged.detail(), "cannot resolve a.invalid");
+        let fails = Policy {
+            waits_for_connectivity: false,
+            ..Policy::default()
+        };
+        assert_eq!(fails.judge_failure(missing.clone()), missing);
+        let lost = TransferError::new(ErrorKind::ConnectionLost, "cut");
+        assert_eq!(waits.judge_failure(lost.clone()), lost);
     }
 }
