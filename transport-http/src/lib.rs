@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod dial;
 mod error;
 pub mod idle;
 mod pool;
