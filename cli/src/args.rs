@@ -207,6 +207,13 @@ pub(crate) struct RunnerOpts {
     /// Repeatable.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<String>,
+    /// Keep retrying a host name that does not exist, as a name that may
+    /// appear later (behind a VPN, after a captive portal), and wait while
+    /// there is no network at all. Without it, a transfer fails at once on
+    /// either ("cannot resolve HOST", "no network connection"); a resolver
+    /// that times out or cannot be reached is retried either way.
+    #[arg(long)]
+    pub(crate) retry_dns: bool,
     #[command(flatten)]
     pub(crate) sensing: Sensing,
     /// With `--store`: how long this process's hold on a task lasts without

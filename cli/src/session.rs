@@ -171,6 +171,9 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     config.policy.constraints = opts.session_constraints;
     config.policy.allows_cellular = !opts.no_cellular;
     config.policy.allows_expensive = !opts.no_expensive;
+    // A session that waits for connectivity also retries names that do
+    // not exist; by default a command fails on them in seconds, as curl.
+    config.policy.waits_for_connectivity = opts.retry_dns;
     if let Some(t) = &opts.schedule {
         config.policy.timetable =
             Some(transfer_core::Timetable::parse(t).with_context(|| format!("--schedule {t:?}"))?);
