@@ -190,3 +190,62 @@ async fn a_deadline_with_only_silent_addresses_is_a_connect_timeout_naming_them(
         );
     }
 }
+
+/// The address families alternate (RFC 8305 §4): with a silent IPv4
+/// address first, then another IPv4 address, then an IPv6 one, the second
+/// attempt goes to the IPv6 address, not to the next IPv4 one. The second
+/// IPv4 address accepts but never answers: had it been tried second, it
+/// would have won the race and the request would hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn families_alternate_so_the_ipv6_address_is_tried_second() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let v6 = TcpListener::bind("[::1]:0")
+        .await
+        .expect("an IPv6 loopback address for this test");
+    let port = v6.local_addr().unwrap().port();
+    let silent = other_loopback(port);
+    let _hole = Silent::at(silent).await;
+    let mute = TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port)))
+        .await
+        .unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = v6.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nv6")
+            .await
+            .unwrap();
+        s
+    });
+    let config = HttpConfig::default()
+        .resolve("origin.test", silent)
+        .resolve("origin.test", mute.local_addr().unwrap())
+        .resolve(
+            "origin.test",
+            SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+        );
+    let transport = HttpTransport::new(config).unwrap();
+    let response = tokio::time::timeout(
+        BUDGET,
+        transport.send(get(&format!("http://origin.test:{port}/x"))),
+    )
+    .await
+    .expect("the request did not hang on the mute address")
+    .unwrap();
+    assert_eq!(response.response.status(), 200);
+    assert!(
+        response.metrics.remote_addr.is_some_and(|a| a.is_ipv6()),
+        "{:?}",
+        response.metrics.remote_addr
+    );
+    let body = response.response.into_body().collect().await.unwrap();
+    assert_eq!(&body.to_bytes()[..], b"v6");
+    drop(server.await.unwrap());
+    let tried_mute = tokio::time::timeout(Duration::from_millis(1), mute.accept()).await;
+    assert!(tried_mute.is_err(), "the second IPv4 address was tried");
+}
