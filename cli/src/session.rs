@@ -197,10 +197,12 @@ async fn runner(
             .with_context(|| format!("--cacert {}", pem.display()))?;
     }
     for r in &opts.resolve {
-        let (host, addr) = parse_resolve(r).with_context(|| {
+        let (host, addrs) = parse_resolve(r).with_context(|| {
             format!("--resolve {r:?}: HOST:PORT:ADDR, such as example.com:443:127.0.0.1")
         })?;
-        http = http.resolve(&host, addr);
+        for addr in addrs {
+            http = http.resolve(&host, addr);
+        }
     }
     let home = home()?;
     let tcp = HttpTransport::new(http.clone()).context("TLS setup")?;

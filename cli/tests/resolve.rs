@@ -167,3 +167,47 @@ fn a_port_beyond_16_bits_is_refused() {
         String::from_utf8_lossy(&ls.stdout)
     );
 }
+
+/// `--resolve HOST:PORT:ADDR` as curl's: it takes URLs on HOST and PORT to
+/// ADDR, and only those (the same host on another port is resolved, and
+/// `.invalid` names never resolve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_applies_to_its_host_and_port_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, root, out) = (
+        dir.path().join("home"),
+        dir.path().join("root"),
+        dir.path().join("out"),
+    );
+    wired(&root);
+    let origin = testkit::Origin::start().await.unwrap();
+    origin.resource("/x", testkit::Resource::seeded(7, 1000));
+    let port = origin.http_addr().port();
+    let other = if port == u16::MAX { port - 1 } else { port + 1 };
+    let resolve = format!("origin.invalid:{port}:[::2],127.0.0.1");
+    let out_dir = out.to_str().unwrap().to_owned();
+    let run = |url: String| {
+        let (home, root, resolve, out_dir) =
+            (home.clone(), root.clone(), resolve.clone(), out_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(FERRY)
+                .args(["get", "--resolve", &resolve, "-o", &out_dir, &url])
+                .env("FERRY_HOME", &home)
+                .env("FERRY_SYSFS_ROOT", &root)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let got = run(format!("http://origin.invalid:{port}/x"))
+        .await
+        .unwrap();
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read(out.join("x")).unwrap().len(), 1000);
+    let got = run(format!("http://origin.invalid:{other}/y"))
+        .await
+        .unwrap();
+    let text = stderr(&got);
+    assert!(!got.status.success(), "{text}");
+    assert!(text.contains("cannot resolve origin.invalid"), "{text}");
+}
