@@ -54,6 +54,12 @@ pub(crate) async fn connect(
     delay: Duration,
 ) -> Result<TcpStream, TransferError> {
     let order = interleave(addrs);
+    if order.is_empty() {
+        return Err(TransferError::new(
+            ErrorKind::ConnectFailed,
+            format!("could not connect to {host}:{port}: no address"),
+        ));
+    }
     // Each started attempt's error, by its place in `order`.
     let mut errors: Vec<Option<String>> = Vec::with_capacity(order.len());
     let mut running: Vec<(usize, Attempt)> = Vec::new();
@@ -65,8 +71,8 @@ pub(crate) async fn connect(
             (slot, index, result) = ended(&mut running), if !running.is_empty() => {
                 Step::Ended { slot, index, result }
             }
-            () = sleep_until(next_at), if more => Step::Next,
             () = sleep_until(deadline) => Step::Deadline,
+            () = sleep_until(next_at), if more => Step::Next,
         };
         match step {
             Step::Next => {
@@ -198,5 +204,35 @@ mod tests {
         let one_family = addrs(&["192.0.2.2:443", "192.0.2.1:443"]);
         assert_eq!(interleave(&one_family), one_family);
         assert!(interleave(&[]).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_address_fails_at_once_and_a_passed_deadline_tries_none() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let e = connect("a.test", 80, &[], far, Duration::from_millis(250))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectFailed);
+        assert_eq!(e.detail(), "could not connect to a.test:80: no address");
+        assert_eq!(
+            Instant::now() + Duration::from_secs(3600),
+            far,
+            "no waiting"
+        );
+        let passed = Instant::now();
+        let e = connect(
+            "a.test",
+            80,
+            &addrs(&["127.0.0.1:9"]),
+            passed,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout(TimeoutKind::Connect));
+        assert_eq!(
+            e.detail(),
+            "could not connect to a.test:80 in time: no address tried"
+        );
     }
 }
