@@ -202,9 +202,11 @@ pub(crate) struct RunnerOpts {
     /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k").
     #[arg(long, value_name = "TIMETABLE")]
     pub(crate) schedule: Option<String>,
-    /// Connect to ADDR:PORT for HOST instead of resolving HOST, in the form
-    /// of curl's `--resolve` (TLS still checks the certificate for HOST).
-    /// Repeatable.
+    /// Connect to ADDR for URLs on HOST and PORT instead of resolving HOST,
+    /// as curl's `--resolve` (TLS still checks the certificate for HOST;
+    /// other ports of HOST resolve as usual). Several ADDRs for one
+    /// HOST:PORT (IPv6 and IPv4; `HOST:PORT:ADDR,ADDR` or the option
+    /// repeated) are all tried.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<String>,
     /// Send requests through this proxy: http://HOST:PORT (HTTPS through
@@ -220,6 +222,13 @@ pub(crate) struct RunnerOpts {
     /// commas, or * for every host.
     #[arg(long, value_name = "LIST")]
     pub(crate) noproxy: Option<String>,
+    /// Keep retrying a host name that does not exist, as a name that may
+    /// appear later (behind a VPN, after a captive portal). Without it, a
+    /// transfer fails at once on it ("cannot resolve HOST"); a resolver that
+    /// times out or cannot be reached is retried either way, and no network
+    /// at all is waited for.
+    #[arg(long)]
+    pub(crate) retry_dns: bool,
     #[command(flatten)]
     pub(crate) sensing: Sensing,
     /// With `--store`: how long this process's hold on a task lasts without
@@ -528,23 +537,30 @@ pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
     Ok(bytes as u64)
 }
 
-/// Reads curl's `--resolve` form, `HOST:PORT:ADDR` (ADDR may be an IPv6
-/// address, bracketed or not).
-pub(crate) fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::SocketAddr)> {
+/// Reads curl's `--resolve` form, `HOST:PORT:ADDR[,ADDR]...` (an ADDR may
+/// be an IPv6 address, bracketed or not): the host and each address on
+/// the port.
+pub(crate) fn parse_resolve(s: &str) -> anyhow::Result<(String, Vec<std::net::SocketAddr>)> {
     let mut parts = s.splitn(3, ':');
-    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(host), Some(port), Some(addrs)) = (parts.next(), parts.next(), parts.next()) else {
         anyhow::bail!("three parts separated by ':' are needed");
     };
     anyhow::ensure!(!host.is_empty(), "the host is empty");
     let port: u16 = port
         .parse()
         .map_err(|_| anyhow::anyhow!("{port:?} is not a port number"))?;
-    let ip: std::net::IpAddr = addr
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{addr:?} is not an IP address"))?;
-    Ok((host.to_owned(), std::net::SocketAddr::new(ip, port)))
+    addrs
+        .split(',')
+        .map(|addr| {
+            let ip: std::net::IpAddr =
+                addr.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{addr:?} is not an IP address"))?;
+            Ok(std::net::SocketAddr::new(ip, port))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(|addrs| (host.to_owned(), addrs))
 }
 
 /// A task id as `ferry ls` prints it (16 hex digits).
@@ -556,7 +572,32 @@ pub(crate) fn parse_id(s: &str) -> anyhow::Result<TaskId> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_resolve, parse_size};
+
+    /// curl's forms: one address, bracketed or bare IPv6, a list.
+    #[test]
+    fn resolve_takes_one_address_or_a_list_on_the_port() {
+        let addrs = |list: &[&str]| -> Vec<std::net::SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        assert_eq!(
+            parse_resolve("a.test:443:127.0.0.1").unwrap(),
+            ("a.test".to_owned(), addrs(&["127.0.0.1:443"]))
+        );
+        assert_eq!(
+            parse_resolve("a.test:8443:[::1],127.0.0.2").unwrap(),
+            (
+                "a.test".to_owned(),
+                addrs(&["[::1]:8443", "127.0.0.2:8443"])
+            )
+        );
+        assert_eq!(
+            parse_resolve("a.test:80:::1").unwrap(),
+            ("a.test".to_owned(), addrs(&["[::1]:80"]))
+        );
+        assert!(parse_resolve("a.test:80:127.0.0.1,").is_err());
+        assert!(parse_resolve("a.test:80:127.0.0.1,localhost").is_err());
+    }
 
     #[test]
     fn sizes_take_decimals_and_never_come_to_zero() {

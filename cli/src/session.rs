@@ -171,6 +171,9 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     config.policy.constraints = opts.session_constraints;
     config.policy.allows_cellular = !opts.no_cellular;
     config.policy.allows_expensive = !opts.no_expensive;
+    // A name that does not exist fails in seconds, as in curl, unless
+    // asked; no network at all is still waited for.
+    config.policy.retries_missing_hosts = opts.retry_dns;
     if let Some(t) = &opts.schedule {
         config.policy.timetable =
             Some(transfer_core::Timetable::parse(t).with_context(|| format!("--schedule {t:?}"))?);
@@ -208,10 +211,12 @@ async fn runner(
             .with_context(|| format!("--cacert {}", pem.display()))?;
     }
     for r in &opts.resolve {
-        let (host, addr) = parse_resolve(r).with_context(|| {
+        let (host, addrs) = parse_resolve(r).with_context(|| {
             format!("--resolve {r:?}: HOST:PORT:ADDR, such as example.com:443:127.0.0.1")
         })?;
-        http = http.resolve(&host, addr);
+        for addr in addrs {
+            http = http.resolve(&host, addr);
+        }
     }
     http = http.proxies(proxies(opts)?);
     let home = home()?;

@@ -127,6 +127,13 @@ pub struct Policy {
     pub allows_constrained: bool,
     /// Without a network, wait for one (true, the default) or fail at once.
     pub waits_for_connectivity: bool,
+    /// Keep retrying, backing off, a host name that does not exist while the
+    /// network is up (it may appear once a VPN or a captive portal lets the
+    /// resolver through) instead of failing the task at once (false, the
+    /// default: a mistyped host fails in seconds, in words). See
+    /// [`Policy::judge_failure`].
+    #[serde(default)]
+    pub retries_missing_hosts: bool,
     /// Concurrent transfers in the session (default 16).
     pub max_concurrent: u32,
     /// Concurrent transfers to one origin (default 8).
@@ -159,6 +166,7 @@ impl Default for Policy {
             allows_expensive: true,
             allows_constrained: true,
             waits_for_connectivity: true,
+            retries_missing_hosts: false,
             max_concurrent: 16,
             max_per_host: 8,
             rate_limit: None,
@@ -272,6 +280,21 @@ impl Verdict {
 }
 
 impl Policy {
+    /// A failed attempt's error as the session treats it: a host name that
+    /// does not exist ([`ErrorKind::NoSuchHost`](crate::ErrorKind::NoSuchHost),
+    /// permanent on its own) is retried like any other name that did not
+    /// resolve ([`ErrorKind::Dns`](crate::ErrorKind::Dns)) in a session that
+    /// [retries missing hosts](Policy::retries_missing_hosts). Every other
+    /// error is as it came.
+    pub fn judge_failure(&self, error: TransferError) -> TransferError {
+        if self.retries_missing_hosts && error.kind() == crate::ErrorKind::NoSuchHost {
+            TransferError::new(crate::ErrorKind::Dns, error.detail())
+                .with_retry_after(error.retry_after())
+        } else {
+            error
+        }
+    }
+
     /// The session-wide bandwidth under `conditions` at `now`: the smallest of
     /// the total limit, the cellular limit on cellular, the low-power limit in
     /// low power mode, and the timetable's rate.
@@ -418,5 +441,24 @@ mod tests {
         );
         let e = TransferError::new(crate::ErrorKind::NoConnectivity, "no network");
         assert_eq!(Verdict::Fail(e.clone()).to_string(), format!("fails: {e}"));
+    }
+
+    #[test]
+    fn a_name_that_does_not_exist_is_retried_only_by_a_session_that_asks() {
+        use crate::{ErrorClass, ErrorKind};
+        let missing = TransferError::new(ErrorKind::NoSuchHost, "cannot resolve a.invalid");
+        let fails = Policy::default();
+        assert!(!fails.retries_missing_hosts, "the documented default");
+        assert_eq!(fails.judge_failure(missing.clone()), missing);
+        let waits = Policy {
+            retries_missing_hosts: true,
+            ..Policy::default()
+        };
+        let judged = waits.judge_failure(missing.clone());
+        assert_eq!(judged.kind(), ErrorKind::Dns);
+        assert_eq!(judged.class(), ErrorClass::Transient);
+        assert_eq!(judged.detail(), "cannot resolve a.invalid");
+        let lost = TransferError::new(ErrorKind::ConnectionLost, "cut");
+        assert_eq!(waits.judge_failure(lost.clone()), lost);
     }
 }

@@ -89,8 +89,13 @@ impl fmt::Display for TlsFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The host name did not resolve.
+    /// The host name did not resolve for now: the resolver timed out, could
+    /// not be reached or failed (retried).
     Dns,
+    /// The host name does not exist (NXDOMAIN, or a name with no address):
+    /// retrying will not make it exist, unless the session waits for
+    /// connectivity (see [`Policy::judge_failure`](crate::Policy::judge_failure)).
+    NoSuchHost,
     /// The connection could not be established (refused, unreachable).
     ConnectFailed,
     /// The connection broke during the exchange (reset, closed early, body cut).
@@ -162,10 +167,19 @@ impl ErrorKind {
             NetworkUnavailable => ErrorClass::Policy,
             Tls(_) | ChecksumMismatch | SizeLimitExceeded | TooManyRedirects | RedirectRefused
             | Storage | InsufficientStorage | DestinationExists | SourceChanged
-            | NoConnectivity | DeadlineExceeded | InvalidRequest | ProxyRefused => {
+            | NoConnectivity | DeadlineExceeded | InvalidRequest | ProxyRefused | NoSuchHost => {
                 ErrorClass::Permanent
             }
         }
+    }
+
+    /// Whether name resolution failed: a name that does not exist, one that
+    /// did not resolve for now, or a resolver that timed out.
+    pub fn is_dns(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Dns | ErrorKind::NoSuchHost | ErrorKind::Timeout(TimeoutKind::Dns)
+        )
     }
 }
 
@@ -173,6 +187,7 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ErrorKind::Dns => f.write_str("host name did not resolve"),
+            ErrorKind::NoSuchHost => f.write_str("no such host"),
             ErrorKind::ConnectFailed => f.write_str("could not connect"),
             ErrorKind::ConnectionLost => f.write_str("connection lost"),
             ErrorKind::Timeout(k) => write!(f, "{k} timeout"),
@@ -305,6 +320,11 @@ impl TransferError {
         matches!(self.kind, ErrorKind::Timeout(_))
     }
 
+    /// Whether name resolution failed ([`ErrorKind::is_dns`]).
+    pub fn is_dns(&self) -> bool {
+        self.kind.is_dns()
+    }
+
     /// Whether TLS refused the server.
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, ErrorKind::Tls(_))
@@ -351,6 +371,21 @@ mod tests {
             assert_eq!(k.class(), ErrorClass::Permanent, "{k:?}");
         }
         assert_eq!(NetworkUnavailable.class(), ErrorClass::Policy);
+    }
+
+    #[test]
+    fn a_name_that_does_not_exist_is_permanent_and_every_resolution_failure_is_dns() {
+        use ErrorKind::*;
+        assert_eq!(NoSuchHost.class(), ErrorClass::Permanent);
+        assert_eq!(Dns.class(), ErrorClass::Transient);
+        assert_eq!(Timeout(TimeoutKind::Dns).class(), ErrorClass::Transient);
+        for k in [NoSuchHost, Dns, Timeout(TimeoutKind::Dns)] {
+            assert!(k.is_dns(), "{k:?}");
+            assert!(TransferError::new(k, "x").is_dns(), "{k:?}");
+        }
+        for k in [ConnectFailed, Timeout(TimeoutKind::Connect), Status(404)] {
+            assert!(!k.is_dns(), "{k:?}");
+        }
     }
 
     #[test]

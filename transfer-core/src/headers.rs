@@ -83,7 +83,7 @@ fn origin(uri: &Uri) -> Option<(bool, String, u16)> {
     };
     let host = uri.host().filter(|h| !h.is_empty())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = crate::spec::uri_port(uri).ok()?;
     Some((tls, host.to_ascii_lowercase(), port))
 }
 

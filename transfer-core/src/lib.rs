@@ -110,7 +110,7 @@ pub use retry::{RandomSource, RetryPolicy, SplitMix64, parse_retry_after};
 pub use schedule::{Bandwidth, ScheduleError, Timetable};
 pub use spec::{
     Constraints, Destination, Priority, RequestSpec, Sha256Digest, SpecError, TaskKind, TaskSpec,
-    TaskSpecBuilder, UploadBody, Url,
+    TaskSpecBuilder, UploadBody, Url, uri_port,
 };
 pub use store::{
     Batch, Claim, Claims, EntryKind, MemoryTaskStore, Partial, PayloadStore, Quarantined, Snapshot,

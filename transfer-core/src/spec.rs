@@ -78,6 +78,35 @@ pub enum SpecError {
     InvalidId(String),
 }
 
+/// The port of an http(s) URL: the one it names, else the scheme's default
+/// (443 for `https`, 80 otherwise). A port that does not fit in 16 bits is
+/// refused in words ("port 99999 is out of range"): [`Uri::port_u16`] reads
+/// it as no port at all, which would quietly mean the default.
+pub fn uri_port(uri: &Uri) -> Result<u16, String> {
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    // `Uri::port` too hides a port that does not parse: read the authority.
+    let Some(authority) = uri.authority() else {
+        return Ok(default);
+    };
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let after_host = host_port
+        .rfind(']')
+        .map_or(host_port, |i| &host_port[i + 1..]);
+    match after_host.rsplit_once(':') {
+        None | Some((_, "")) => Ok(default),
+        Some((_, port)) => port
+            .parse::<u16>()
+            .map_err(|_| format!("port {port} is out of range")),
+    }
+}
+
 /// A validated `http`/`https` URL with a host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -117,6 +146,12 @@ impl Url {
                 });
             }
         }
+        if let Err(reason) = uri_port(&uri) {
+            return Err(SpecError::InvalidUrl {
+                url: text.to_owned(),
+                reason,
+            });
+        }
         match uri.host() {
             Some(h) if !h.is_empty() => Ok(Url(uri)),
             _ => Err(SpecError::MissingHost(text.to_owned())),
@@ -137,9 +172,8 @@ impl Url {
 
     /// The port, explicit or the scheme's default.
     pub fn port(&self) -> u16 {
-        self.0
-            .port_u16()
-            .unwrap_or(if self.is_https() { 443 } else { 80 })
+        // Checked when parsed: an explicit port fits in 16 bits.
+        uri_port(&self.0).unwrap_or(if self.is_https() { 443 } else { 80 })
     }
 
     /// Whether the scheme is `https`.
@@ -707,6 +741,28 @@ mod tests {
         assert_eq!(s.url().host(), "::1");
         assert_eq!(s.url().port(), 8443);
         assert_eq!(s.url().origin(), "https://::1:8443");
+    }
+
+    #[test]
+    fn a_port_beyond_16_bits_is_refused_in_words() {
+        let e = dl("http://example.com:99999/x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid URL \"http://example.com:99999/x\": port 99999 is out of range"
+        );
+        assert_eq!(uri_port(&Uri::from_static("https://a.test/")), Ok(443));
+        assert_eq!(uri_port(&Uri::from_static("http://a.test/")), Ok(80));
+        assert_eq!(
+            uri_port(&Uri::from_static("http://a.test:65535/")),
+            Ok(65535)
+        );
+        assert_eq!(uri_port(&Uri::from_static("http://[::1]:8080/")), Ok(8080));
+        assert_eq!(uri_port(&Uri::from_static("https://[::1]/")), Ok(443));
+        assert_eq!(uri_port(&Uri::from_static("http://u:p@a.test:81/")), Ok(81));
+        assert_eq!(
+            uri_port(&Uri::from_static("http://a.test:65536/")),
+            Err("port 65536 is out of range".to_owned())
+        );
     }
 
     #[test]

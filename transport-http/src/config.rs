@@ -4,7 +4,7 @@
 //! change one thing each.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -44,7 +44,9 @@ pub struct HttpConfig {
     pub(crate) roots: Roots,
     pub(crate) extra_roots: Vec<CertificateDer<'static>>,
     pub(crate) pins: HashMap<String, Vec<[u8; 32]>>,
-    pub(crate) resolve: HashMap<String, Vec<SocketAddr>>,
+    /// `--resolve` overrides: the addresses for a (lowercase host, port).
+    pub(crate) resolve: HashMap<(String, u16), Vec<IpAddr>>,
+    pub(crate) attempt_delay: Duration,
     pub(crate) max_per_host: usize,
     pub(crate) http1_only: bool,
     pub(crate) h2_prior_knowledge: bool,
@@ -65,6 +67,8 @@ impl Default for HttpConfig {
             extra_roots: Vec::new(),
             pins: HashMap::new(),
             resolve: HashMap::new(),
+            // RFC 8305's recommended Connection Attempt Delay.
+            attempt_delay: Duration::from_millis(250),
             // What browsers allow per host over HTTP/1.1; HTTP/2 uses one.
             max_per_host: 6,
             http1_only: false,
@@ -130,13 +134,29 @@ impl HttpConfig {
         self
     }
 
-    /// Connects to `addr` for `host` instead of resolving it (curl's
-    /// `--resolve`); TLS still verifies the certificate for `host`.
+    /// Uses `addr`'s IP for `host` on `addr`'s port instead of resolving it,
+    /// as curl's `--resolve HOST:PORT:ADDR`: the override applies only to
+    /// URLs for `host` on that port (others resolve `host` as usual). TLS
+    /// still verifies the certificate for `host`. Several overrides for one
+    /// host and port (an IPv6 and an IPv4 address, say) are all tried, as
+    /// resolved addresses are.
     pub fn resolve(mut self, host: &str, addr: SocketAddr) -> Self {
         self.resolve
-            .entry(host.to_ascii_lowercase())
+            .entry((host.to_ascii_lowercase(), addr.port()))
             .or_default()
-            .push(addr);
+            .push(addr.ip());
+        self
+    }
+
+    /// How long a connection attempt has before the next address is tried
+    /// beside it (RFC 8305's "Connection Attempt Delay", default 250 ms).
+    /// Addresses are tried one after the other, alternating IPv6 and IPv4,
+    /// each started this long after the one before unless that one has
+    /// already failed; the first to connect is used and the others are
+    /// dropped. A shorter delay finds a working address sooner behind a
+    /// silent one, at the cost of more connection attempts.
+    pub fn connection_attempt_delay(mut self, delay: Duration) -> Self {
+        self.attempt_delay = delay;
         self
     }
 

@@ -11,6 +11,11 @@
 //!   bodies are read from files a chunk at a time, with a sent-bytes callback.
 //!   Downloads ask for `Accept-Encoding: identity`, so ranges count bytes of
 //!   the file.
+//! - **Dialling**: Happy Eyeballs v2 (RFC 8305) over a host's addresses,
+//!   IPv6 and IPv4 alternating, the next attempt
+//!   [250 ms](HttpConfig::connection_attempt_delay) after the one before;
+//!   a name that does not exist is a permanent
+//!   [`ErrorKind::NoSuchHost`].
 //! - **Timeouts**: connect (with name resolution), TLS handshake, first byte
 //!   (counted from the end of the request body), idle between body chunks;
 //!   each a distinct [`TimeoutKind`].
@@ -59,6 +64,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod dial;
 mod error;
 pub mod idle;
 mod pool;

@@ -20,10 +20,11 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 use transfer_core::{ErrorKind, Protocol, TimeoutKind, Timeouts, TransferError};
 
 use crate::HttpConfig;
+use crate::dial;
 use crate::error::chain;
 use crate::proxy::Proxy;
 use crate::request_body::UploadBody;
@@ -57,10 +58,12 @@ impl Key {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| TransferError::new(ErrorKind::InvalidRequest, "URL has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = transfer_core::uri_port(uri)
+            .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e))?;
         Ok(Key {
             tls,
             host: host.to_ascii_lowercase(),
-            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            port,
             proxy: config.proxies.for_uri(uri).cloned(),
         })
     }
@@ -377,40 +380,7 @@ pub(crate) async fn open_tcp(
     let (addrs, dns) = resolve::lookup(config, host, port, deadline).await?;
 
     let t = Instant::now();
-    let mut last_error = None;
-    let mut tcp = None;
-    for addr in &addrs {
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                tcp = Some(s);
-                break;
-            }
-            Ok(Err(e)) if transfer_core::is_out_of_descriptors(&e) => {
-                // This process's shortage, not the server's: another
-                // address would fail the same way.
-                return Err(TransferError::new(
-                    ErrorKind::TooManyOpenFiles,
-                    format!("connecting to {addr}: {e}"),
-                ));
-            }
-            Ok(Err(e)) => last_error = Some(format!("{addr}: {e}")),
-            Err(_) => {
-                return Err(TransferError::new(
-                    ErrorKind::Timeout(TimeoutKind::Connect),
-                    format!("connecting to {host}:{port} timed out"),
-                ));
-            }
-        }
-    }
-    let tcp = tcp.ok_or_else(|| {
-        TransferError::new(
-            ErrorKind::ConnectFailed,
-            format!(
-                "could not connect to {host}:{port}: {}",
-                last_error.unwrap_or_default()
-            ),
-        )
-    })?;
+    let tcp = dial::connect(host, port, &addrs, deadline, config.attempt_delay).await?;
     let connect = t.elapsed();
     // Small requests must not wait for Nagle; bulk bodies are unaffected.
     let _ = tcp.set_nodelay(true);

@@ -68,6 +68,8 @@ fn now_ms() -> u64 {
 
 fn authority(uri: &Uri) -> Option<String> {
     let host = uri.host()?.to_ascii_lowercase();
+    // A port beyond 16 bits names no origin (the request fails in words).
+    transfer_core::uri_port(uri).ok()?;
     Some(format!("{host}:{}", uri.port_u16().unwrap_or(443)))
 }
 

@@ -287,8 +287,8 @@ impl QuicTransport {
             transport_http::resolve::lookup(http, &origin.host, origin.port, deadline).await?;
         if addrs.is_empty() {
             return Err(TransferError::new(
-                ErrorKind::Dns,
-                format!("{} has no addresses", origin.host),
+                ErrorKind::NoSuchHost,
+                format!("cannot resolve {} (it has no addresses)", origin.host),
             ));
         }
         // Every address at once (a name may resolve to ::1 and 127.0.0.1
@@ -597,9 +597,11 @@ fn origin_of(uri: &Uri) -> Result<Origin, TransferError> {
         TransferError::new(ErrorKind::InvalidRequest, format!("no host in {uri}"))
     })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = transfer_core::uri_port(uri)
+        .map_err(|e| TransferError::new(ErrorKind::InvalidRequest, e))?;
     Ok(Origin {
         host: host.to_ascii_lowercase(),
-        port: uri.port_u16().unwrap_or(443),
+        port,
     })
 }
 

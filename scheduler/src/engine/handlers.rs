@@ -99,6 +99,14 @@ impl<W> Core<W> {
     pub(crate) fn handle_report(&mut self, task: TaskId, event: Event) {
         // A checkpoint's offset is what a restart resumes from.
         self.pending.durable |= matches!(event, Event::Checkpoint { .. });
+        // Whether a failure is retried can depend on the session's policy.
+        let event = match event {
+            Event::AttemptFailed { attempt, error } => Event::AttemptFailed {
+                attempt,
+                error: self.config.policy.judge_failure(error),
+            },
+            other => other,
+        };
         if let Event::AttemptFailed { error, .. } = &event
             && error.kind() == transfer_core::ErrorKind::TooManyOpenFiles
         {

@@ -412,6 +412,36 @@ fn new_work_clears_the_idle_level() {
     )));
 }
 
+/// A host name that does not exist fails the task at once, unless the
+/// session asks to retry missing hosts: then it backs off and tries again.
+#[test]
+fn a_name_that_does_not_exist_fails_unless_the_session_retries_missing_hosts() {
+    for waits in [false, true] {
+        let mut config = SessionConfig::default();
+        config.policy.retries_missing_hosts = waits;
+        let mut s = Sim::new(config);
+        let id = s.enqueue(spec("https://a.example/1"), 1);
+        s.cycle();
+        let attempt = s.attempt(id);
+        s.core.handle_report(
+            id,
+            Event::AttemptFailed {
+                attempt,
+                error: TransferError::new(ErrorKind::NoSuchHost, "cannot resolve a.example"),
+            },
+        );
+        s.cycle();
+        match s.phase(id) {
+            Phase::Failed(e) if !waits => assert_eq!(e.kind(), ErrorKind::NoSuchHost),
+            Phase::Waiting(WaitReason::BackingOff { error, .. }) if waits => {
+                assert_eq!(error.kind(), ErrorKind::Dns);
+                assert_eq!(error.detail(), "cannot resolve a.example");
+            }
+            other => panic!("retries_missing_hosts {waits}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_backoff_keeps_the_session_busy_and_wakes_at_its_time() {
     let mut s = Sim::new(SessionConfig::default());
