@@ -9,6 +9,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use transfer_core::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 
+mod routes;
+
+use routes::default_interface;
+
 /// Conditions the application sets, for platforms whose OS reports them
 /// (and for tests): every [`set`](Self::set) is seen by the sessions using
 /// the source at once.
@@ -84,7 +88,7 @@ impl Default for LinuxConditionsConfig {
 }
 
 /// Conditions read from Linux: the default route's interface from
-/// `proc/net/route` and its kind from `sys/class/net` (Wi-Fi when it has
+/// `proc/net/route`, else from `proc/net/ipv6_route`, and its kind from `sys/class/net` (Wi-Fi when it has
 /// `wireless` or `phy80211`, cellular for WWAN devices, Ethernet otherwise),
 /// batteries and mains from `sys/class/power_supply`, and low-power mode
 /// from `sys/firmware/acpi/platform_profile`. Read again every
@@ -153,25 +157,6 @@ fn text(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
-}
-
-/// The interface of the default route with the lowest metric: `None` when
-/// the table has no default route, `Err` when it cannot be read.
-fn default_interface(root: &Path) -> Result<Option<String>, ()> {
-    let table = std::fs::read_to_string(root.join("proc/net/route")).map_err(|_| ())?;
-    const RTF_UP: u32 = 0x1;
-    let best = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (iface, dest, flags, metric) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?);
-            let flags = u32::from_str_radix(flags, 16).ok()?;
-            let metric: u32 = metric.parse().ok()?;
-            (*dest == "00000000" && flags & RTF_UP != 0).then(|| (metric, (*iface).to_owned()))
-        })
-        .min();
-    Ok(best.map(|(_, iface)| iface))
 }
 
 fn network(config: &LinuxConditionsConfig) -> NetworkPath {

@@ -242,6 +242,143 @@ fn missing_or_unreadable_files_degrade_to_unknown() {
     assert_eq!(read(&config(root)).network.kind, NetworkKind::Other);
 }
 
+/// An IPv6 table line (as the kernel writes it) for a route to `dest` of
+/// prefix length `len` through `iface`, with `metric` and `flags` in hex.
+fn ipv6_line(dest: &str, len: &str, metric: &str, flags: &str, iface: &str) -> String {
+    let zero = "0".repeat(32);
+    format!(
+        "{dest} {len} {zero} 00 fe800000000000000000000000000001 {metric} 00000001 00000000 {flags} {iface:>8}\n"
+    )
+}
+
+/// The kernel's fallback in every IPv6 table: `::/0` unreachable through
+/// `lo` (flags `RTF_REJECT | RTF_NONEXTHOP`, not `RTF_UP`).
+fn ipv6_reject() -> String {
+    ipv6_line(&"0".repeat(32), "00", "ffffffff", "00200200", "lo")
+}
+
+/// An IPv6 table with a default route through `iface` (by a gateway, up),
+/// a link route beside it, and the kernel's reject route.
+fn ipv6_route(root: &Path, iface: &str, metric: u32) {
+    let table = format!(
+        "{}{}{}",
+        ipv6_line(
+            "fd000000000000000000000000000000",
+            "40",
+            "00000100",
+            "00000001",
+            iface
+        ),
+        ipv6_line(
+            &"0".repeat(32),
+            "00",
+            &format!("{metric:08x}"),
+            "00000003",
+            iface
+        ),
+        ipv6_reject(),
+    );
+    write(root, "proc/net/ipv6_route", &table);
+}
+
+#[test]
+fn an_ipv6_only_default_route_is_a_network_of_its_interfaces_kind() {
+    for (net, want) in [
+        (Net::Wifi, NetworkPath::WIFI),
+        (Net::Ethernet, NetworkPath::ETHERNET),
+        (Net::Cellular, NetworkPath::CELLULAR),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        tree(root, net, Pow::Mains);
+        let iface = std::fs::read_dir(root.join("sys/class/net"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name()
+            .into_string()
+            .unwrap();
+        // No IPv4 default route: only the loopback's.
+        tree(root, Net::None, Pow::Mains);
+        assert_eq!(read(&config(root)).network, NetworkPath::NONE, "{net:?}");
+        ipv6_route(root, &iface, 1024);
+        assert_eq!(read(&config(root)).network, want, "{net:?} over IPv6");
+        // Even with no IPv4 table at all (a kernel without IPv4 routing).
+        std::fs::remove_file(root.join("proc/net/route")).unwrap();
+        assert_eq!(read(&config(root)).network, want, "{net:?}, no IPv4 table");
+    }
+}
+
+#[test]
+fn the_kernels_ipv6_reject_route_through_lo_is_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    tree(root, Net::None, Pow::Mains);
+    write(root, "sys/class/net/eth0/uevent", "INTERFACE=eth0\n");
+    write(root, "proc/net/ipv6_route", &ipv6_reject());
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+    // A default route through eth0 that is not up is none either.
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}",
+            ipv6_line(&"0".repeat(32), "00", "00000400", "00000002", "eth0"),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+    // Nor is a route to a prefix that is not ::/0.
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}",
+            ipv6_line(
+                "20010db8000000000000000000000000",
+                "20",
+                "00000400",
+                "00000003",
+                "eth0"
+            ),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+}
+
+#[test]
+fn with_both_families_the_ipv4_default_route_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // IPv4 by Ethernet; IPv6 by Wi-Fi with a lower metric: Ethernet, as
+    // the IPv4 table alone says.
+    tree(root, Net::Ethernet, Pow::Mains);
+    write(root, "sys/class/net/wlp2s0/uevent", "DEVTYPE=wlan\n");
+    std::fs::create_dir_all(root.join("sys/class/net/wlp2s0/wireless")).unwrap();
+    ipv6_route(root, "wlp2s0", 1);
+    assert_eq!(read(&config(root)).network, NetworkPath::ETHERNET);
+    // Among IPv6 default routes, the lowest metric wins.
+    tree(root, Net::None, Pow::Mains);
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}{}",
+            ipv6_line(&"0".repeat(32), "00", "00000258", "00000003", "wlp2s0"),
+            ipv6_line(&"0".repeat(32), "00", "00000064", "00000003", "enp3s0"),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::ETHERNET);
+    // The IPv6 table unreadable beside an IPv4 table without a default
+    // route: no network, as before.
+    std::fs::remove_file(root.join("proc/net/ipv6_route")).unwrap();
+    std::fs::create_dir(root.join("proc/net/ipv6_route")).unwrap();
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_noticed_while_polling() {
     let dir = tempfile::tempdir().unwrap();
