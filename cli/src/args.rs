@@ -155,10 +155,14 @@ pub(crate) struct Sensing {
 impl Sensing {
     /// The Linux condition source's settings: the sysfs root from
     /// `FERRY_SYSFS_ROOT` (else `/`) and the metered interfaces.
+    /// NetworkManager's metered flag on the system bus counts too, except
+    /// under a `FERRY_SYSFS_ROOT`: this machine's NetworkManager says nothing
+    /// of another tree's network.
     pub(crate) fn config(&self) -> scheduler::LinuxConditionsConfig {
         let mut config = scheduler::LinuxConditionsConfig::default();
         if let Some(root) = std::env::var_os("FERRY_SYSFS_ROOT") {
             config.root = root.into();
+            config.network_manager = scheduler::NetworkManagerBus::Off;
         }
         config.expensive.extend(self.metered.iter().cloned());
         config

@@ -27,8 +27,10 @@
 //! With no runner, `add`, `ls`, `pause`, `resume` and `cancel` change the
 //! state directly.
 //!
-//! Network and power conditions come from sysfs and `/proc/net/route` under
-//! `$FERRY_SYSFS_ROOT` (default `/`), read every 2 s; downloads from this
+//! Network and power conditions come from sysfs, `/proc/net/route` and
+//! `/proc/net/ipv6_route` under `$FERRY_SYSFS_ROOT` (default `/`), read
+//! every 2 s, and, without `$FERRY_SYSFS_ROOT`, from NetworkManager's
+//! metered flag on the system bus as it changes; downloads from this
 //! machine (localhost) are not held back by the network.
 //!
 //! A `get` whose work rides one connection (one URL, or https URLs on one

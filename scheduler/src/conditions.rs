@@ -9,6 +9,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use transfer_core::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 
+mod network_manager;
+mod routes;
+
+use routes::default_interface;
+
 /// Conditions the application sets, for platforms whose OS reports them
 /// (and for tests): every [`set`](Self::set) is seen by the sessions using
 /// the source at once.
@@ -70,6 +75,24 @@ pub struct LinuxConditionsConfig {
     pub expensive: HashSet<String>,
     /// Interfaces on which the user asked to save data.
     pub constrained: HashSet<String>,
+    /// Where NetworkManager is asked whether the connection is metered
+    /// (default: the system bus). Metered there makes the network
+    /// expensive, as an interface in [`expensive`](Self::expensive) does.
+    pub network_manager: NetworkManagerBus,
+}
+
+/// The D-Bus bus on which [`LinuxConditions`] follows NetworkManager's
+/// `Metered` flag (yes and guess-yes count as metered, as on GNOME).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NetworkManagerBus {
+    /// The system bus, where NetworkManager runs (`DBUS_SYSTEM_BUS_ADDRESS`,
+    /// else `/run/dbus/system_bus_socket`).
+    #[default]
+    System,
+    /// The bus at this D-Bus address (`unix:path=/run/…/bus`).
+    Address(String),
+    /// Do not ask: only the files and the configured interfaces decide.
+    Off,
 }
 
 impl Default for LinuxConditionsConfig {
@@ -79,41 +102,61 @@ impl Default for LinuxConditionsConfig {
             interval: Duration::from_secs(2),
             expensive: HashSet::new(),
             constrained: HashSet::new(),
+            network_manager: NetworkManagerBus::System,
         }
     }
 }
 
 /// Conditions read from Linux: the default route's interface from
-/// `proc/net/route` and its kind from `sys/class/net` (Wi-Fi when it has
+/// `proc/net/route`, else from `proc/net/ipv6_route`, and its kind from `sys/class/net` (Wi-Fi when it has
 /// `wireless` or `phy80211`, cellular for WWAN devices, Ethernet otherwise),
 /// batteries and mains from `sys/class/power_supply`, and low-power mode
 /// from `sys/firmware/acpi/platform_profile`. Read again every
 /// [`interval`](LinuxConditionsConfig::interval); a file that is missing or
 /// unreadable makes its part unknown (network `Other`; power as on mains),
-/// never an error.
+/// never an error. The network is also expensive while NetworkManager calls
+/// it metered, followed over D-Bus as it changes (see
+/// [`network_manager`](LinuxConditionsConfig::network_manager)); without a
+/// bus or NetworkManager, the rest decides.
 #[derive(Debug)]
 pub struct LinuxConditions {
     rx: watch::Receiver<Conditions>,
 }
 
 impl LinuxConditions {
-    /// Reads the conditions now and starts polling on the current tokio
-    /// runtime; polling stops when the source is dropped.
+    /// Reads the conditions now and starts polling, and following
+    /// NetworkManager, on the current tokio runtime (neither delays the
+    /// start: NetworkManager's answer comes in as a change); both stop when
+    /// the source is dropped.
     pub fn start(config: LinuxConditionsConfig) -> LinuxConditions {
-        let (tx, rx) = watch::channel(read(&config));
+        let mut files = read(&config);
+        let (tx, rx) = watch::channel(files);
+        let (metered_tx, mut metered_rx) = watch::channel(false);
+        tokio::spawn(network_manager::follow(
+            config.network_manager.clone(),
+            metered_tx,
+        ));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(config.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut following = true;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    _ = tick.tick() => {
+                        let root = config.clone();
+                        let Ok(now) = tokio::task::spawn_blocking(move || read(&root)).await else {
+                            return;
+                        };
+                        files = now;
+                    }
+                    changed = metered_rx.changed(), if following => {
+                        // Gone: it said "not metered" last; stop listening.
+                        following = changed.is_ok();
+                    }
                     () = tx.closed() => return,
                 }
-                let root = config.clone();
-                let Ok(now) = tokio::task::spawn_blocking(move || read(&root)).await else {
-                    return;
-                };
+                let now = metered(files, *metered_rx.borrow_and_update());
                 tx.send_if_modified(|c| {
                     let changed = *c != now;
                     *c = now;
@@ -149,29 +192,19 @@ pub fn read(config: &LinuxConditionsConfig) -> Conditions {
     }
 }
 
+/// `files` with the network expensive if NetworkManager calls it
+/// `metered` (and there is a network to be expensive).
+fn metered(mut files: Conditions, metered: bool) -> Conditions {
+    if metered && files.network.is_connected() {
+        files.network.expensive = true;
+    }
+    files
+}
+
 fn text(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
-}
-
-/// The interface of the default route with the lowest metric: `None` when
-/// the table has no default route, `Err` when it cannot be read.
-fn default_interface(root: &Path) -> Result<Option<String>, ()> {
-    let table = std::fs::read_to_string(root.join("proc/net/route")).map_err(|_| ())?;
-    const RTF_UP: u32 = 0x1;
-    let best = table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (iface, dest, flags, metric) = (f.first()?, f.get(1)?, f.get(3)?, f.get(6)?);
-            let flags = u32::from_str_radix(flags, 16).ok()?;
-            let metric: u32 = metric.parse().ok()?;
-            (*dest == "00000000" && flags & RTF_UP != 0).then(|| (metric, (*iface).to_owned()))
-        })
-        .min();
-    Ok(best.map(|(_, iface)| iface))
 }
 
 fn network(config: &LinuxConditionsConfig) -> NetworkPath {

@@ -80,7 +80,9 @@ pub mod throttle;
 mod upload_source;
 
 pub use clock::Clock;
-pub use conditions::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
+pub use conditions::{
+    LinuxConditions, LinuxConditionsConfig, NetworkManagerBus, ScriptedConditions,
+};
 pub use config::SessionConfig;
 pub(crate) use config::protocol_for;
 pub use error::SessionError;

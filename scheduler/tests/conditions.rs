@@ -1,15 +1,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The Linux condition source on fake sysfs/procfs trees: every network kind
 //! and power state maps to the right conditions, broken files degrade to
-//! "unknown" without a panic, and changes are noticed while polling. The
-//! scripted source reports what it is told.
+//! "unknown" without a panic, and changes are noticed while polling;
+//! NetworkManager's metered flag, served by a fake on a real dbus-daemon,
+//! makes the network expensive as it changes. The scripted source reports
+//! what it is told.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use scheduler::conditions::read;
-use scheduler::{LinuxConditions, LinuxConditionsConfig, ScriptedConditions};
+use scheduler::{LinuxConditions, LinuxConditionsConfig, NetworkManagerBus, ScriptedConditions};
 use transfer_core::{ConditionSource, Conditions, NetworkKind, NetworkPath, Power};
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -127,9 +129,11 @@ fn tree(root: &Path, net: Net, pow: Pow) {
     }
 }
 
+/// The tree at `root` alone decides: not this machine's NetworkManager.
 fn config(root: &Path) -> LinuxConditionsConfig {
     LinuxConditionsConfig {
         root: root.to_owned(),
+        network_manager: NetworkManagerBus::Off,
         ..LinuxConditionsConfig::default()
     }
 }
@@ -242,6 +246,143 @@ fn missing_or_unreadable_files_degrade_to_unknown() {
     assert_eq!(read(&config(root)).network.kind, NetworkKind::Other);
 }
 
+/// An IPv6 table line (as the kernel writes it) for a route to `dest` of
+/// prefix length `len` through `iface`, with `metric` and `flags` in hex.
+fn ipv6_line(dest: &str, len: &str, metric: &str, flags: &str, iface: &str) -> String {
+    let zero = "0".repeat(32);
+    format!(
+        "{dest} {len} {zero} 00 fe800000000000000000000000000001 {metric} 00000001 00000000 {flags} {iface:>8}\n"
+    )
+}
+
+/// The kernel's fallback in every IPv6 table: `::/0` unreachable through
+/// `lo` (flags `RTF_REJECT | RTF_NONEXTHOP`, not `RTF_UP`).
+fn ipv6_reject() -> String {
+    ipv6_line(&"0".repeat(32), "00", "ffffffff", "00200200", "lo")
+}
+
+/// An IPv6 table with a default route through `iface` (by a gateway, up),
+/// a link route beside it, and the kernel's reject route.
+fn ipv6_route(root: &Path, iface: &str, metric: u32) {
+    let table = format!(
+        "{}{}{}",
+        ipv6_line(
+            "fd000000000000000000000000000000",
+            "40",
+            "00000100",
+            "00000001",
+            iface
+        ),
+        ipv6_line(
+            &"0".repeat(32),
+            "00",
+            &format!("{metric:08x}"),
+            "00000003",
+            iface
+        ),
+        ipv6_reject(),
+    );
+    write(root, "proc/net/ipv6_route", &table);
+}
+
+#[test]
+fn an_ipv6_only_default_route_is_a_network_of_its_interfaces_kind() {
+    for (net, want) in [
+        (Net::Wifi, NetworkPath::WIFI),
+        (Net::Ethernet, NetworkPath::ETHERNET),
+        (Net::Cellular, NetworkPath::CELLULAR),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        tree(root, net, Pow::Mains);
+        let iface = std::fs::read_dir(root.join("sys/class/net"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name()
+            .into_string()
+            .unwrap();
+        // No IPv4 default route: only the loopback's.
+        tree(root, Net::None, Pow::Mains);
+        assert_eq!(read(&config(root)).network, NetworkPath::NONE, "{net:?}");
+        ipv6_route(root, &iface, 1024);
+        assert_eq!(read(&config(root)).network, want, "{net:?} over IPv6");
+        // Even with no IPv4 table at all (a kernel without IPv4 routing).
+        std::fs::remove_file(root.join("proc/net/route")).unwrap();
+        assert_eq!(read(&config(root)).network, want, "{net:?}, no IPv4 table");
+    }
+}
+
+#[test]
+fn the_kernels_ipv6_reject_route_through_lo_is_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    tree(root, Net::None, Pow::Mains);
+    write(root, "sys/class/net/eth0/uevent", "INTERFACE=eth0\n");
+    write(root, "proc/net/ipv6_route", &ipv6_reject());
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+    // A default route through eth0 that is not up is none either.
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}",
+            ipv6_line(&"0".repeat(32), "00", "00000400", "00000002", "eth0"),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+    // Nor is a route to a prefix that is not ::/0.
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}",
+            ipv6_line(
+                "20010db8000000000000000000000000",
+                "20",
+                "00000400",
+                "00000003",
+                "eth0"
+            ),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+}
+
+#[test]
+fn with_both_families_the_ipv4_default_route_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // IPv4 by Ethernet; IPv6 by Wi-Fi with a lower metric: Ethernet, as
+    // the IPv4 table alone says.
+    tree(root, Net::Ethernet, Pow::Mains);
+    write(root, "sys/class/net/wlp2s0/uevent", "DEVTYPE=wlan\n");
+    std::fs::create_dir_all(root.join("sys/class/net/wlp2s0/wireless")).unwrap();
+    ipv6_route(root, "wlp2s0", 1);
+    assert_eq!(read(&config(root)).network, NetworkPath::ETHERNET);
+    // Among IPv6 default routes, the lowest metric wins.
+    tree(root, Net::None, Pow::Mains);
+    write(
+        root,
+        "proc/net/ipv6_route",
+        &format!(
+            "{}{}{}",
+            ipv6_line(&"0".repeat(32), "00", "00000258", "00000003", "wlp2s0"),
+            ipv6_line(&"0".repeat(32), "00", "00000064", "00000003", "enp3s0"),
+            ipv6_reject()
+        ),
+    );
+    assert_eq!(read(&config(root)).network, NetworkPath::ETHERNET);
+    // The IPv6 table unreadable beside an IPv4 table without a default
+    // route: no network, as before.
+    std::fs::remove_file(root.join("proc/net/ipv6_route")).unwrap();
+    std::fs::create_dir(root.join("proc/net/ipv6_route")).unwrap();
+    assert_eq!(read(&config(root)).network, NetworkPath::NONE);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_noticed_while_polling() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,6 +403,240 @@ async fn changes_are_noticed_while_polling() {
     assert!(now.power.external_power);
     assert_eq!(now.power.battery, Some(55));
     assert_eq!(source.current(), now);
+}
+
+/// A dbus-daemon of the test's own, listening on a socket in a scratch
+/// directory; stopped when dropped.
+struct Bus {
+    daemon: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bus {
+    /// Starts the daemon, or says on stderr why it cannot (`dbus-daemon`
+    /// missing) and returns `None`: the test is skipped.
+    #[allow(clippy::print_stderr)]
+    fn start() -> Option<Bus> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().join("bus").display()
+            ),
+        )
+        .unwrap();
+        let daemon = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            // It warns that it cannot raise its descriptor limit.
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut daemon = match daemon {
+            Ok(daemon) => daemon,
+            Err(e) => {
+                eprintln!(
+                    "skipped: cannot run dbus-daemon ({e}); `cargo xtask test` installs it (Debian package dbus-daemon)"
+                );
+                return None;
+            }
+        };
+        // The address is printed once the daemon listens.
+        let mut address = String::new();
+        std::io::BufReader::new(daemon.stdout.take().unwrap())
+            .read_line(&mut address)
+            .unwrap();
+        let address = address.trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
+        Some(Bus {
+            daemon,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// NetworkManager as far as the metered flag goes: `Metered` on the
+/// `org.freedesktop.NetworkManager` interface, an `NMMetered` value.
+struct FakeNetworkManager {
+    metered: u32,
+}
+
+#[zbus::interface(name = "org.freedesktop.NetworkManager")]
+impl FakeNetworkManager {
+    #[zbus(property)]
+    fn metered(&self) -> u32 {
+        self.metered
+    }
+}
+
+const NM_PATH: &str = "/org/freedesktop/NetworkManager";
+
+/// Serves a fake NetworkManager on `bus` under its well-known name,
+/// saying `metered`.
+async fn network_manager(bus: &Bus, metered: u32) -> zbus::Connection {
+    zbus::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .serve_at(NM_PATH, FakeNetworkManager { metered })
+        .unwrap()
+        .name("org.freedesktop.NetworkManager")
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Changes the fake's `Metered`, announcing it with `PropertiesChanged`.
+async fn set_metered(nm: &zbus::Connection, metered: u32) {
+    let iface = nm
+        .object_server()
+        .interface::<_, FakeNetworkManager>(NM_PATH)
+        .await
+        .unwrap();
+    iface.get_mut().await.metered = metered;
+    iface
+        .get()
+        .await
+        .metered_changed(iface.signal_emitter())
+        .await
+        .unwrap();
+}
+
+/// Waits until the source reports a network that is `expensive` or not.
+async fn until_expensive(source: &LinuxConditions, expensive: bool, what: &str) {
+    let mut rx = source.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|c| c.network.expensive == expensive),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: still expensive = {}", !expensive))
+    .unwrap();
+}
+
+/// NetworkManager's `Metered` makes Wi-Fi expensive and cheap again as it
+/// flips (yes and guess-yes are metered; no, guess-no and unknown are
+/// not), with no polling of files in between (the interval is an hour):
+/// the change itself wakes the source. Before NetworkManager is on the
+/// bus, and after it leaves, the files decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_managers_metered_flag_makes_the_network_expensive_as_it_changes() {
+    let Some(bus) = Bus::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), Net::Wifi, Pow::Mains);
+    let source = LinuxConditions::start(LinuxConditionsConfig {
+        interval: Duration::from_secs(3600),
+        network_manager: NetworkManagerBus::Address(bus.address.clone()),
+        ..config(dir.path())
+    });
+    // No NetworkManager on the bus (yet): Wi-Fi, cheap.
+    assert_eq!(source.current().network, NetworkPath::WIFI);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(source.current().network, NetworkPath::WIFI);
+
+    // It starts, on a phone's hotspot: metered.
+    let nm = network_manager(&bus, 1).await;
+    until_expensive(&source, true, "NetworkManager started saying yes").await;
+    assert_eq!(source.current().network.kind, NetworkKind::Wifi);
+    for (value, expensive, what) in [
+        (2, false, "no"),
+        (3, true, "guess-yes"),
+        (4, false, "guess-no"),
+        (1, true, "yes"),
+        (0, false, "unknown"),
+        (1, true, "yes again"),
+    ] {
+        set_metered(&nm, value).await;
+        until_expensive(&source, expensive, what).await;
+    }
+    assert_eq!(
+        source.current().network,
+        NetworkPath {
+            expensive: true,
+            ..NetworkPath::WIFI
+        }
+    );
+    // It leaves the bus: nothing says metered any more.
+    drop(nm);
+    until_expensive(&source, false, "NetworkManager left").await;
+    assert_eq!(source.current().network, NetworkPath::WIFI);
+}
+
+/// Already metered when the source starts; an interface the user listed
+/// as metered stays expensive whatever NetworkManager says; a session
+/// waiting on the conditions is woken by the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_manager_and_the_configured_interfaces_both_make_it_expensive() {
+    let Some(bus) = Bus::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), Net::Ethernet, Pow::Mains);
+    let nm = network_manager(&bus, 3).await;
+    let source = LinuxConditions::start(LinuxConditionsConfig {
+        interval: Duration::from_secs(3600),
+        network_manager: NetworkManagerBus::Address(bus.address.clone()),
+        ..config(dir.path())
+    });
+    until_expensive(&source, true, "guess-yes at the start").await;
+    let seen = source.current();
+    set_metered(&nm, 4).await;
+    let now = tokio::time::timeout(Duration::from_secs(10), source.changed(seen))
+        .await
+        .expect("a waiter hears NetworkManager's change");
+    assert_eq!(now.network, NetworkPath::ETHERNET);
+
+    let marked = LinuxConditions::start(LinuxConditionsConfig {
+        interval: Duration::from_secs(3600),
+        network_manager: NetworkManagerBus::Address(bus.address.clone()),
+        expensive: HashSet::from(["enp3s0".to_owned()]),
+        ..config(dir.path())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(marked.current().network.expensive, "listed as metered");
+}
+
+/// No bus at the address: the start does not wait, nothing fails, and the
+/// files decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_bus_the_files_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), Net::Wifi, Pow::Mains);
+    let nowhere = dir.path().join("no-bus-here");
+    let started = std::time::Instant::now();
+    let source = LinuxConditions::start(LinuxConditionsConfig {
+        interval: Duration::from_millis(20),
+        network_manager: NetworkManagerBus::Address(format!("unix:path={}", nowhere.display())),
+        ..config(dir.path())
+    });
+    assert!(started.elapsed() < Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(source.current().network, NetworkPath::WIFI);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //!
 //! Why: `cargo test --workspace` runs servers no one here wrote (caddy and
 //! ngtcp2's `gtlsserver` for the HTTP/3 interop tests, moto for store-s3's,
-//! `@tus/server` for the tus interop tests). On a machine without them it
+//! `@tus/server` for the tus interop tests, `dbus-daemon` for the scheduler's
+//! NetworkManager tests). On a machine without them it
 //! fails part-way. `cargo xtask test` calls [`ensure`] first, so the README's
 //! one test command passes on a fresh machine.
 //!
@@ -125,6 +126,12 @@ pub(crate) fn missing(root: &Path) -> Vec<Missing> {
         package(
             "openssl",
             "openssl, which hashes the squid test's proxy password",
+        );
+    }
+    if !on_path("dbus-daemon") {
+        package(
+            "dbus-daemon",
+            "dbus-daemon, the bus a fake NetworkManager is served on in the conditions tests",
         );
     }
     let venv = moto_venv();
