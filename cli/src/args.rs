@@ -147,7 +147,8 @@ pub(crate) enum Command {
 #[derive(clap::Args, Debug)]
 pub(crate) struct Sensing {
     /// Treat network interface IFACE as metered (expensive), e.g. a phone
-    /// tethered over USB; cellular interfaces always are. Repeatable.
+    /// tethered over USB; cellular interfaces always are, and so is any
+    /// connection NetworkManager calls metered. Repeatable.
     #[arg(long, value_name = "IFACE")]
     metered: Vec<String>,
 }

@@ -170,7 +170,7 @@ async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             commands::run::run(until_idle, limit_rate.as_deref(), &when, opts, shared).await
         }
-        Command::Conditions { sensing } => commands::conditions::conditions(&sensing),
+        Command::Conditions { sensing } => commands::conditions::conditions(&sensing).await,
         Command::Repair => commands::repair::repair(shared),
         Command::Ls { json } => commands::ls::ls(json, shared, endpoint).await,
         Command::Pause { id } => change(&id, Change::Pause, shared, endpoint).await,

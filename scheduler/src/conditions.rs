@@ -192,6 +192,17 @@ pub fn read(config: &LinuxConditionsConfig) -> Conditions {
     }
 }
 
+/// The conditions now, as [`read`] finds them in the files, with
+/// NetworkManager's metered flag asked once over D-Bus (see
+/// [`LinuxConditionsConfig::network_manager`]) when it answers within
+/// `wait`: what a one-off command shows, where [`LinuxConditions::start`]
+/// follows both.
+pub async fn read_now(config: &LinuxConditionsConfig, wait: std::time::Duration) -> Conditions {
+    let files = read(config);
+    let asked = tokio::time::timeout(wait, network_manager::ask(&config.network_manager)).await;
+    metered(files, matches!(asked, Ok(Some(true))))
+}
+
 /// `files` with the network expensive if NetworkManager calls it
 /// `metered` (and there is a network to be expensive).
 fn metered(mut files: Conditions, metered: bool) -> Conditions {

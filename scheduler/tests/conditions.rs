@@ -621,6 +621,38 @@ async fn network_manager_and_the_configured_interfaces_both_make_it_expensive() 
     assert!(marked.current().network.expensive, "listed as metered");
 }
 
+/// A one-off reading (`ferry conditions`) asks NetworkManager once: metered
+/// when it says so, as the files say when it does not or is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_off_reading_asks_network_manager() {
+    let Some(bus) = Bus::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tree(dir.path(), Net::Wifi, Pow::Mains);
+    let asking = LinuxConditionsConfig {
+        network_manager: NetworkManagerBus::Address(bus.address.clone()),
+        ..config(dir.path())
+    };
+    let wait = Duration::from_secs(5);
+    let now = scheduler::conditions::read_now(&asking, wait).await;
+    assert!(!now.network.expensive, "no NetworkManager on the bus yet");
+    let nm = network_manager(&bus, 1).await;
+    let now = scheduler::conditions::read_now(&asking, wait).await;
+    assert!(now.network.expensive, "NetworkManager says metered");
+    assert!(now.network.is_connected());
+    set_metered(&nm, 2).await;
+    let now = scheduler::conditions::read_now(&asking, wait).await;
+    assert_eq!(now.network, NetworkPath::WIFI);
+    let nowhere = LinuxConditionsConfig {
+        network_manager: NetworkManagerBus::Address(format!(
+            "unix:path={}",
+            dir.path().join("no-bus-here").display()
+        )),
+        ..config(dir.path())
+    };
+    let now = scheduler::conditions::read_now(&nowhere, wait).await;
+    assert_eq!(now.network, NetworkPath::WIFI);
+}
+
 /// No bus at the address: the start does not wait, nothing fails, and the
 /// files decide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

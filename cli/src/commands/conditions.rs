@@ -10,9 +10,10 @@ use crate::output::print_lines;
 
 /// Prints the conditions and, for kinds of task, the default policy's
 /// verdict on them now.
-pub(crate) fn conditions(sensing: &Sensing) -> anyhow::Result<ExitCode> {
+pub(crate) async fn conditions(sensing: &Sensing) -> anyhow::Result<ExitCode> {
     let config = sensing.config();
-    let c = scheduler::conditions::read(&config);
+    // NetworkManager answers in milliseconds when it is there.
+    let c = scheduler::conditions::read_now(&config, std::time::Duration::from_secs(1)).await;
     let mut lines = vec![format!("network: {}", c.network)];
     lines.push(format!("power: {}", c.power));
     lines.push("with the default policy:".to_owned());

@@ -54,6 +54,29 @@ pub(super) async fn follow(bus: NetworkManagerBus, metered: watch::Sender<bool>)
     set(&metered, None);
 }
 
+/// Whether NetworkManager on `bus` calls the connection metered now, asked
+/// once; `None` when there is no bus or no NetworkManager to answer.
+pub(super) async fn ask(bus: &NetworkManagerBus) -> Option<bool> {
+    let connection = match connect(bus).await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::debug!(?bus, %error, "no D-Bus: NetworkManager's metered flag is not asked");
+            return None;
+        }
+    };
+    let properties = PropertiesProxy::builder(&connection)
+        .destination(SERVICE)
+        .ok()?
+        .path(PATH)
+        .ok()?
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await
+        .ok()?;
+    read(&properties).await.map(is_metered)
+}
+
 /// A connection to `bus`; `None` when told not to ask.
 async fn connect(bus: &NetworkManagerBus) -> zbus::Result<Option<zbus::Connection>> {
     let builder = match bus {
