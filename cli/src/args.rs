@@ -204,7 +204,10 @@ pub(crate) struct RunnerOpts {
     #[arg(long)]
     pub(crate) no_expensive: bool,
     /// A bandwidth timetable for the session, as rclone writes them:
-    /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k").
+    /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k"),
+    /// read in local time (TZ, else /etc/localtime) across daylight-saving
+    /// changes. Rates are bytes per second (k, M, G: powers of 1024), off is
+    /// no limit and 0 pauses until the next entry.
     #[arg(long, value_name = "TIMETABLE")]
     pub(crate) schedule: Option<String>,
     /// Connect to ADDR for URLs on HOST and PORT instead of resolving HOST,
@@ -244,13 +247,26 @@ pub(crate) struct RunnerOpts {
     /// The global `--endpoint`.
     #[arg(skip)]
     pub(crate) endpoint: Option<String>,
-    /// HTTP/3 only (over QUIC; https URLs).
-    #[arg(long, conflicts_with = "prefer_http3")]
+    /// Try HTTP/3 (QUIC) first, and take HTTP/2 or HTTP/1.1 when QUIC does
+    /// not answer within 3 s, as curl's --http3 (servers that advertise
+    /// HTTP/3 with Alt-Svc get it anyway, without this).
+    #[arg(long, visible_alias = "prefer-http3", group = "protocol")]
     pub(crate) http3: bool,
-    /// HTTP/3 where the server answers over QUIC, else HTTP/2 or HTTP/1.1
-    /// (servers that advertise HTTP/3 with Alt-Svc get it anyway).
-    #[arg(long)]
-    pub(crate) prefer_http3: bool,
+    /// HTTP/3 and nothing else (https URLs only), as curl's --http3-only.
+    #[arg(long, group = "protocol")]
+    pub(crate) http3_only: bool,
+    /// HTTP/2 where the server offers it over TLS, else HTTP/1.1; never
+    /// HTTP/3, even where advertised. Plain http:// URLs stay HTTP/1.1
+    /// (see --http2-prior-knowledge).
+    #[arg(long, group = "protocol")]
+    pub(crate) http2: bool,
+    /// HTTP/2 without negotiation on plain http:// URLs (h2c); never
+    /// HTTP/3.
+    #[arg(long, group = "protocol")]
+    pub(crate) http2_prior_knowledge: bool,
+    /// HTTP/1.1 only; never HTTP/2 or HTTP/3.
+    #[arg(long = "http1.1", group = "protocol")]
+    pub(crate) http1_1: bool,
     /// A download slower than BYTES per second, on average over
     /// `--speed-time`, is stalled: the attempt fails and is retried, as
     /// after a cut (default 1024; 0: no limit).
@@ -277,10 +293,10 @@ pub(crate) struct RunnerOpts {
 }
 
 impl RunnerOpts {
-    /// Refuses `--http3` with a plain-http URL, which would otherwise go
-    /// over TCP: HTTP/3 runs only over QUIC, which carries TLS.
+    /// Refuses `--http3-only` with a plain-http URL, which would otherwise
+    /// go over TCP: HTTP/3 runs only over QUIC, which carries TLS.
     pub(crate) fn check_http3(&self, urls: &[String]) -> anyhow::Result<()> {
-        if !self.http3 {
+        if !self.http3_only {
             return Ok(());
         }
         let plain = urls
@@ -288,7 +304,7 @@ impl RunnerOpts {
             .find(|u| url::Url::parse(u).is_ok_and(|u| u.scheme() == "http"));
         if let Some(url) = plain {
             bail!(
-                "--http3 needs https:// URLs (HTTP/3 runs over QUIC with TLS): {}",
+                "--http3-only needs https:// URLs (HTTP/3 runs over QUIC with TLS): {}",
                 transfer_core::echo(url)
             );
         }
@@ -516,30 +532,10 @@ pub(crate) fn parse_max_filesize(s: &str) -> anyhow::Result<u64> {
     parse_size(s).with_context(|| format!("--max-filesize {s:?} is not a size such as 500k or 2G"))
 }
 
-/// Parses a size such as `500k`, `1.5M` or `1048576` (bytes; suffixes are
-/// 1024-based) of at least one byte: a fraction that comes to less (`0.1`,
-/// `0.5`) is refused, not rounded to zero.
+/// Parses a size as every option takes one ([`transfer_core::parse_size`]:
+/// bytes, or with k, M, G, T as powers of 1024; at least one byte).
 pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (digits, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: f64 = digits.parse().context("not a number")?;
-    if !(n.is_finite() && n > 0.0) {
-        bail!("must be above zero");
-    }
-    let bytes = (n * mult as f64).floor();
-    if bytes < 1.0 {
-        bail!("comes to less than one byte");
-    }
-    if bytes >= u64::MAX as f64 {
-        bail!("too large");
-    }
-    Ok(bytes as u64)
+    Ok(transfer_core::parse_size(s)?)
 }
 
 /// Reads curl's `--resolve` form, `HOST:PORT:ADDR[,ADDR]...` (an ADDR may

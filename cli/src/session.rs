@@ -153,10 +153,12 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
         config.upload_chunk_bytes = parse_size(size)
             .with_context(|| format!("--upload-chunk {size:?}: a size such as 8M"))?;
     }
-    config.protocol = if opts.http3 {
+    config.protocol = if opts.http3_only {
         transfer_core::ProtocolPreference::RequireHttp3
-    } else if opts.prefer_http3 {
+    } else if opts.http3 {
         transfer_core::ProtocolPreference::PreferHttp3
+    } else if opts.http2 || opts.http1_1 || opts.http2_prior_knowledge {
+        transfer_core::ProtocolPreference::TcpOnly
     } else {
         transfer_core::ProtocolPreference::Auto
     };
@@ -175,8 +177,10 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     // asked; no network at all is still waited for.
     config.policy.retries_missing_hosts = opts.retry_dns;
     if let Some(t) = &opts.schedule {
-        config.policy.timetable =
-            Some(transfer_core::Timetable::parse(t).with_context(|| format!("--schedule {t:?}"))?);
+        config.policy.timetable = Some(
+            transfer_core::Timetable::parse_local(t)
+                .with_context(|| format!("--schedule {t:?}"))?,
+        );
     }
     Ok(config)
 }
@@ -219,6 +223,12 @@ async fn runner(
         }
     }
     http = http.proxies(proxies(opts)?);
+    if opts.http1_1 {
+        http = http.http1_only();
+    }
+    if opts.http2_prior_knowledge {
+        http = http.http2_prior_knowledge();
+    }
     let home = home()?;
     let tcp = HttpTransport::new(http.clone()).context("TLS setup")?;
     let quic = transport_quic::QuicTransport::new(transport_quic::QuicConfig::default().http(http))

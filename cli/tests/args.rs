@@ -256,6 +256,29 @@ fn a_bad_runner_option_is_refused_and_queues_nothing() {
     assert!(queued(&home).is_empty());
 }
 
+/// The protocol flags are curl's, and exclude each other.
+#[test]
+fn the_protocol_flags_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    for both in [
+        ["--http3", "--http2"],
+        ["--http3-only", "--http1.1"],
+        ["--http2", "--http1.1"],
+        ["--prefer-http3", "--http3-only"],
+    ] {
+        let mut args = vec!["get", "-o", out];
+        args.extend(both);
+        args.push("https://127.0.0.1:9/a");
+        let got = ferry(&home, &args, None);
+        assert_eq!(got.status.code(), Some(2), "{args:?}");
+        let said = String::from_utf8_lossy(&got.stderr);
+        assert!(said.contains("cannot be used with"), "{said}");
+    }
+}
+
 #[test]
 fn a_bad_upload_rate_is_refused_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,7 +305,7 @@ fn a_bad_upload_rate_is_refused_and_queues_nothing() {
 }
 
 #[test]
-fn http3_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
+fn http3_only_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let out = dir.path().join("out");
@@ -291,7 +314,7 @@ fn http3_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
     let out = out.to_str().unwrap();
     let get = [
         "get",
-        "--http3",
+        "--http3-only",
         "-o",
         out,
         "https://127.0.0.1:9/a",
@@ -299,7 +322,7 @@ fn http3_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
     ];
     let put = [
         "put",
-        "--http3",
+        "--http3-only",
         file.to_str().unwrap(),
         "http://127.0.0.1:9/up",
     ];
@@ -311,7 +334,7 @@ fn http3_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
         assert!(!got.status.success(), "{args:?} accepted");
         let said = String::from_utf8_lossy(&got.stderr);
         assert!(
-            said.contains("--http3 needs https:// URLs") && said.contains(url),
+            said.contains("--http3-only needs https:// URLs") && said.contains(url),
             "{said}"
         );
     }

@@ -43,7 +43,7 @@ async fn sigkilled_downloads_resume_and_land_intact() {
     killed_and_resumed(&origin, &url, &[]).await;
 }
 
-/// The same over HTTP/3 (`--http3`): every request of every run went over
+/// The same over HTTP/3 (`--http3-only`): every request of every run went over
 /// QUIC, and the restarts resumed with a Range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_http3_downloads_resume_and_land_intact() {
@@ -52,7 +52,7 @@ async fn sigkilled_http3_downloads_resume_and_land_intact() {
     let root = dir.path().join("root.pem");
     std::fs::write(&root, origin.root_cert_pem()).unwrap();
     let url = origin.https_url("/big.bin");
-    let extra = ["--http3", "--cacert", root.to_str().unwrap()];
+    let extra = ["--http3-only", "--cacert", root.to_str().unwrap()];
     killed_and_resumed(&origin, &url, &extra).await;
     let log = origin.log();
     assert!(

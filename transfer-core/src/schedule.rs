@@ -20,43 +20,24 @@ pub enum Bandwidth {
 }
 
 impl Bandwidth {
-    /// Parses an rclone-style rate: `off` (unlimited), `0` (paused), or a
-    /// number with an optional binary suffix `B`, `K`, `M`, `G` (either case);
-    /// without a suffix the unit is KiB/s, as in rclone. Decimals are allowed
-    /// (`1.5M`).
+    /// Parses a rate as rclone's timetables write them, with Ferry's one
+    /// size syntax ([`parse_size`](crate::parse_size)): `off` (unlimited),
+    /// `0` (paused), or a size per second: a bare number is bytes (where
+    /// rclone reads KiB), `k`, `M`, `G` (either case) powers of 1024,
+    /// decimals allowed (`1.5M`).
     pub fn parse(s: &str) -> Result<Bandwidth, ScheduleError> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("off") {
             return Ok(Bandwidth::Unlimited);
         }
-        let bad = || ScheduleError::BadRate(s.to_owned());
-        let (num, unit) = match t.char_indices().last() {
-            Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
-            _ => (t, 'K'),
-        };
-        let mult: f64 = match unit {
-            'B' => 1.0,
-            'K' => 1024.0,
-            'M' => 1024.0 * 1024.0,
-            'G' => 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(bad()),
-        };
-        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return Err(bad());
+        // Zero pauses, as in rclone's timetable; a fraction of a byte is a
+        // mistake, not a pause.
+        if !t.is_empty() && t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0') {
+            return Ok(Bandwidth::Paused);
         }
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        let bytes = (n * mult).round();
-        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-            return Err(bad());
-        }
-        // The range check above makes the conversion exact enough; a rate of
-        // zero pauses, as in rclone's timetable.
-        let bytes = bytes as u64;
-        Ok(if bytes == 0 {
-            Bandwidth::Paused
-        } else {
-            Bandwidth::Limited(bytes)
-        })
+        crate::parse_size(t)
+            .map(Bandwidth::Limited)
+            .map_err(|_| ScheduleError::BadRate(s.to_owned()))
     }
 
     /// The limit in bytes per second, `None` for unlimited, `Some(0)` when paused.
@@ -83,7 +64,7 @@ impl fmt::Display for Bandwidth {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     /// A rate is not `off`, `0` or a number with an optional unit.
-    #[error("bad rate {0:?}: use off, 0, or a number with B, K, M or G")]
+    #[error("bad rate {0:?}: use off, 0, or bytes per second (a number, or with k, M or G)")]
     BadRate(String),
     /// An entry is not `[Day-]HH:MM,RATE`.
     #[error("bad timetable entry {0:?}: use [Mon-]HH:MM,RATE")]
@@ -91,6 +72,9 @@ pub enum ScheduleError {
     /// The timetable has no entries.
     #[error("empty timetable")]
     Empty,
+    /// The time zone named is not in the time zone database.
+    #[error("unknown time zone {0:?}")]
+    UnknownZone(String),
     /// A stored timetable's entries are not at distinct minutes of one
     /// week in increasing order (what [`Timetable::parse`] produces).
     #[error(
@@ -111,7 +95,13 @@ const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 /// week, the last one holds (it wraps around).
 ///
 /// Entries are `HH:MM,RATE` (every day) or `Day-HH:MM,RATE` (`Mon`…`Sun`),
-/// separated by spaces; times are read in a fixed UTC offset.
+/// separated by spaces; times are read in a time zone, following its
+/// daylight-saving changes ([`parse_local`](Timetable::parse_local),
+/// [`parse_in`](Timetable::parse_in)), or in a fixed UTC offset
+/// ([`parse`](Timetable::parse), [`parse_with_offset`](Timetable::parse_with_offset)).
+/// On a day the clocks go forward, an entry in the skipped hour takes
+/// effect when the hour ends; on a day they go back, the repeated hour's
+/// entries take effect each time the clock shows them.
 ///
 /// Deserializing checks what [`parse`](Timetable::parse) guarantees (at
 /// least one entry, at distinct minutes of one week in increasing order)
@@ -121,8 +111,14 @@ const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 pub struct Timetable {
     /// (minute of the week from Monday 00:00, rate), sorted by minute.
     entries: Vec<(u32, Bandwidth)>,
-    /// Offset of the timetable's clock from UTC, in minutes.
+    /// Offset of the timetable's clock from UTC, in minutes (without a zone).
     utc_offset_minutes: i32,
+    /// The IANA time zone its times are read in, when it follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
+    /// `zone`, looked up.
+    #[serde(skip)]
+    tz: Option<jiff::tz::TimeZone>,
 }
 
 /// A [`Timetable`] as stored, before its entries are checked.
@@ -130,6 +126,13 @@ pub struct Timetable {
 struct StoredTimetable {
     entries: Vec<(u32, Bandwidth)>,
     utc_offset_minutes: i32,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+/// The time zone named `name` in the system's database.
+fn zone(name: &str) -> Result<jiff::tz::TimeZone, ScheduleError> {
+    jiff::tz::TimeZone::get(name).map_err(|_| ScheduleError::UnknownZone(name.to_owned()))
 }
 
 impl TryFrom<StoredTimetable> for Timetable {
@@ -146,9 +149,12 @@ impl TryFrom<StoredTimetable> for Timetable {
             }
             before = Some(minute);
         }
+        let tz = stored.zone.as_deref().map(zone).transpose()?;
         Ok(Timetable {
             entries: stored.entries,
             utc_offset_minutes: stored.utc_offset_minutes,
+            zone: stored.zone,
+            tz,
         })
     }
 }
@@ -157,6 +163,36 @@ impl Timetable {
     /// Parses a timetable read in UTC.
     pub fn parse(s: &str) -> Result<Timetable, ScheduleError> {
         Timetable::parse_with_offset(s, 0)
+    }
+
+    /// Parses a timetable read in this machine's local time (`TZ`, else
+    /// `/etc/localtime`), as rclone reads its timetables, following
+    /// daylight-saving changes. A local zone with no name in the database
+    /// (a POSIX `TZ` rule) is read at its offset now.
+    pub fn parse_local(s: &str) -> Result<Timetable, ScheduleError> {
+        let tz = jiff::tz::TimeZone::system();
+        match tz.iana_name() {
+            Some(name) => Timetable::parse_in(s, name),
+            None => {
+                let offset = tz.to_offset(jiff::Timestamp::now()).seconds() / 60;
+                Timetable::parse_with_offset(s, offset)
+            }
+        }
+    }
+
+    /// Parses a timetable read in the IANA time zone `name`
+    /// (`"Europe/Berlin"`), following its daylight-saving changes.
+    pub fn parse_in(s: &str, name: &str) -> Result<Timetable, ScheduleError> {
+        let tz = zone(name)?;
+        let mut t = Timetable::parse_with_offset(s, 0)?;
+        t.zone = Some(name.to_owned());
+        t.tz = Some(tz);
+        Ok(t)
+    }
+
+    /// The IANA time zone its times are read in, if it follows one.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
     }
 
     /// Parses a timetable whose times are in a clock `utc_offset_minutes` ahead of UTC.
@@ -206,10 +242,27 @@ impl Timetable {
         Ok(Timetable {
             entries: dedup,
             utc_offset_minutes,
+            zone: None,
+            tz: None,
         })
     }
 
+    /// `now` in the timetable's zone, to the minute.
+    fn civil(&self, tz: &jiff::tz::TimeZone, now: Timestamp) -> Option<jiff::civil::DateTime> {
+        let ms = i64::try_from(now.as_millis()).ok()?;
+        let ts = jiff::Timestamp::from_millisecond(ms).ok()?;
+        Some(tz.to_datetime(ts))
+    }
+
     fn minute_of_week(&self, now: Timestamp) -> (u32, u64) {
+        if let Some(dt) = self.tz.as_ref().and_then(|tz| self.civil(tz, now)) {
+            let day = u32::try_from(dt.weekday().to_monday_zero_offset()).unwrap_or(0);
+            let minute = u32::try_from(dt.hour()).unwrap_or(0) * 60
+                + u32::try_from(dt.minute()).unwrap_or(0);
+            let ms = u64::try_from(dt.second()).unwrap_or(0) * 1000
+                + u64::try_from(dt.millisecond()).unwrap_or(0);
+            return (day * MINUTES_PER_DAY + minute, ms);
+        }
         let local_ms = i128::from(now.as_millis()) + i128::from(self.utc_offset_minutes) * 60_000;
         let minutes = local_ms.div_euclid(60_000);
         let ms_into_minute = u64::try_from(local_ms.rem_euclid(60_000)).unwrap_or(0);
@@ -245,10 +298,37 @@ impl Timetable {
             .saturating_mul(60_000)
             .saturating_sub(ms_into_minute)
             .max(60_000 - ms_into_minute);
-        (
-            current.1,
-            now.saturating_add(Duration::from_millis(wait_ms)),
-        )
+        let at_least = now.saturating_add(Duration::from_millis(60_000 - ms_into_minute));
+        let next = match self.tz.as_ref() {
+            // The next entry's wall-clock time, as an instant: across a
+            // daylight-saving change the wait is an hour longer or shorter
+            // than the clock's difference.
+            Some(tz) => self
+                .next_in(tz, now, next_minute - mow, ms_into_minute)
+                .map_or(at_least, |t| t.max(at_least)),
+            None => now.saturating_add(Duration::from_millis(wait_ms)),
+        };
+        (current.1, next)
+    }
+
+    /// The instant when the wall clock in `tz`, now `minutes` (and
+    /// `ms_into_minute`) before the next entry, reaches it.
+    fn next_in(
+        &self,
+        tz: &jiff::tz::TimeZone,
+        now: Timestamp,
+        minutes: u32,
+        ms_into_minute: u64,
+    ) -> Option<Timestamp> {
+        let dt = self.civil(tz, now)?;
+        let start_of_minute = dt.checked_sub(Duration::from_millis(ms_into_minute)).ok()?;
+        let wall = start_of_minute
+            .checked_add(Duration::from_secs(u64::from(minutes) * 60))
+            .ok()?;
+        let instant = tz.to_ambiguous_timestamp(wall).compatible().ok()?;
+        u64::try_from(instant.as_millisecond())
+            .ok()
+            .map(Timestamp::from_millis)
     }
 }
 
@@ -278,7 +358,8 @@ mod tests {
         assert_eq!(Bandwidth::parse("off"), Ok(Bandwidth::Unlimited));
         assert_eq!(Bandwidth::parse("0"), Ok(Bandwidth::Paused));
         assert_eq!(Bandwidth::parse("512k"), Ok(Bandwidth::Limited(512 * 1024)));
-        assert_eq!(Bandwidth::parse("10"), Ok(Bandwidth::Limited(10 * 1024)));
+        // A bare number is bytes, as everywhere in Ferry (rclone reads KiB).
+        assert_eq!(Bandwidth::parse("10"), Ok(Bandwidth::Limited(10)));
         assert_eq!(Bandwidth::parse("1.5M"), Ok(Bandwidth::Limited(1_572_864)));
         assert_eq!(Bandwidth::parse("100B"), Ok(Bandwidth::Limited(100)));
         for bad in ["", "k", "-1M", "1X", "1e9", "nan", "99999999999G"] {
@@ -337,6 +418,78 @@ mod tests {
         assert_eq!(read(&json).unwrap(), t, "{json}");
     }
 
+    /// Milliseconds since the epoch of an RFC 3339 instant.
+    fn ms(rfc3339: &str) -> u64 {
+        let t: jiff::Timestamp = rfc3339.parse().unwrap();
+        u64::try_from(t.as_millisecond()).unwrap()
+    }
+
+    /// Times are read in the zone, and the next change is the instant the
+    /// zone's wall clock reaches the next entry, daylight saving included.
+    #[test]
+    fn a_zone_follows_its_daylight_saving_changes() {
+        let t = Timetable::parse_in("08:00,512k 20:00,off", "America/New_York").unwrap();
+        assert_eq!(t.zone(), Some("America/New_York"));
+        // Winter (EST, UTC-5): 08:00 is 13:00Z.
+        let (rate, next) = t.at(Timestamp::from_millis(ms("2026-01-15T12:59:00Z")));
+        assert_eq!(rate, Bandwidth::Unlimited);
+        assert_eq!(next.as_millis(), ms("2026-01-15T13:00:00Z"));
+        assert_eq!(
+            t.at(Timestamp::from_millis(ms("2026-01-15T13:00:00Z"))).0,
+            Bandwidth::Limited(512 << 10)
+        );
+        // Summer (EDT, UTC-4): 08:00 is 12:00Z.
+        let (rate, next) = t.at(Timestamp::from_millis(ms("2026-07-15T11:59:30Z")));
+        assert_eq!(rate, Bandwidth::Unlimited);
+        assert_eq!(next.as_millis(), ms("2026-07-15T12:00:00Z"));
+        // 2026-03-08: 02:00 EST becomes 03:00 EDT. From 00:00 EST (05:00Z)
+        // to 08:00 EDT (12:00Z) is 7 hours of real time, not 8.
+        let (_, next) = t.at(Timestamp::from_millis(ms("2026-03-08T05:00:00Z")));
+        assert_eq!(next.as_millis(), ms("2026-03-08T12:00:00Z"));
+        // 2026-11-01: 02:00 EDT becomes 01:00 EST: 9 hours, not 8.
+        let (_, next) = t.at(Timestamp::from_millis(ms("2026-11-01T04:00:00Z")));
+        assert_eq!(next.as_millis(), ms("2026-11-01T13:00:00Z"));
+    }
+
+    /// An entry in the hour skipped when clocks go forward takes effect
+    /// when that hour ends; one in the hour repeated when they go back
+    /// takes effect when the clock first shows it.
+    #[test]
+    fn entries_in_skipped_or_repeated_hours_take_effect_once() {
+        let t = Timetable::parse_in("00:00,off 02:30,1M 05:00,off", "America/New_York").unwrap();
+        let (rate, next) = t.at(Timestamp::from_millis(ms("2026-03-08T06:00:00Z")));
+        assert_eq!(rate, Bandwidth::Unlimited, "01:00 EST");
+        assert_eq!(next.as_millis(), ms("2026-03-08T07:30:00Z"), "03:30 EDT");
+        assert_eq!(
+            t.at(Timestamp::from_millis(ms("2026-03-08T07:30:00Z"))).0,
+            Bandwidth::Limited(1 << 20)
+        );
+        let t = Timetable::parse_in("00:00,off 01:30,1M 05:00,off", "America/New_York").unwrap();
+        // 01:30 EDT is 05:30Z; 01:30 EST (an hour later) is 06:30Z.
+        let (_, next) = t.at(Timestamp::from_millis(ms("2026-11-01T05:00:00Z")));
+        assert_eq!(next.as_millis(), ms("2026-11-01T05:30:00Z"));
+        assert_eq!(
+            t.at(Timestamp::from_millis(ms("2026-11-01T05:30:00Z"))).0,
+            Bandwidth::Limited(1 << 20)
+        );
+    }
+
+    #[test]
+    fn a_zone_is_kept_when_stored_and_an_unknown_one_is_refused() {
+        let t = Timetable::parse_in("Mon-08:00,512k 19:00,off", "Europe/Berlin").unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        let back: Timetable = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t, "{json}");
+        assert_eq!(back.zone(), Some("Europe/Berlin"));
+        assert_eq!(
+            Timetable::parse_in("08:00,off", "Mars/Olympus_Mons"),
+            Err(ScheduleError::UnknownZone("Mars/Olympus_Mons".to_owned()))
+        );
+        let stored =
+            r#"{"entries":[[0,"Unlimited"]],"utc_offset_minutes":0,"zone":"Nowhere/Else"}"#;
+        assert!(serde_json::from_str::<Timetable>(stored).is_err());
+    }
+
     /// `at` answers for every timestamp and offset, and for a table that
     /// somehow holds nothing (or nonsense), never panicking.
     #[test]
@@ -345,12 +498,17 @@ mod tests {
             Timetable {
                 entries: Vec::new(),
                 utc_offset_minutes: 0,
+                zone: None,
+                tz: None,
             },
             Timetable {
                 entries: vec![(u32::MAX, Bandwidth::Paused), (3, Bandwidth::Unlimited)],
                 utc_offset_minutes: i32::MIN,
+                zone: None,
+                tz: None,
             },
             Timetable::parse_with_offset("Sun-23:59,1M 00:00,0", i32::MAX).unwrap(),
+            Timetable::parse_in("Sun-23:59,1M 00:00,0 02:30,5M", "America/New_York").unwrap(),
         ];
         for t in &odd {
             for now in [0, 1, TUE, u64::MAX / 2, u64::MAX - 1, u64::MAX] {

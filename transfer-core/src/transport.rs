@@ -228,6 +228,9 @@ pub enum ProtocolPreference {
     PreferHttp3,
     /// HTTP/3 only.
     RequireHttp3,
+    /// HTTP/1.1 or HTTP/2 over TCP only: never HTTP/3, even where the
+    /// server advertises it (curl's `--http2` and `--http1.1`).
+    TcpOnly,
 }
 
 /// Options of one request.

@@ -274,8 +274,9 @@ impl Transport for ProtocolChoice {
             // Asked for HTTP/3 and nothing else: direct, as proxies carry TCP.
             return self.quic.send_via(request, advertised).await;
         }
-        if self.quic.proxied(&uri) {
-            // A proxy carries this URL: HTTP/3 would go around it.
+        if preference == ProtocolPreference::TcpOnly || self.quic.proxied(&uri) {
+            // Asked for TCP, or a proxy carries this URL (HTTP/3 would go
+            // around it).
             let r = self.tcp.send(request).await?;
             self.learn(&r);
             return Ok(r);

@@ -611,8 +611,8 @@ impl Transport for QuicTransport {
         "quic"
     }
 
-    fn handles(&self, url: &Uri, _preference: ProtocolPreference) -> bool {
-        url.scheme_str() == Some("https")
+    fn handles(&self, url: &Uri, preference: ProtocolPreference) -> bool {
+        url.scheme_str() == Some("https") && preference != ProtocolPreference::TcpOnly
     }
 
     async fn send(&self, request: TransportRequest) -> Result<TransportResponse, TransferError> {

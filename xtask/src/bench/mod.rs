@@ -605,8 +605,8 @@ fn scenario_6_origin(
     let url = origin.https_url("/big.bin");
     let tools = vec![
         tool(
-            "ferry --http3",
-            ferry(env, &["get", &url, "--http3", "--cacert", &ca], &[]),
+            "ferry --http3-only",
+            ferry(env, &["get", &url, "--http3-only", "--cacert", &ca], &[]),
         ),
         tool(
             "ferry (HTTP/2)",
@@ -646,8 +646,8 @@ fn scenario_6_caddy(
     let ca = ca.display().to_string();
     let url = caddy.url(&format!("/{file}"));
     let mut tools = vec![tool(
-        "ferry --http3",
-        ferry(env, &["get", &url, "--http3", "--cacert", &ca], &[]),
+        "ferry --http3-only",
+        ferry(env, &["get", &url, "--http3-only", "--cacert", &ca], &[]),
     )];
     if let Some(client) = gtlsclient {
         let port = caddy.port().to_string();
