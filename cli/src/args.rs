@@ -275,6 +275,24 @@ pub(crate) struct RunnerOpts {
     /// The window `--speed-limit` is measured over, in seconds (default 60).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) speed_time: Option<u64>,
+    /// Retries after transient failures (a cut connection, a 503) that made
+    /// no durable progress, as curl's --retry: 0 fails on the first (default
+    /// 20, with backoff from 1 s to 15 min).
+    #[arg(long, value_name = "N")]
+    pub(crate) retry: Option<u32>,
+    /// Start no retry later than this long after the first attempt (curl's
+    /// --retry-max-time; seconds, or a duration such as 10m).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) retry_max_time: Option<String>,
+    /// The most each connection may take to open, TCP and TLS each
+    /// (seconds, or a duration such as 500ms; default 15 s).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) connect_timeout: Option<String>,
+    /// The most a whole transfer may take, across attempts, waits and
+    /// retries (curl's --max-time; seconds, or a duration such as 2h): it
+    /// fails when that is spent (default 7 days).
+    #[arg(long, short = 'm', value_name = "DURATION")]
+    pub(crate) max_time: Option<String>,
     /// Largest append of a resumable upload (suffixes k, M, G; default
     /// 64M): at most this much is sent again after an interruption.
     #[arg(long, value_name = "SIZE")]

@@ -162,6 +162,22 @@ fn config(opts: &RunnerOpts) -> anyhow::Result<SessionConfig> {
     } else {
         transfer_core::ProtocolPreference::Auto
     };
+    if let Some(n) = opts.retry {
+        config.retry.retry_limit = n;
+    }
+    let duration = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|s| crate::state::parse_duration(s).with_context(|| format!("--{flag} {s:?}")))
+            .transpose()
+    };
+    config.retry.retry_window = duration("retry-max-time", &opts.retry_max_time)?;
+    if let Some(d) = duration("connect-timeout", &opts.connect_timeout)? {
+        config.timeouts.connect = d;
+        config.timeouts.tls = d;
+    }
+    if let Some(d) = duration("max-time", &opts.max_time)? {
+        config.retry.resource_timeout = d;
+    }
     config.low_speed = low_speed(config.low_speed, opts.speed_limit, opts.speed_time);
     if let Some(n) = opts.parallel {
         config.policy.max_concurrent = n;

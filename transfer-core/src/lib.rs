@@ -122,4 +122,4 @@ pub use transport::{
     RedirectHook, RedirectPolicy, RequestBody, RequestMetrics, RequestOptions, ResponseBody,
     SentProgress, Timeouts, Transport, TransportRequest, TransportResponse,
 };
-pub use units::{SizeError, format_rate, format_size, parse_size};
+pub use units::{SizeError, format_duration, format_rate, format_size, parse_size};

@@ -536,7 +536,13 @@ fn step(
                 if let Some(attempt) = running {
                     fx.push(Effect::Abort { attempt });
                 }
-                let error = TransferError::new(ErrorKind::DeadlineExceeded, "");
+                let error = TransferError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "not finished within its time limit of {}",
+                        crate::units::format_duration(s.retry.resource_timeout)
+                    ),
+                );
                 fail(s, error, fx);
             } else if let Phase::Waiting(r) = &s.phase
                 && r.wake_at().is_some_and(|t| now >= t)
@@ -610,6 +616,12 @@ fn attempt_failed(s: &mut TaskState, error: TransferError, now: Timestamp, fx: &
                 .backoff(s.failures, error.retry_after(), &mut random);
             let until = now.saturating_add(delay);
             if s.deadline().is_some_and(|d| until >= d) {
+                return fail(s, error, fx);
+            }
+            if let (Some(window), Some(started)) = (s.retry.retry_window, s.started_at)
+                && until >= started.saturating_add(window)
+            {
+                // No retry may start this late.
                 return fail(s, error, fx);
             }
             wait(s, WaitReason::BackingOff { until, error }, fx);

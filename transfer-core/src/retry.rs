@@ -26,6 +26,11 @@ pub struct RetryPolicy {
     /// How long a task may take from its first resume before it fails
     /// ([`ErrorKind::DeadlineExceeded`](crate::ErrorKind::DeadlineExceeded)).
     pub resource_timeout: Duration,
+    /// Retries start only within this long of the task's first resume
+    /// (curl's `--retry-max-time`); a transient failure whose retry would
+    /// start later fails the task. `None`: no such window.
+    #[serde(default)]
+    pub retry_window: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -35,6 +40,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             resource_timeout: Duration::from_secs(7 * 24 * 3600),
+            retry_window: None,
         }
     }
 }

@@ -98,6 +98,27 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// Formats a duration as people say it: `30 s`, `5 min`, `2 h`, `1 h 30 min`,
+/// `250 ms`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{} ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h} h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m} min"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s} s"));
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +149,16 @@ mod tests {
             parse_size("99999999999T"),
             Err(SizeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        use std::time::Duration;
+        assert_eq!(format_duration(Duration::from_millis(250)), "250 ms");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(format_duration(Duration::from_secs(300)), "5 min");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1 h 30 min");
+        assert_eq!(format_duration(Duration::from_secs(7 * 24 * 3600)), "168 h");
     }
 
     #[test]

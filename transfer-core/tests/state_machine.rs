@@ -148,6 +148,7 @@ fn policy() -> impl Strategy<Value = RetryPolicy> {
         base_delay: Duration::from_secs(base),
         max_delay: Duration::from_secs(600),
         resource_timeout: Duration::from_secs(deadline_mins * 60),
+        retry_window: None,
     })
 }
 
@@ -616,4 +617,57 @@ fn suspend_and_resume_continue_from_the_durable_offset() {
     )
     .unwrap();
     assert_eq!((same, fx), (next, vec![]));
+}
+
+/// curl's `--retry-max-time`: retries start only within the window from the
+/// first resume; the failure whose retry would start later fails the task,
+/// saying why it failed.
+#[test]
+fn no_retry_starts_after_the_retry_window() {
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    let retry = RetryPolicy {
+        retry_limit: 100,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(1),
+        retry_window: Some(Duration::from_secs(10)),
+        ..RetryPolicy::default()
+    };
+    let mut s = apply(&TaskState::new(retry, 5), Event::Resume, now)
+        .unwrap()
+        .0;
+    let lost = || TransferError::new(ErrorKind::ConnectionLost, "cut");
+    let mut t = now;
+    let mut retries = 0;
+    loop {
+        s = apply(&s, Event::Admission(Verdict::Run(Throttle::default())), t)
+            .unwrap()
+            .0;
+        let attempt = s.attempt;
+        s = apply(
+            &s,
+            Event::AttemptFailed {
+                attempt,
+                error: lost(),
+            },
+            t,
+        )
+        .unwrap()
+        .0;
+        match &s.phase {
+            Phase::Waiting(WaitReason::BackingOff { until, .. }) => {
+                assert!(*until < now.saturating_add(Duration::from_secs(10)));
+                retries += 1;
+                t = *until;
+                s = apply(&s, Event::Timer, t).unwrap().0;
+            }
+            Phase::Failed(e) => {
+                assert_eq!(e.kind(), ErrorKind::ConnectionLost);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // One-second backoffs, jittered into their upper half: 10 to 20 fit.
+    assert!((10..=20).contains(&retries), "{retries} retries");
+    assert!(t < now.saturating_add(Duration::from_secs(10)));
 }
