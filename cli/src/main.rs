@@ -74,9 +74,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // rustls is built with two providers here (the S3 client brings
-    // aws-lc-rs): name ring, which every other part already uses, for the
-    // process.
+    // ring is the one crypto provider compiled in; the S3 client's rustls
+    // takes the process's, so name it once for all.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Many transfers at once need many open files.
     descriptors::raise_limit();
