@@ -239,6 +239,9 @@ async fn runner(
         }
     }
     http = http.proxies(proxies(opts)?);
+    // One per-host limit: the session's (`-j`), for the pool's HTTP/1.1
+    // connections too.
+    http = http.max_connections_per_host(usize::try_from(config.policy.max_per_host).unwrap_or(1));
     if opts.http1_1 {
         http = http.http1_only();
     }
