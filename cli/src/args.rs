@@ -364,9 +364,20 @@ pub(crate) struct AddArgs {
     /// input); blank lines and lines starting with `#` are skipped.
     #[arg(short = 'i', long = "input-file", value_name = "LIST")]
     input_file: Option<PathBuf>,
-    /// The output directory (created if missing).
-    #[arg(short = 'o', long = "output", default_value = ".")]
-    output: PathBuf,
+    /// Write the download of the URL in the same place of the list to FILE
+    /// (curl's rule: one -o per URL, in order; URLs beyond the last -o keep
+    /// their own names). A relative FILE is in --output-dir. FILE is
+    /// replaced if it is there, as curl does.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Vec<PathBuf>,
+    /// The directory downloads go into (created if missing; default the
+    /// current one), each under its URL's name unless -o names it.
+    #[arg(long = "output-dir", value_name = "DIR", default_value = ".")]
+    output_dir: PathBuf,
+    /// Name each file after its URL, as curl's -O (what Ferry does
+    /// anyway): accepted for scripts written for curl.
+    #[arg(short = 'O', long = "remote-name", action = clap::ArgAction::Count)]
+    remote_name: u8,
     /// Download into an object instead of a file: `s3://BUCKET/KEY` (one
     /// URL), or `s3://BUCKET/PREFIX/` (any number: each URL's file name
     /// after the prefix), through a multipart upload whose parts are the
@@ -430,10 +441,29 @@ impl AddArgs {
         if let Some(s) = &self.max_filesize {
             parse_max_filesize(s)?;
         }
-        std::fs::create_dir_all(&self.output)
-            .with_context(|| format!("creating {}", self.output.display()))?;
-        self.output = std::fs::canonicalize(&self.output)
-            .with_context(|| format!("resolving {}", self.output.display()))?;
+        if !self.output.is_empty() && self.to.is_some() {
+            bail!("-o names a file and --to an object: give one of them");
+        }
+        if self.output.len() > self.urls.len() {
+            bail!(
+                "{} -o for {} URL{}: -o names the file of one URL, in order (curl's rule)",
+                self.output.len(),
+                self.urls.len(),
+                if self.urls.len() == 1 { "" } else { "s" }
+            );
+        }
+        std::fs::create_dir_all(&self.output_dir)
+            .with_context(|| format!("creating {}", self.output_dir.display()))?;
+        self.output_dir = std::fs::canonicalize(&self.output_dir)
+            .with_context(|| format!("resolving {}", self.output_dir.display()))?;
+        let files = std::mem::take(&mut self.output);
+        for file in files {
+            let path = output_file(&self.output_dir, &file)?;
+            if self.output.contains(&path) {
+                bail!("-o {} is given twice", file.display());
+            }
+            self.output.push(path);
+        }
         Ok(self)
     }
 
@@ -442,7 +472,8 @@ impl AddArgs {
         Ok(Downloads {
             rate: self.limit_rate.as_deref().map(parse_rate).transpose()?,
             urls: self.urls,
-            output: self.output,
+            output: self.output_dir,
+            files: self.output,
             to: self.to,
             sha256: self.sha256,
             overwrite: self.overwrite,
@@ -548,6 +579,29 @@ pub(crate) fn parse_rate(s: &str) -> anyhow::Result<u64> {
 /// Parses `--max-filesize`.
 pub(crate) fn parse_max_filesize(s: &str) -> anyhow::Result<u64> {
     parse_size(s).with_context(|| format!("--max-filesize {s:?} is not a size such as 500k or 2G"))
+}
+
+/// Where `-o FILE` writes: FILE in `dir` when relative, its directory made
+/// if missing and named by its real path. Refuses a directory (the old
+/// meaning of -o, now --output-dir's) and standard output.
+fn output_file(dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if file.as_os_str() == "-" {
+        bail!("-o - (standard output) is not supported: Ferry downloads into files");
+    }
+    let path = dir.join(file);
+    if path.is_dir() || file.as_os_str().to_string_lossy().ends_with('/') {
+        bail!(
+            "-o {} is a directory: -o names a file; use --output-dir {0} to download into it",
+            file.display()
+        );
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        bail!("-o {}: not a file name", file.display());
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let parent =
+        std::fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
+    Ok(parent.join(name))
 }
 
 /// Parses a size as every option takes one ([`transfer_core::parse_size`]:

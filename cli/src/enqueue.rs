@@ -25,6 +25,9 @@ pub(crate) struct Downloads {
     pub(crate) urls: Vec<String>,
     /// The output directory, absolute.
     pub(crate) output: PathBuf,
+    /// The files `-o` names for the first URLs, in order, absolute.
+    #[serde(default)]
+    pub(crate) files: Vec<PathBuf>,
     /// Into objects instead of files: `s3://BUCKET/KEY` (one URL) or
     /// `s3://BUCKET/PREFIX/`.
     pub(crate) to: Option<String>,
@@ -252,8 +255,13 @@ pub(crate) async fn add_downloads(
     } else {
         names::listing(&args.output, args.urls.len())
     };
-    for url in &args.urls {
-        let key = format!("get {} {url}", args.output.display());
+    for (i, url) in args.urls.iter().enumerate() {
+        // A file `-o` names is replaced, as curl replaces it.
+        let named = args.files.get(i);
+        let key = match named {
+            Some(file) => format!("get -o {} {url}", file.display()),
+            None => format!("get {} {url}", args.output.display()),
+        };
         // Finished before, and the file is still there: nothing to do.
         let finished = |r: &TaskRecord| {
             !args.overwrite
@@ -270,9 +278,18 @@ pub(crate) async fn add_downloads(
             Earlier::Unfinished(r) => Some(r),
             Earlier::None => None,
         };
-        let dest = match unfinished.and_then(destination_of) {
-            Some(p) => p,
-            None => names::unique(
+        let dest = match (unfinished.and_then(destination_of), named) {
+            (Some(p), _) => p,
+            (None, Some(file)) => {
+                if taken.contains(file) {
+                    anyhow::bail!(
+                        "-o {}: another unfinished download of the session writes there",
+                        file.display()
+                    );
+                }
+                file.clone()
+            }
+            (None, None) => names::unique(
                 &args.output,
                 &names::file_name(url),
                 args.overwrite,
@@ -286,7 +303,11 @@ pub(crate) async fn add_downloads(
         let b = TaskSpec::download(url, Destination::Path(dest))
             .key(key)
             .label(name.clone());
-        specs.push(args.finish(b).build().with_context(|| url.clone())?);
+        let mut b = args.finish(b);
+        if named.is_some() {
+            b = b.overwrite(true);
+        }
+        specs.push(b.build().with_context(|| url.clone())?);
         labels.push(name);
     }
     // Every URL was checked above: a bad one anywhere has queued nothing.

@@ -1,10 +1,10 @@
 //! `ferry`: background downloads and uploads that survive crashes, kills and restarts.
 //!
 //! ```text
-//! ferry get URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
+//! ferry get URL... [-i LIST] [-o FILE]... [--output-dir DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging] [--no-cellular] [--no-expensive] [--schedule TIMETABLE]
 //!           [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR] [--checkpoint SIZE|off]
-//! ferry add URL... [-i LIST] [-o DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
+//! ferry add URL... [-i LIST] [-o FILE]... [--output-dir DIR] [--sha256 HEX] [--limit-rate RATE] [--discretionary]
 //!           [--require-charging]
 //! ferry put FILE URL [-F NAME=VALUE]... [--form-file NAME] [-X METHOD] [--content-type TYPE]
 //!           [--resumable | --tus] [--upload-chunk SIZE] [--discretionary] [--require-charging] [the runner options of get]

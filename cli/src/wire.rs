@@ -191,6 +191,7 @@ mod tests {
         let add = Request::Add(Downloads {
             urls: vec!["https://a.test/x".to_owned()],
             output: "/tmp/out".into(),
+            files: Vec::new(),
             to: None,
             sha256: None,
             rate: Some(1024),

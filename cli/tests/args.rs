@@ -43,7 +43,7 @@ fn url_lists_come_from_a_file_or_stdin() {
         &home,
         &[
             "add",
-            "-o",
+            "--output-dir",
             out.to_str().unwrap(),
             "-i",
             list.to_str().unwrap(),
@@ -59,7 +59,7 @@ fn url_lists_come_from_a_file_or_stdin() {
         &home,
         &[
             "add",
-            "-o",
+            "--output-dir",
             out.to_str().unwrap(),
             "-i",
             "-",
@@ -130,7 +130,7 @@ fn long_list_queued(runner: bool) {
     let add = |list: &str| {
         let added = ferry(
             &home,
-            &["add", "-o", out.to_str().unwrap(), "-i", "-"],
+            &["add", "--output-dir", out.to_str().unwrap(), "-i", "-"],
             Some(list),
         );
         assert!(
@@ -184,7 +184,7 @@ fn a_bad_url_late_in_a_long_list_queues_nothing() {
     list.push_str("ftp://127.0.0.1:9/late.bin\n");
     let refused = ferry(
         &home,
-        &["add", "-o", out.to_str().unwrap(), "-i", "-"],
+        &["add", "--output-dir", out.to_str().unwrap(), "-i", "-"],
         Some(&list),
     );
     assert!(!refused.status.success());
@@ -241,7 +241,7 @@ fn a_bad_runner_option_is_refused_and_queues_nothing() {
             &home,
             &[
                 "get",
-                "-o",
+                "--output-dir",
                 out.to_str().unwrap(),
                 flag,
                 value,
@@ -269,7 +269,7 @@ fn the_protocol_flags_exclude_each_other() {
         ["--http2", "--http1.1"],
         ["--prefer-http3", "--http3-only"],
     ] {
-        let mut args = vec!["get", "-o", out];
+        let mut args = vec!["get", "--output-dir", out];
         args.extend(both);
         args.push("https://127.0.0.1:9/a");
         let got = ferry(&home, &args, None);
@@ -315,7 +315,7 @@ fn http3_only_with_a_plain_http_url_is_refused_in_words_and_queues_nothing() {
     let get = [
         "get",
         "--http3-only",
-        "-o",
+        "--output-dir",
         out,
         "https://127.0.0.1:9/a",
         "http://127.0.0.1:9/b",

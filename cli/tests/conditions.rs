@@ -186,7 +186,7 @@ async fn unplugging_stops_a_download_that_requires_charging_and_plugging_in_resu
             "--require-charging",
             "--checkpoint",
             "256k",
-            "-o",
+            "--output-dir",
             &out_dir,
             &url,
         ],
@@ -260,7 +260,7 @@ async fn no_cellular_and_no_expensive_wait_off_wifi() {
             "256k",
             "--resolve",
             &resolve,
-            "-o",
+            "--output-dir",
             &out_dir,
             &url,
         ],
@@ -306,7 +306,7 @@ async fn run_discretionary_holds_every_task_on_a_low_battery() {
     let len = 1u64 << 20;
     origin.resource("/later.bin", Resource::seeded(22, len));
     let added = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["add", "-o"])
+        .args(["add", "--output-dir"])
         .arg(&out)
         .arg(origin.http_url("/later.bin"))
         .env("FERRY_HOME", &home)

@@ -75,7 +75,7 @@ struct Urls {
 fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
     let out_s = out.to_str().unwrap();
     let mut runner = Command::new(FERRY)
-        .args(["get", &urls.big, "-o", out_s])
+        .args(["get", &urls.big, "--output-dir", out_s])
         .env("FERRY_HOME", &home)
         .stderr(Stdio::null())
         .spawn()
@@ -102,7 +102,7 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
     assert!(ferry(&home, &["resume", &id]).status.success());
 
     // A second `get` hands its task to the runner and follows it to the end.
-    let handed = ferry(&home, &["get", &urls.small, "-o", out_s]);
+    let handed = ferry(&home, &["get", &urls.small, "--output-dir", out_s]);
     assert!(
         handed.status.success(),
         "{}",
@@ -121,7 +121,7 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
     );
 
     // No runner now: the state on disk is changed directly.
-    let added = ferry(&home, &["add", &urls.later, "-o", out_s]);
+    let added = ferry(&home, &["add", &urls.later, "--output-dir", out_s]);
     assert!(added.status.success());
     let rows = ls(&home);
     assert_eq!(state_of(&rows, "later.bin"), "queued");
@@ -176,12 +176,12 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
 
     // Finished, and the file is there: adding it again changes nothing.
     let before = id_of(&ls(&home), "later.bin");
-    let again = ferry(&home, &["add", &urls.later, "-o", out_s]);
+    let again = ferry(&home, &["add", &urls.later, "--output-dir", out_s]);
     let again = String::from_utf8(again.stdout).unwrap();
     assert!(again.starts_with(&before), "{again}");
     assert_eq!(ls(&home).len(), 3);
 
-    let added = ferry(&home, &["add", &urls.extra, "-o", out_s]);
+    let added = ferry(&home, &["add", &urls.extra, "--output-dir", out_s]);
     let id = String::from_utf8(added.stdout).unwrap();
     let id = id.split_whitespace().next().unwrap().to_owned();
     assert!(ferry(&home, &["cancel", &id]).status.success());

@@ -27,7 +27,7 @@ async fn a_low_open_file_limit_clamps_parallel_transfers_and_loses_none() {
         .arg("-c")
         .arg(r#"ulimit -Sn 64 && ulimit -Hn 64 && exec "$0" "$@""#)
         .arg(FERRY)
-        .args(["get", "-j", "150", "-o", out.to_str().unwrap()])
+        .args(["get", "-j", "150", "--output-dir", out.to_str().unwrap()])
         .args(&urls)
         .env("FERRY_HOME", &home)
         .stdin(Stdio::null())

@@ -91,7 +91,7 @@ async fn a_worker_paused_past_its_lease_writes_nothing_that_counts() {
     let added = ferry(
         &endpoint,
         &home,
-        &["add", &url, "-o", out.to_str().unwrap()],
+        &["add", &url, "--output-dir", out.to_str().unwrap()],
     )
     .output()
     .unwrap();

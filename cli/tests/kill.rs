@@ -14,7 +14,7 @@ const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 fn ferry_get(home: &Path, out: &Path, url: &str, extra: &[&str]) -> Child {
     Command::new(FERRY)
-        .args(["get", url, "-o"])
+        .args(["get", url, "--output-dir"])
         .arg(out)
         .args(extra)
         .env("FERRY_HOME", home)

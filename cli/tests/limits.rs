@@ -37,14 +37,17 @@ async fn a_body_past_max_filesize_fails_and_leaves_nothing() {
     let out_arg = out.to_str().unwrap();
     for path in ["/told.bin", "/endless.bin"] {
         let url = origin.http_url(path);
-        let (ok, err) = ferry(&home, &["get", "--max-filesize", "1M", "-o", out_arg, &url]);
+        let (ok, err) = ferry(
+            &home,
+            &["get", "--max-filesize", "1M", "--output-dir", out_arg, &url],
+        );
         assert!(!ok, "{path}: a body over the limit was accepted");
         assert!(err.contains("body larger than allowed"), "{path}: {err}");
         assert_eq!(names(&out), Vec::<String>::new(), "{path} left something");
     }
     // The same limit on the whole session, from `run`.
     let url = origin.http_url("/endless.bin");
-    let (ok, err) = ferry(&home, &["add", "-o", out_arg, &url]);
+    let (ok, err) = ferry(&home, &["add", "--output-dir", out_arg, &url]);
     assert!(ok, "{err}");
     let (_, err) = ferry(&home, &["run", "--until-idle", "--max-filesize", "1.5M"]);
     assert!(err.contains("body larger than allowed"), "{err}");
@@ -52,7 +55,14 @@ async fn a_body_past_max_filesize_fails_and_leaves_nothing() {
     // A limit that comes to nothing is refused before anything is queued.
     let (ok, err) = ferry(
         &home,
-        &["add", "--max-filesize", "0.1", "-o", out_arg, &url],
+        &[
+            "add",
+            "--max-filesize",
+            "0.1",
+            "--output-dir",
+            out_arg,
+            &url,
+        ],
     );
     assert!(!ok);
     assert!(err.contains("--max-filesize"), "{err}");
@@ -65,7 +75,13 @@ impl SmallDisk {
     fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "--output-dir",
+                &format!("size={size}"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .is_ok_and(|s| s.success());
@@ -95,7 +111,7 @@ async fn a_body_larger_than_the_free_space_fails_before_writing() {
     origin.resource("/big.bin", Resource::seeded(3, 4 << 20));
     let home = dir.path().join("home");
     let url = origin.http_url("/big.bin");
-    let (ok, err) = ferry(&home, &["get", "-o", out.to_str().unwrap(), &url]);
+    let (ok, err) = ferry(&home, &["get", "--output-dir", out.to_str().unwrap(), &url]);
     assert!(!ok, "a body larger than the disk was accepted");
     assert!(err.contains("needs 4.0 MiB, 2.0 MiB free"), "{err}");
     assert_eq!(names(&out), Vec::<String>::new());

@@ -41,7 +41,7 @@ async fn every_download_of_a_list_says_done_once() {
         let run = Command::new(FERRY)
             .args(["get", "-i"])
             .arg(&list_file)
-            .arg("-o")
+            .arg("--output-dir")
             .arg(&out)
             .env("FERRY_HOME", &home)
             .stdin(Stdio::null())

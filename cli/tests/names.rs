@@ -22,8 +22,18 @@ async fn two_adds_of_one_name_keep_both_files() {
         );
     };
     let out_arg = out.to_str().unwrap();
-    ferry(&["add", "-o", out_arg, &origin.http_url("/a/same.bin")]);
-    ferry(&["add", "-o", out_arg, &origin.http_url("/b/same.bin")]);
+    ferry(&[
+        "add",
+        "--output-dir",
+        out_arg,
+        &origin.http_url("/a/same.bin"),
+    ]);
+    ferry(&[
+        "add",
+        "--output-dir",
+        out_arg,
+        &origin.http_url("/b/same.bin"),
+    ]);
     ferry(&["run", "--until-idle"]);
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -55,7 +65,7 @@ async fn a_file_put_in_a_queued_download_s_place_is_never_replaced() {
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
     let out_arg = out.to_str().unwrap();
     let url = origin.http_url("/x.bin");
-    let (ok, _, err) = ferry_in(&home, &["add", "-o", out_arg, &url]);
+    let (ok, _, err) = ferry_in(&home, &["add", "--output-dir", out_arg, &url]);
     assert!(ok, "{err}");
     // Somebody else's file appears under the name before the download ends.
     std::fs::write(out.join("x.bin"), b"theirs").unwrap();
@@ -78,13 +88,13 @@ async fn get_again_says_done_only_for_the_file_its_task_wrote() {
     let (home, out) = (dir.path().join("home"), dir.path().join("out"));
     let out_arg = out.to_str().unwrap();
     let url = origin.http_url("/y.bin");
-    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    let (ok, _, err) = ferry_in(&home, &["get", "--output-dir", out_arg, &url]);
     assert!(ok, "{err}");
     let body = testkit::body::bytes(4, 0, 0..30_000);
     assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), body);
     // Run again: the task's own file is there, nothing is fetched.
     let asked = origin.log().len();
-    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    let (ok, _, err) = ferry_in(&home, &["get", "--output-dir", out_arg, &url]);
     assert!(ok, "{err}");
     assert_eq!(
         origin.log().len(),
@@ -95,7 +105,7 @@ async fn get_again_says_done_only_for_the_file_its_task_wrote() {
     // The download is done again, beside it; the other file stays.
     std::fs::remove_file(out.join("y.bin")).unwrap();
     std::fs::write(out.join("y.bin"), b"edited").unwrap();
-    let (ok, _, err) = ferry_in(&home, &["get", "-o", out_arg, &url]);
+    let (ok, _, err) = ferry_in(&home, &["get", "--output-dir", out_arg, &url]);
     assert!(ok, "{err}");
     assert!(
         origin.log().len() > asked,
@@ -104,7 +114,10 @@ async fn get_again_says_done_only_for_the_file_its_task_wrote() {
     assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), b"edited");
     assert_eq!(std::fs::read(out.join("y-1.bin")).unwrap(), body);
     // --overwrite replaces it.
-    let (ok, _, err) = ferry_in(&home, &["get", "--overwrite", "-o", out_arg, &url]);
+    let (ok, _, err) = ferry_in(
+        &home,
+        &["get", "--overwrite", "--output-dir", out_arg, &url],
+    );
     assert!(ok, "{err}");
     assert_eq!(std::fs::read(out.join("y.bin")).unwrap(), body);
 }
@@ -123,7 +136,7 @@ async fn an_output_directory_swapped_for_a_symlink_is_not_written_through() {
         &home,
         &[
             "add",
-            "-o",
+            "--output-dir",
             out.to_str().unwrap(),
             &origin.http_url("/z.bin"),
         ],

@@ -24,7 +24,7 @@ async fn j_ten_runs_ten_at_once_on_one_server() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let out = dir.path().join("out");
-    let mut args = vec!["get", "-j", "10", "-o", out.to_str().unwrap()];
+    let mut args = vec!["get", "-j", "10", "--output-dir", out.to_str().unwrap()];
     args.extend(urls.iter().map(String::as_str));
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let got = tokio::task::spawn_blocking(move || {

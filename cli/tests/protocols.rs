@@ -24,7 +24,7 @@ async fn protocol_of(origin: &Origin, url: &str, flag: &str) -> Protocol {
                 &flag2,
                 "--cacert",
                 root.to_str().unwrap(),
-                "-o",
+                "--output-dir",
                 out.to_str().unwrap(),
                 &url2,
             ],

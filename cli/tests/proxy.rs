@@ -25,7 +25,7 @@ fn spawn_get(
     env: &[(&str, &str)],
 ) -> Child {
     let mut c = Command::new(FERRY);
-    c.args(["get", url, "-o"])
+    c.args(["get", url, "--output-dir"])
         .arg(out)
         .arg("--cacert")
         .arg(root)

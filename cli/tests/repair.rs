@@ -22,7 +22,7 @@ fn a_damaged_database_fails_in_words_and_repair_starts_afresh() {
     let out = dir.path().join("out");
     for i in 0..3 {
         let url = format!("http://127.0.0.1:9/{i}.bin");
-        let (code, _, err) = ferry(&home, &["add", "-o", out.to_str().unwrap(), &url]);
+        let (code, _, err) = ferry(&home, &["add", "--output-dir", out.to_str().unwrap(), &url]);
         assert_eq!(code, 0, "{err}");
     }
     let db = home.join("ferry.redb");

@@ -73,7 +73,11 @@ fn a_name_that_does_not_exist_fails_the_get_in_words() {
     let mut child = KillOnDrop(get(
         &home,
         &root,
-        &["-o", out.to_str().unwrap(), "http://nonexistent.invalid/x"],
+        &[
+            "--output-dir",
+            out.to_str().unwrap(),
+            "http://nonexistent.invalid/x",
+        ],
     ));
     let start = Instant::now();
     let status = loop {
@@ -110,7 +114,7 @@ fn retry_dns_keeps_waiting_for_a_name_that_does_not_exist() {
         &root,
         &[
             "--retry-dns",
-            "-o",
+            "--output-dir",
             out.to_str().unwrap(),
             "http://nonexistent.invalid/x",
         ],
@@ -152,7 +156,7 @@ fn a_port_beyond_16_bits_is_refused() {
         &home,
         &[
             "get",
-            "-o",
+            "--output-dir",
             out.to_str().unwrap(),
             "http://127.0.0.1:99999/x",
         ],
@@ -191,7 +195,7 @@ async fn resolve_applies_to_its_host_and_port_only() {
             (home.clone(), root.clone(), resolve.clone(), out_dir.clone());
         tokio::task::spawn_blocking(move || {
             Command::new(FERRY)
-                .args(["get", "--resolve", &resolve, "-o", &out_dir, &url])
+                .args(["get", "--resolve", &resolve, "--output-dir", &out_dir, &url])
                 .env("FERRY_HOME", &home)
                 .env("FERRY_SYSFS_ROOT", &root)
                 .stdin(Stdio::null())

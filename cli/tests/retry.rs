@@ -15,7 +15,7 @@ use testkit::{BlackHole, Fault, Origin, Resource, Script};
 /// `ferry get URL -o DIR EXTRA`, timed.
 async fn get(home: &Path, url: &str, extra: &[&str]) -> (std::process::Output, Duration) {
     let out = home.with_file_name("out");
-    let mut args = vec!["get", url, "-o", out.to_str().unwrap()];
+    let mut args = vec!["get", url, "--output-dir", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let home = home.to_owned();

@@ -63,11 +63,15 @@ pub(crate) async fn run(out: Option<PathBuf>) -> anyhow::Result<()> {
         PACE >> 20
     );
     let run = || {
-        println!("   $ ferry get {} -o {}", urls.join(" "), out.display());
+        println!(
+            "   $ ferry get {} --output-dir {}",
+            urls.join(" "),
+            out.display()
+        );
         Command::new(&ferry)
             .arg("get")
             .args(&urls)
-            .arg("-o")
+            .arg("--output-dir")
             .arg(&out)
             .env("FERRY_HOME", home.path())
             .spawn()

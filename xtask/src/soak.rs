@@ -535,7 +535,10 @@ impl Soak {
         let list = list.display().to_string();
         let out = self.out.display().to_string();
         let added = self
-            .ferry(&["add", "-i", &list, "-o", &out], Duration::from_secs(300))
+            .ferry(
+                &["add", "-i", &list, "--output-dir", &out],
+                Duration::from_secs(300),
+            )
             .await?;
         for line in added.lines() {
             let Some((id, name)) = line.split_once("  ") else {

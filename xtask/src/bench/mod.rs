@@ -280,7 +280,7 @@ fn ferry(env: &Env, args: &[&str], extra: &[String]) -> MakeCommand {
     let extra = extra.to_vec();
     Box::new(move |out, state| {
         let mut c = Command::new(&ferry);
-        c.args(&args).args(&extra).arg("-o").arg(out);
+        c.args(&args).args(&extra).arg("--output-dir").arg(out);
         c.env("FERRY_HOME", state);
         c
     })
@@ -1029,7 +1029,7 @@ fn scenario_4(env: &Env, args: &Args) -> anyhow::Result<report::QueueReport> {
     add.arg("add")
         .arg("-i")
         .arg(&list)
-        .arg("-o")
+        .arg("--output-dir")
         .arg(args.scratch.join("queue-out"))
         .env("FERRY_HOME", &state);
     let sample = measure::run(&add, &env.bench.join("logs/4-ferry-add.log"))?;
