@@ -48,6 +48,7 @@ mod commands;
 mod control;
 mod descriptors;
 mod enqueue;
+mod exit;
 mod listing;
 mod names;
 mod output;

@@ -98,12 +98,20 @@ pub(crate) enum Followed {
         id: TaskId,
         /// Why, in words.
         error: String,
+        /// The exit code it comes to (see `exit`).
+        #[serde(default = "other")]
+        code: u8,
     },
     /// Following stopped: the session could not answer.
     Error {
         /// Why, in words.
         error: String,
     },
+}
+
+/// What an older runner's `Failed` line without a code comes to.
+fn other() -> u8 {
+    crate::exit::OTHER
 }
 
 impl Followed {
@@ -114,10 +122,12 @@ impl Followed {
             Outcome::Failed { error, .. } => Followed::Failed {
                 id,
                 error: error.to_string(),
+                code: crate::exit::code_of_outcome(outcome),
             },
             Outcome::Cancelled { .. } => Followed::Failed {
                 id,
                 error: "cancelled".to_owned(),
+                code: crate::exit::code_of_outcome(outcome),
             },
         }
     }
@@ -226,7 +236,13 @@ mod tests {
         assert_eq!(error, r#"{"reply":"error","error":"no"}"#);
         let done =
             serde_json::to_string(&Followed::ended(id, &Outcome::Cancelled { resume: None }))?;
-        assert_eq!(done, r#"{"event":"failed","id":171,"error":"cancelled"}"#);
+        assert_eq!(
+            done,
+            r#"{"event":"failed","id":171,"error":"cancelled","code":1}"#
+        );
+        // A line from a runner that sends no code reads as code 1.
+        let old: Followed = serde_json::from_str(r#"{"event":"failed","id":171,"error":"x"}"#)?;
+        assert!(matches!(old, Followed::Failed { code: 1, .. }));
         Ok(())
     }
 }

@@ -103,7 +103,11 @@ async fn put_fails_clearly_on_a_missing_file_or_a_refusal() {
     let file = dir.path().join("a.bin");
     std::fs::write(&file, b"hello").unwrap();
     let got = put(&home, &[file.to_str().unwrap(), &origin.http_url("/nope")]);
-    assert_eq!(got.status.code(), Some(1), "{got:?}");
+    assert_eq!(
+        got.status.code(),
+        Some(22),
+        "an HTTP error is curl's 22: {got:?}"
+    );
     assert!(
         String::from_utf8_lossy(&got.stderr).contains("404"),
         "{}",

@@ -69,7 +69,7 @@ pub(crate) async fn transfer(
 
     let mut interrupted = session::watch_signals(session.clone());
     let shown = show_progress(&session, &tasks);
-    let mut failures = 0;
+    let mut codes = Vec::with_capacity(tasks.len());
     let mut answers = Vec::new();
     let mut outcomes = Vec::with_capacity(tasks.len());
     for (handle, name) in &tasks {
@@ -93,9 +93,8 @@ pub(crate) async fn transfer(
                 return Ok(ExitCode::from(2));
             }
         };
-        if !report(name, &outcome) {
-            failures += 1;
-        }
+        report(name, &outcome);
+        codes.push(crate::exit::code_of_outcome(&outcome));
         outcomes.push((handle.id(), name.as_str(), outcome));
     }
     shown.finish(&outcomes).await;
@@ -116,11 +115,7 @@ pub(crate) async fn transfer(
     for body in answers {
         std::io::Write::write_all(&mut std::io::stdout(), &body)?;
     }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(crate::exit::exit(codes))
 }
 
 /// Waits until the session says its state disk is full (its commits are
@@ -166,7 +161,7 @@ async fn transfer_through_runner(
     let ids = names.keys().copied().collect();
     let mut lines = control::request(stream, &Request::Follow { ids }).await?;
     let name = |id: &TaskId| names.get(id).cloned().unwrap_or_default();
-    let mut failures = 0;
+    let mut codes = Vec::new();
     let mut ended = 0;
     while let Some(line) = lines.next().await? {
         match line {
@@ -177,9 +172,9 @@ async fn transfer_through_runner(
                 say(format_args!("{}: waiting: {reason}", name(&id)))
             }
             Followed::Completed { .. } => ended += 1,
-            Followed::Failed { id, error } => {
+            Followed::Failed { id, error, code } => {
                 ended += 1;
-                failures += 1;
+                codes.push(code);
                 eprintln!("ferry: {}: {error}", name(&id));
             }
             // What is left unended says the rest, below.
@@ -191,9 +186,5 @@ async fn transfer_through_runner(
             "the running ferry stopped before the transfers ended; run the command again to continue"
         );
     }
-    Ok(if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(crate::exit::exit(codes))
 }
