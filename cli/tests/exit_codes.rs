@@ -1,11 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 //! `ferry get`'s exit codes are curl's for the failures curl knows, as the
 //! README's table says: 6 cannot resolve, 7 cannot connect, 22 HTTP error,
 //! 28 timeout, 60 certificate not trusted, 63 larger than --max-filesize.
 
 mod common;
 
-use common::{ferry, stderr};
+use common::{ferry_blocking, stderr};
 use testkit::{BlackHole, Origin, Resource};
 
 async fn code(args: &[&str]) -> i32 {
@@ -14,13 +14,7 @@ async fn code(args: &[&str]) -> i32 {
     let out = dir.path().join("out");
     let mut all = vec!["get", "--retry", "0", "--output-dir", out.to_str().unwrap()];
     all.extend_from_slice(args);
-    let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
-    let got = tokio::task::spawn_blocking(move || {
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        ferry(&home, &all)
-    })
-    .await
-    .unwrap();
+    let got = ferry_blocking(&home, &all).await;
     assert!(!got.status.success(), "{args:?} succeeded");
     eprintln!("{args:?}: {}", stderr(&got));
     got.status.code().unwrap()

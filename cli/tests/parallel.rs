@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{ferry, stderr};
+use common::{ferry_blocking, stderr};
 use testkit::{Fault, Origin, Resource, Script};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,13 +26,7 @@ async fn j_ten_runs_ten_at_once_on_one_server() {
     let out = dir.path().join("out");
     let mut args = vec!["get", "-j", "10", "--output-dir", out.to_str().unwrap()];
     args.extend(urls.iter().map(String::as_str));
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let got = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ferry(&home, &args)
-    })
-    .await
-    .unwrap();
+    let got = ferry_blocking(&home, &args).await;
     assert!(got.status.success(), "{}", stderr(&got));
     let log = origin.log();
     assert_eq!(log.len(), 10);

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ferry, stderr};
+use common::{ferry_blocking, stderr};
 use http::StatusCode;
 use testkit::{BlackHole, Fault, Origin, Resource, Script};
 
@@ -17,19 +17,10 @@ async fn get(home: &Path, url: &str, extra: &[&str]) -> (std::process::Output, D
     let out = home.with_file_name("out");
     let mut args = vec!["get", url, "--output-dir", out.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let home = home.to_owned();
     let started = Instant::now();
-    let got = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ferry(&home, &args)
-        }),
-    )
-    .await
-    .expect("ferry get ends")
-    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), ferry_blocking(home, &args))
+        .await
+        .expect("ferry get ends");
     (got, started.elapsed())
 }
 

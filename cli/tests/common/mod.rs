@@ -27,3 +27,16 @@ pub(crate) fn stderr(out: &Output) -> String {
 pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// [`ferry`] from async code: on a blocking thread, so the test's origin
+/// keeps serving meanwhile.
+pub(crate) async fn ferry_blocking(home: &Path, args: &[&str]) -> Output {
+    let home = home.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ferry(&home, &args)
+    })
+    .await
+    .unwrap()
+}
