@@ -141,6 +141,19 @@ pub(crate) enum Command {
         #[command(flatten)]
         sensing: Sensing,
     },
+    /// Print the shell completions for SHELL on standard output (for
+    /// bash: `ferry completions bash > /etc/bash_completion.d/ferry`).
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Print ferry's manual page (roff) on standard output, or with
+    /// COMMAND the page of that command, ferry-COMMAND(1)
+    /// (`ferry man get > ferry-get.1; man ./ferry-get.1`).
+    Man {
+        /// A command (get, add, put, run, ls, …).
+        command: Option<String>,
+    },
 }
 
 /// How network and power conditions are read (`get`, `run`, `conditions`).

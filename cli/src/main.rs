@@ -75,6 +75,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These print what clap knows of the command line, and need no runtime.
+    match &cli.command {
+        Command::Completions { shell } => return commands::help::completions(*shell),
+        Command::Man { command } => return commands::help::man(command.as_deref()),
+        _ => {}
+    }
     // ring is the one crypto provider compiled in; the S3 client's rustls
     // takes the process's, so name it once for all.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -172,6 +178,9 @@ async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Conditions { sensing } => commands::conditions::conditions(&sensing).await,
         Command::Repair => commands::repair::repair(shared),
+        Command::Completions { .. } | Command::Man { .. } => {
+            anyhow::bail!("printed before the runtime starts")
+        }
         Command::Ls { json } => commands::ls::ls(json, shared, endpoint).await,
         Command::Pause { id } => change(&id, Change::Pause, shared, endpoint).await,
         Command::Resume { id } => change(&id, Change::Resume, shared, endpoint).await,

@@ -5,6 +5,7 @@
 pub(crate) mod add;
 pub(crate) mod change;
 pub(crate) mod conditions;
+pub(crate) mod help;
 pub(crate) mod ls;
 pub(crate) mod repair;
 pub(crate) mod run;
