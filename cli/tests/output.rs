@@ -324,3 +324,56 @@ async fn run_takes_the_same_flags() {
         100
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_told_with_its_error_and_delay() {
+    let (origin, dir) = setup().await;
+    let home = dir.path().join("home");
+    let mut runs = Vec::new();
+    for (n, flag) in ["-v", "--json", "--no-progress"].into_iter().enumerate() {
+        let path = format!("/busy{n}.bin");
+        origin.resource(&path, Resource::seeded(9, 2000));
+        origin.script(&path, testkit::Script::new().statuses(&[(503, Some("1"))]));
+        let out = dir.path().join(format!("out{n}"));
+        let run = ferry_with(
+            &home,
+            &[
+                "get",
+                flag,
+                "-o",
+                &out.to_string_lossy(),
+                &origin.http_url(&path),
+            ],
+            &[],
+        );
+        assert!(run.status.success(), "{}", stderr(&run));
+        runs.push(run);
+    }
+    let verbose = stderr(&runs[0]);
+    let retry = verbose
+        .lines()
+        .find(|l| l.contains("retrying after a failed attempt"))
+        .unwrap_or_else(|| panic!("no retry line in {verbose}"));
+    assert!(retry.contains("503"), "{retry}");
+    assert!(retry.contains("delay="), "{retry}");
+    assert!(verbose.contains("status=503"), "{verbose}");
+
+    let lines = json_lines(&runs[1]);
+    let retry = lines
+        .iter()
+        .find(|l| l["event"] == "retry")
+        .unwrap_or_else(|| panic!("no retry event in {lines:?}"));
+    assert!(retry["error"].as_str().unwrap().contains("503"), "{retry}");
+    let delay = retry["delay_ms"].as_u64().unwrap();
+    assert!((1..=60_000).contains(&delay), "{retry}");
+    assert_eq!(events(&lines).last(), Some(&"completed"));
+
+    // For people: one phrase, a duration instead of a date.
+    let said = stderr(&runs[2]);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("busy2.bin: retrying in "))
+        .unwrap_or_else(|| panic!("no retry line in {said}"));
+    assert!(line.contains(" after: server answered 503 "), "{line}");
+    assert!(!line.contains("GMT"), "{line}");
+}
