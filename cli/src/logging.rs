@@ -39,6 +39,11 @@ pub(crate) fn filter(verbose: u8, rust_log: Option<&str>) -> Option<String> {
     Some(directives)
 }
 
+/// Whether events are logged, for `verbose` and the environment.
+pub(crate) fn on(verbose: u8) -> bool {
+    filter(verbose, std::env::var("RUST_LOG").ok().as_deref()).is_some()
+}
+
 /// Sends the events [`filter`] lets through to standard error. A
 /// `RUST_LOG` that does not parse is said, and `-v`'s filter used.
 #[allow(clippy::print_stderr)]

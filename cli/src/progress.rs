@@ -15,6 +15,7 @@ use transfer_core::{Outcome, TaskId, Timestamp, WaitReason, format_size};
 
 use crate::args::RunnerOpts;
 use crate::json_lines::JsonLines;
+use crate::logging;
 use crate::output::{format_duration, line, rate_over, say_all};
 
 /// Says why `name` did not complete, if it did not: `false` then.
@@ -59,7 +60,8 @@ impl Display {
             Display::Quiet
         } else if opts.no_progress {
             Display::Lines { progress: false }
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !logging::on(opts.verbose) {
+            // Log lines would tear the bars apart: with them, lines.
             Display::Bars
         } else {
             Display::Lines { progress: true }
