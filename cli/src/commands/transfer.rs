@@ -81,6 +81,14 @@ pub(crate) async fn transfer(
     } else {
         HashMap::new()
     };
+    let mut ended_before = std::collections::HashSet::new();
+    if matches!(job, Job::Put(_)) {
+        for (handle, _) in &tasks {
+            if handle.outcome().await?.is_some() {
+                ended_before.insert(handle.id());
+            }
+        }
+    }
     let mut interrupted = session::watch_signals(session.clone());
     let shown = show_progress(&session, &tasks, urls.clone(), display);
     let mut failures = 0;
@@ -114,14 +122,41 @@ pub(crate) async fn transfer(
     }
     shown.finish(&outcomes).await;
     if matches!(job, Job::Put(_)) {
-        // The completions are in the stream already (recorded before
-        // `wait` returned); take what is there without waiting.
-        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
-            if let SessionEvent::Completed(c) = e
-                && let Some(r) = c.response
-                && c.outcome.is_completed()
-            {
-                answers.push((c.task, r));
+        // Each completion was recorded before `wait` returned, but its
+        // event may still be on its way to the stream (the session
+        // delivers events on a task of its own): wait for those of the
+        // uploads that completed, a few seconds at most. An upload that
+        // had ended before (sent already, the file unchanged) brings no
+        // event.
+        let mut awaited: std::collections::HashSet<TaskId> = outcomes
+            .iter()
+            .filter(|(id, _, o)| o.is_completed() && !ended_before.contains(id))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let next = if awaited.is_empty() {
+                // What is there already.
+                match futures::FutureExt::now_or_never(events.next()) {
+                    Some(e) => e,
+                    None => break,
+                }
+            } else {
+                tokio::time::timeout_at(deadline, events.next())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(e) = next else {
+                break;
+            };
+            if let SessionEvent::Completed(c) = e {
+                awaited.remove(&c.task);
+                if let Some(r) = c.response
+                    && c.outcome.is_completed()
+                {
+                    answers.push((c.task, r));
+                }
             }
         }
     }
