@@ -65,6 +65,16 @@ impl Cli {
         })
     }
 
+    /// The options of the commands that run the session (`get`, `put`,
+    /// `run`).
+    pub(crate) fn runner_opts(&self) -> Option<&RunnerOpts> {
+        match &self.command {
+            Command::Get(args) => Some(&args.opts),
+            Command::Put { opts, .. } | Command::Run { opts, .. } => Some(opts),
+            _ => None,
+        }
+    }
+
     /// The command's `--lease-ttl`, for those that run the session.
     pub(crate) fn lease_ttl(&self) -> Option<&str> {
         match &self.command {
@@ -310,6 +320,24 @@ pub(crate) struct RunnerOpts {
     /// 64M): at most this much is sent again after an interruption.
     #[arg(long, value_name = "SIZE")]
     pub(crate) upload_chunk: Option<String>,
+    /// Print nothing but errors: no progress bars, no line per file (the
+    /// exit code still tells how it went).
+    #[arg(short = 'q', long, conflicts_with = "verbose", help_heading = "Output")]
+    pub(crate) quiet: bool,
+    /// Show what happens underneath on standard error: requests and
+    /// responses, retries, waits, the protocol chosen. Repeat for more:
+    /// -v info, -vv debug, -vvv trace. `RUST_LOG` (as `scheduler=debug`),
+    /// when set, chooses instead.
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, help_heading = "Output")]
+    pub(crate) verbose: u8,
+    /// No progress bars or progress lines; the line for each file stays.
+    #[arg(long, help_heading = "Output")]
+    pub(crate) no_progress: bool,
+    /// One JSON object per line on standard output for each event
+    /// (queued, started, progress, waiting, retry, completed, failed); the
+    /// format is stable (see the README).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) json: bool,
     /// The session's rate limit (`ferry run --limit-rate`).
     #[arg(skip)]
     pub(crate) session_rate: Option<u64>,

@@ -336,7 +336,7 @@ async fn follow(
             }
             SessionEvent::Waiting { task, reason } if open.contains(&task) => Followed::Waiting {
                 id: task,
-                reason: reason.to_string(),
+                reason: crate::progress::wait_words(&reason),
             },
             SessionEvent::Completed(c) if open.contains(&c.task) => {
                 open.retain(|t| *t != c.task);

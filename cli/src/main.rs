@@ -12,6 +12,7 @@
 //!           [--schedule TIMETABLE] [--metered IFACE] [--cacert PEM] [--resolve HOST:PORT:ADDR]
 //!           [--checkpoint SIZE|off]
 //! ferry ls [--json]
+//! get, put and run: [-q | -v...] [--no-progress] [--json]
 //! ferry pause|resume|cancel ID
 //! ferry conditions [--metered IFACE]
 //! every command: [--store s3://BUCKET/PREFIX] [--endpoint URL]
@@ -49,7 +50,9 @@ mod control;
 mod descriptors;
 mod enqueue;
 mod exit;
+mod json_lines;
 mod listing;
+mod logging;
 mod names;
 mod output;
 mod payloads;
@@ -92,6 +95,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return fail(e),
     };
+    // `-v` and `RUST_LOG`: the libraries' events on standard error.
+    logging::start(cli.runner_opts().map_or(0, |o| o.verbose));
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     // `TOKIO_WORKER_THREADS`, when set, is the user's choice and wins.

@@ -38,3 +38,61 @@ pub(crate) fn print_lines(lines: impl IntoIterator<Item = String>) -> anyhow::Re
         _ => Ok(()),
     }
 }
+
+/// A duration as people read it: `40 ms`, `12.3 s`, `4 min 05 s`,
+/// `2 h 07 min`.
+pub(crate) fn format_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        format!("{} ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{} min {:02} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {:02} min", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+/// A rate as people read it: `3.0 MiB/s`.
+pub(crate) fn rate_over(bytes: u64, over: std::time::Duration) -> String {
+    let secs = over.as_secs_f64().max(0.001);
+    format!(
+        "{}/s",
+        transfer_core::format_size((bytes as f64 / secs) as u64)
+    )
+}
+
+/// A URL as it may be shown: without its `user:password@`. Text that does
+/// not parse as a URL is kept as it is.
+pub(crate) fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn durations_rates_and_urls_read_as_people_write_them() {
+        assert_eq!(format_duration(Duration::from_millis(40)), "40 ms");
+        assert_eq!(format_duration(Duration::from_millis(4100)), "4.1 s");
+        assert_eq!(format_duration(Duration::from_secs(245)), "4 min 05 s");
+        assert_eq!(format_duration(Duration::from_secs(7620)), "2 h 07 min");
+        assert_eq!(rate_over(3 << 20, Duration::from_secs(1)), "3.0 MiB/s");
+        assert_eq!(
+            without_credentials("http://user:secret@a.test:8080/x?y=1"),
+            "http://a.test:8080/x?y=1"
+        );
+        assert_eq!(without_credentials("http://a.test/x"), "http://a.test/x");
+    }
+}

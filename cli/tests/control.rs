@@ -128,7 +128,7 @@ fn choreography(home: PathBuf, out: PathBuf, urls: Urls) {
     let run = ferry(&home, &["run", "--until-idle"]);
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{said}");
-    assert!(said.contains("later.bin: done, 50000 bytes"), "{said}");
+    assert!(said.contains("later.bin: done, 48.8 KiB"), "{said}");
     assert_eq!(state_of(&ls(&home), "later.bin"), "completed");
 
     // Nothing left to do: `run --until-idle` ends at once, every time (its

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! What `ferry get` prints when standard error is not a terminal: one
-//! "NAME: done, N bytes" line for every download of the list, including
+//! "NAME: done, SIZE" line for every download of the list, including
 //! those that end while the rest of the list is still being queued and
 //! those that end just before the command does.
 
@@ -55,7 +55,10 @@ async fn every_download_of_a_list_says_done_once() {
         done_lines(&run.stderr)
     };
     let expected: HashMap<String, usize> = (0..files)
-        .map(|i| (format!("f{i:03}.bin: done, {} bytes", 1000 + i), 1))
+        .map(|i| {
+            let size = transfer_core::format_size(1000 + i);
+            (format!("f{i:03}.bin: done, {size}"), 1)
+        })
         .collect();
     assert_eq!(get(), expected, "one done line per download");
     // Again: every file is there already, and each says so once.

@@ -91,7 +91,7 @@ async fn setup() -> (testkit::Moto, Origin, tempfile::TempDir, Env) {
     (moto, origin, dir, env)
 }
 
-/// The "NAME: done, N bytes (event E)" lines a worker printed: (name, event).
+/// The "NAME: done, SIZE (event E)" lines a worker printed: (name, event).
 fn done_lines(log: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(log)
         .unwrap_or_default()

@@ -579,15 +579,16 @@ pub fn judge_response(
         s => {
             let retry_after = header(http::header::RETRY_AFTER)
                 .and_then(|v| crate::retry::parse_retry_after(v, now));
-            let kind = if s.is_informational() || s.is_redirection() || s.is_success() {
+            // An error status says itself ("server answered 404 Not
+            // Found"); a success or redirect here is named in the detail.
+            let (kind, detail) = if s.is_informational() || s.is_redirection() || s.is_success() {
                 // Redirects are the transport's job and 1xx never reach us; any
                 // other success code cannot be spliced into a download.
-                ErrorKind::Protocol
+                (ErrorKind::Protocol, format!("unexpected status {s}"))
             } else {
-                ErrorKind::Status(s.as_u16())
+                (ErrorKind::Status(s.as_u16()), String::new())
             };
-            Err(TransferError::new(kind, format!("unexpected status {s}"))
-                .with_retry_after(retry_after))
+            Err(TransferError::new(kind, detail).with_retry_after(retry_after))
         }
     }
 }

@@ -73,6 +73,7 @@ pub mod request_body;
 pub mod resolve;
 mod response_body;
 pub mod tls;
+pub mod trace;
 mod tunnel;
 mod via;
 
@@ -184,6 +185,12 @@ impl HttpTransport {
             let upload = UploadBody::open(body, clock.clone(), hooks.clone())?;
             let co = self.pool.checkout(key, &options.timeouts).await?;
             let request = self.request_for(&co, key, out, upload)?;
+            tracing::debug!(
+                method = %request.method(),
+                url = %trace::shown_uri(&out.uri),
+                headers = %trace::shown_headers(request.headers()),
+                "request"
+            );
             let Checkout {
                 sender,
                 facts,
@@ -212,6 +219,20 @@ impl HttpTransport {
                     ));
                 }
                 Ok(response) => {
+                    tracing::info!(
+                        method = %out.method,
+                        url = %trace::shown_uri(&out.uri),
+                        status = response.status().as_u16(),
+                        protocol = %facts.protocol,
+                        proxy = %facts.proxy.as_ref().map_or("none".to_owned(), |p| p.to_string()),
+                        reused,
+                        first_byte = ?started.elapsed(),
+                        "response"
+                    );
+                    tracing::debug!(
+                        headers = %trace::shown_headers(response.headers()),
+                        "response headers"
+                    );
                     return Ok(Exchange {
                         response,
                         checkout_facts: facts,

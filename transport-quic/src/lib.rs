@@ -392,6 +392,12 @@ impl QuicTransport {
                 RequestBodyStream::open(&out.body, request.on_sent.clone(), request.pacer.clone())?;
             let (conn, reused) = self.conn(&origin, timeouts).await?;
             let head = self.request_head(out);
+            tracing::debug!(
+                method = %out.method,
+                url = %transport_http::trace::shown_uri(&out.uri),
+                headers = %transport_http::trace::shown_headers(head.headers()),
+                "request over HTTP/3"
+            );
             let started = Instant::now();
             let mut sender = conn.send.clone();
             let stream = match timeout(timeouts.first_byte, sender.send_request(head)).await {
@@ -528,6 +534,20 @@ impl HopSender for Hops<'_> {
     async fn send_hop(&self, out: &Outgoing) -> Result<Answer<H3Body>, TransferError> {
         let ex = self.transport.exchange(out, &self.hooks).await?;
         let status = ex.head.status();
+        tracing::info!(
+            method = %out.method,
+            url = %transport_http::trace::shown_uri(&out.uri),
+            status = status.as_u16(),
+            protocol = "HTTP/3",
+            proxy = "none",
+            reused = ex.reused,
+            first_byte = ?ex.first_byte,
+            "response"
+        );
+        tracing::debug!(
+            headers = %transport_http::trace::shown_headers(ex.head.headers()),
+            "response headers"
+        );
         let expects_body = out.method != Method::HEAD
             && status != http::StatusCode::NO_CONTENT
             && status != http::StatusCode::NOT_MODIFIED;

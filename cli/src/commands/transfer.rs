@@ -9,13 +9,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use scheduler::{SessionEvent, TaskHandle};
-use transfer_core::{NoDelegate, TaskId};
+use transfer_core::{NoDelegate, TaskId, format_size};
 
 use crate::args::RunnerOpts;
 use crate::control;
 use crate::enqueue::{Downloads, Target, Upload, add_downloads, add_upload};
+use crate::json_lines::JsonLines;
 use crate::output::say;
-use crate::progress::{report, show_progress};
+use crate::progress::{Display, Teller, report, show_progress};
 use crate::session::{self, Started};
 use crate::state;
 use crate::wire::{Followed, Reply, Request};
@@ -56,7 +57,7 @@ pub(crate) async fn transfer(
     let (session, server) = match session::start(opts, shared, Arc::new(NoDelegate)).await? {
         Started::Here(session, server) => (session, server),
         Started::Elsewhere(stream, home) => {
-            return transfer_through_runner(stream, &home, job).await;
+            return transfer_through_runner(stream, &home, job, Display::chosen(opts)).await;
         }
     };
     let mut events = Box::pin(session.events());
@@ -67,8 +68,29 @@ pub(crate) async fn transfer(
         .map(|(id, name)| (session.task(id), name))
         .collect();
 
+    let display = Display::chosen(opts);
+    let urls = if display == Display::Json {
+        let ids: std::collections::HashSet<TaskId> = tasks.iter().map(|(h, _)| h.id()).collect();
+        session
+            .tasks()
+            .await?
+            .into_iter()
+            .filter(|r| ids.contains(&r.id))
+            .map(|r| (r.id, r.spec.request.url.to_string()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut ended_before = std::collections::HashSet::new();
+    if matches!(job, Job::Put(_)) {
+        for (handle, _) in &tasks {
+            if handle.outcome().await?.is_some() {
+                ended_before.insert(handle.id());
+            }
+        }
+    }
     let mut interrupted = session::watch_signals(session.clone());
-    let shown = show_progress(&session, &tasks);
+    let shown = show_progress(&session, &tasks, urls.clone(), display);
     let mut codes = Vec::with_capacity(tasks.len());
     let mut answers = Vec::new();
     let mut outcomes = Vec::with_capacity(tasks.len());
@@ -99,21 +121,57 @@ pub(crate) async fn transfer(
     }
     shown.finish(&outcomes).await;
     if matches!(job, Job::Put(_)) {
-        // The completions are in the stream already (recorded before
-        // `wait` returned); take what is there without waiting.
-        while let Some(Some(e)) = futures::FutureExt::now_or_never(events.next()) {
-            if let SessionEvent::Completed(c) = e
-                && let Some(r) = c.response
-                && c.outcome.is_completed()
-            {
-                answers.push(r.body);
+        // Each completion was recorded before `wait` returned, but its
+        // event may still be on its way to the stream (the session
+        // delivers events on a task of its own): wait for those of the
+        // uploads that completed, a few seconds at most. An upload that
+        // had ended before (sent already, the file unchanged) brings no
+        // event.
+        let mut awaited: std::collections::HashSet<TaskId> = outcomes
+            .iter()
+            .filter(|(id, _, o)| o.is_completed() && !ended_before.contains(id))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let next = if awaited.is_empty() {
+                // What is there already.
+                match futures::FutureExt::now_or_never(events.next()) {
+                    Some(e) => e,
+                    None => break,
+                }
+            } else {
+                tokio::time::timeout_at(deadline, events.next())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(e) = next else {
+                break;
+            };
+            if let SessionEvent::Completed(c) = e {
+                awaited.remove(&c.task);
+                if let Some(r) = c.response
+                    && c.outcome.is_completed()
+                {
+                    answers.push((c.task, r));
+                }
             }
         }
     }
     drop(server);
     session.shutdown().await;
-    for body in answers {
-        std::io::Write::write_all(&mut std::io::stdout(), &body)?;
+    if display == Display::Json {
+        // The answer is a line of its own, not raw bytes among the lines.
+        let mut lines = JsonLines::new(urls);
+        for (task, r) in answers {
+            lines.response(task, r.status.as_u16(), &r.body);
+        }
+        lines.flush();
+    } else {
+        for (_, r) in answers {
+            std::io::Write::write_all(&mut std::io::stdout(), &r.body)?;
+        }
     }
     Ok(crate::exit::exit(codes))
 }
@@ -146,15 +204,22 @@ async fn transfer_through_runner(
     stream: tokio::net::UnixStream,
     home: &Path,
     job: Job,
+    display: Display,
 ) -> anyhow::Result<ExitCode> {
+    // What the running ferry relays is said in lines for people; quiet
+    // (and JSON, whose lines it does not relay) keeps to the errors.
+    let say_lines = matches!(display, Display::Lines { .. } | Display::Bars);
+    let say_progress = matches!(display, Display::Lines { progress: true } | Display::Bars);
     let Reply::Added { tasks } = control::call(stream, &job.request()).await? else {
         bail!("the running ferry answered something else than the tasks it added");
     };
     let names: HashMap<TaskId, String> = tasks.into_iter().map(|t| (t.id, t.name)).collect();
-    eprintln!(
-        "ferry: handed {} transfer(s) to the running ferry",
-        names.len()
-    );
+    if say_lines {
+        eprintln!(
+            "ferry: handed {} transfer(s) to the running ferry",
+            names.len()
+        );
+    }
     let stream = control::connect(home)
         .await
         .context("the running ferry went away")?;
@@ -166,10 +231,14 @@ async fn transfer_through_runner(
     while let Some(line) = lines.next().await? {
         match line {
             Followed::Progress { id, bytes, .. } => {
-                say(format_args!("{}: {bytes} bytes", name(&id)))
+                if say_progress {
+                    say(format_args!("{}: {}", name(&id), format_size(bytes)))
+                }
             }
             Followed::Waiting { id, reason } => {
-                say(format_args!("{}: waiting: {reason}", name(&id)))
+                if say_lines {
+                    say(format_args!("{}: {reason}", name(&id)))
+                }
             }
             Followed::Completed { .. } => ended += 1,
             Followed::Failed { id, error, code } => {

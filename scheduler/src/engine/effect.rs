@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use transfer_core::{
-    Direction, Effect, Notification, Phase, Progress, TaskId, TaskRecord, Throttle,
+    Direction, Effect, Notification, Phase, Progress, TaskId, TaskRecord, Throttle, WaitReason,
 };
 
 use super::core::{Action, Core, Delivery, Slot, Start};
@@ -27,6 +27,13 @@ impl<W> Core<W> {
                 // Only if the task is still in that attempt (a later event in
                 // the same batch may have moved it on).
                 if record.state.phase == (Phase::Running { attempt }) {
+                    tracing::info!(
+                        task = %id,
+                        attempt,
+                        origin = %record.spec.url().origin(),
+                        path = record.spec.url().as_uri().path(),
+                        "starting"
+                    );
                     let record = Arc::new(TaskRecord::clone(record));
                     // An earlier attempt's answer is not this one's.
                     self.responses.remove(&id);
@@ -46,6 +53,24 @@ impl<W> Core<W> {
                 }
             }
             Effect::Notify(n) => {
+                match &n {
+                    Notification::Waiting(WaitReason::BackingOff { until, error }) => {
+                        tracing::info!(
+                            task = %id,
+                            failures = record.state.failures,
+                            %error,
+                            delay = ?until.saturating_since(self.now),
+                            "retrying after a failed attempt"
+                        );
+                    }
+                    Notification::Waiting(reason) => {
+                        tracing::info!(task = %id, %reason, "waiting");
+                    }
+                    Notification::Restarted(reason) => {
+                        tracing::info!(task = %id, %reason, "starting over from zero");
+                    }
+                    Notification::Progress { .. } => {}
+                }
                 let event = match n {
                     Notification::Waiting(reason) => SessionEvent::Waiting { task: id, reason },
                     Notification::Progress { received, total } => SessionEvent::Progress {
