@@ -30,13 +30,14 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "FERRY_STORE",
-        value_name = "s3://BUCKET/PREFIX"
+        value_name = "s3://BUCKET/PREFIX",
+        help_heading = "Sessions"
     )]
     pub(crate) store: Option<String>,
     /// The S3-compatible endpoint for `--store` and `--to s3://…` (default:
     /// `AWS_ENDPOINT_URL`, else AWS). Credentials and region come from the
     /// `AWS_*` variables.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Sessions")]
     pub(crate) endpoint: Option<String>,
 }
 
@@ -89,10 +90,23 @@ impl Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Download URLs into a directory and wait until every one ends.
+    #[command(after_help = "Examples:
+  ferry get https://example.com/big.iso
+  ferry get https://example.com/a.iso -o a.iso --limit-rate 2M
+  ferry get -i urls.txt --output-dir downloads -j 8 --no-expensive
+  HTTPS_PROXY=http://proxy:3128 ferry get https://example.com/big.iso
+Kill it at any moment: the same command again continues from the last durable byte.")]
     Get(GetArgs),
     /// Add downloads without waiting (a running `ferry` starts them at once).
+    #[command(after_help = "Examples:
+  ferry add https://example.com/big.iso --discretionary
+  ferry add -i urls.txt --output-dir downloads && ferry run --until-idle")]
     Add(AddArgs),
     /// Upload a file (PUT, or a POST of a form) and wait until it ends.
+    #[command(after_help = "Examples:
+  ferry put report.pdf https://example.com/upload/report.pdf
+  ferry put video.mp4 https://example.com/files/ --tus --limit-rate 1M
+  ferry put photo.jpg https://example.com/form -F title=Holiday --form-file photo")]
     Put {
         #[command(flatten)]
         put: PutArgs,
@@ -100,17 +114,21 @@ pub(crate) enum Command {
         opts: RunnerOpts,
     },
     /// Run the session: every queued download, until stopped.
+    #[command(after_help = "Examples:
+  ferry run --until-idle
+  ferry run --schedule \"08:00,512k 19:00,off\" --no-expensive
+  ferry run --store s3://bucket/ferry --endpoint http://127.0.0.1:9000")]
     Run {
         /// Stop once nothing is running, queued or waiting to retry.
-        #[arg(long)]
+        #[arg(long, help_heading = "Sessions")]
         until_idle: bool,
         /// Rate limit for the whole session in bytes per second (suffixes
         /// k, M, G: 1024-based).
-        #[arg(long)]
+        #[arg(long, help_heading = "Limits")]
         limit_rate: Option<String>,
         /// Refuse any body larger than SIZE (suffixes k, M, G: 1024-based),
         /// whichever command queued the download.
-        #[arg(long, value_name = "SIZE")]
+        #[arg(long, value_name = "SIZE", help_heading = "Limits")]
         max_filesize: Option<String>,
         /// Every task this run runs is treated as background work or as
         /// needing external power, on top of its own flags.
@@ -172,7 +190,7 @@ pub(crate) struct Sensing {
     /// Treat network interface IFACE as metered (expensive), e.g. a phone
     /// tethered over USB; cellular interfaces always are, and so is any
     /// connection NetworkManager calls metered. Repeatable.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", help_heading = "Policies")]
     metered: Vec<String>,
 }
 
@@ -206,7 +224,7 @@ pub(crate) struct GetArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct RunnerOpts {
     /// More trusted root certificates (PEM), beside the platform's.
-    #[arg(long)]
+    #[arg(long, help_heading = "Network")]
     pub(crate) cacert: Vec<PathBuf>,
     /// Make each download durable every SIZE bytes (suffixes k, M, G;
     /// default 32M) and about once a second: after a kill, a download
@@ -214,31 +232,31 @@ pub(crate) struct RunnerOpts {
     /// it (at full speed the disk flushes while the next bytes arrive, so
     /// that can be up to two checkpoints' worth); `off`: only when it
     /// completes (a kill may lose it all).
-    #[arg(long, value_name = "SIZE|off")]
+    #[arg(long, value_name = "SIZE|off", help_heading = "Limits")]
     pub(crate) checkpoint: Option<String>,
     /// Transfers at once, in all and to any one server (default 16 in
     /// all, 8 to one server).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
     pub(crate) parallel: Option<u32>,
     /// Wait while on a cellular network.
-    #[arg(long)]
+    #[arg(long, help_heading = "Policies")]
     pub(crate) no_cellular: bool,
     /// Wait while on an expensive (metered) network.
-    #[arg(long)]
+    #[arg(long, help_heading = "Policies")]
     pub(crate) no_expensive: bool,
     /// A bandwidth timetable for the session, as rclone writes them:
     /// "08:00,512k 12:00,10M 23:00,off", with weekday forms ("Mon-08:00,512k"),
     /// read in local time (TZ, else /etc/localtime) across daylight-saving
     /// changes. Rates are bytes per second (k, M, G: powers of 1024), off is
     /// no limit and 0 pauses until the next entry.
-    #[arg(long, value_name = "TIMETABLE")]
+    #[arg(long, value_name = "TIMETABLE", help_heading = "Policies")]
     pub(crate) schedule: Option<String>,
     /// Connect to ADDR for URLs on HOST and PORT instead of resolving HOST,
     /// as curl's `--resolve` (TLS still checks the certificate for HOST;
     /// other ports of HOST resolve as usual). Several ADDRs for one
     /// HOST:PORT (IPv6 and IPv4; `HOST:PORT:ADDR,ADDR` or the option
     /// repeated) are all tried.
-    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    #[arg(long, value_name = "HOST:PORT:ADDR", help_heading = "Network")]
     pub(crate) resolve: Vec<String>,
     /// Send requests through this proxy: http://HOST:PORT (HTTPS through
     /// CONNECT), https://HOST:PORT, socks5://HOST:PORT (names resolved
@@ -246,26 +264,26 @@ pub(crate) struct RunnerOpts {
     /// USER:PASSWORD@ before the host for its credentials. Instead of
     /// http_proxy, https_proxy and ALL_PROXY, which are read otherwise, as
     /// curl reads them. HTTP/3 does not go through proxies.
-    #[arg(short = 'x', long, value_name = "URL")]
+    #[arg(short = 'x', long, value_name = "URL", help_heading = "Network")]
     pub(crate) proxy: Option<String>,
     /// Hosts reached without the proxy, instead of NO_PROXY: names
     /// (covering their subdomains), addresses and CIDR blocks, separated by
     /// commas, or * for every host.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", help_heading = "Network")]
     pub(crate) noproxy: Option<String>,
     /// Keep retrying a host name that does not exist, as a name that may
     /// appear later (behind a VPN, after a captive portal). Without it, a
     /// transfer fails at once on it ("cannot resolve HOST"); a resolver that
     /// times out or cannot be reached is retried either way, and no network
     /// at all is waited for.
-    #[arg(long)]
+    #[arg(long, help_heading = "Network")]
     pub(crate) retry_dns: bool,
     #[command(flatten)]
     pub(crate) sensing: Sensing,
     /// With `--store`: how long this process's hold on a task lasts without
     /// a renewal (default 30s; renewed every third of it). If the process
     /// dies, the others take its tasks over after that much silence.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Sessions")]
     pub(crate) lease_ttl: Option<String>,
     /// The global `--endpoint`.
     #[arg(skip)]
@@ -273,52 +291,57 @@ pub(crate) struct RunnerOpts {
     /// Try HTTP/3 (QUIC) first, and take HTTP/2 or HTTP/1.1 when QUIC does
     /// not answer within 3 s, as curl's --http3 (servers that advertise
     /// HTTP/3 with Alt-Svc get it anyway, without this).
-    #[arg(long, visible_alias = "prefer-http3", group = "protocol")]
+    #[arg(
+        long,
+        visible_alias = "prefer-http3",
+        group = "protocol",
+        help_heading = "Network"
+    )]
     pub(crate) http3: bool,
     /// HTTP/3 and nothing else (https URLs only), as curl's --http3-only.
-    #[arg(long, group = "protocol")]
+    #[arg(long, group = "protocol", help_heading = "Network")]
     pub(crate) http3_only: bool,
     /// HTTP/2 where the server offers it over TLS, else HTTP/1.1; never
     /// HTTP/3, even where advertised. Plain http:// URLs stay HTTP/1.1
     /// (see --http2-prior-knowledge).
-    #[arg(long, group = "protocol")]
+    #[arg(long, group = "protocol", help_heading = "Network")]
     pub(crate) http2: bool,
     /// HTTP/2 without negotiation on plain http:// URLs (h2c); never
     /// HTTP/3.
-    #[arg(long, group = "protocol")]
+    #[arg(long, group = "protocol", help_heading = "Network")]
     pub(crate) http2_prior_knowledge: bool,
     /// HTTP/1.1 only; never HTTP/2 or HTTP/3.
-    #[arg(long = "http1.1", group = "protocol")]
+    #[arg(long = "http1.1", group = "protocol", help_heading = "Network")]
     pub(crate) http1_1: bool,
     /// A download slower than BYTES per second, on average over
     /// `--speed-time`, is stalled: the attempt fails and is retried, as
     /// after a cut (default 1024; 0: no limit).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
     pub(crate) speed_limit: Option<u64>,
     /// The window `--speed-limit` is measured over, in seconds (default 60).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     pub(crate) speed_time: Option<u64>,
     /// Retries after transient failures (a cut connection, a 503) that made
     /// no durable progress, as curl's --retry: 0 fails on the first (default
     /// 20, with backoff from 1 s to 15 min).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Limits")]
     pub(crate) retry: Option<u32>,
     /// Start no retry later than this long after the first attempt (curl's
     /// --retry-max-time; seconds, or a duration such as 10m).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
     pub(crate) retry_max_time: Option<String>,
     /// The most each connection may take to open, TCP and TLS each
     /// (seconds, or a duration such as 500ms; default 15 s).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Network")]
     pub(crate) connect_timeout: Option<String>,
     /// The most a whole transfer may take, across attempts, waits and
     /// retries (curl's --max-time; seconds, or a duration such as 2h): it
     /// fails when that is spent (default 7 days).
-    #[arg(long, short = 'm', value_name = "DURATION")]
+    #[arg(long, short = 'm', value_name = "DURATION", help_heading = "Limits")]
     pub(crate) max_time: Option<String>,
     /// Largest append of a resumable upload (suffixes k, M, G; default
     /// 64M): at most this much is sent again after an interruption.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     pub(crate) upload_chunk: Option<String>,
     /// Print nothing but errors: no progress bars, no line per file (the
     /// exit code still tells how it went).
@@ -377,10 +400,10 @@ impl RunnerOpts {
 pub(crate) struct WhenArgs {
     /// Background work: runs only on an unmetered, unconstrained network,
     /// outside low power mode, and charging or above 30% battery.
-    #[arg(long)]
+    #[arg(long, help_heading = "Policies")]
     discretionary: bool,
     /// Runs only while on external power.
-    #[arg(long)]
+    #[arg(long, help_heading = "Policies")]
     require_charging: bool,
 }
 
@@ -403,41 +426,56 @@ pub(crate) struct AddArgs {
     pub(crate) urls: Vec<String>,
     /// Read more URLs from this file, one per line (`-` for standard
     /// input); blank lines and lines starting with `#` are skipped.
-    #[arg(short = 'i', long = "input-file", value_name = "LIST")]
+    #[arg(
+        short = 'i',
+        long = "input-file",
+        value_name = "LIST",
+        help_heading = "Output"
+    )]
     input_file: Option<PathBuf>,
     /// Write the download of the URL in the same place of the list to FILE
     /// (curl's rule: one -o per URL, in order; URLs beyond the last -o keep
     /// their own names). A relative FILE is in --output-dir. FILE is
     /// replaced if it is there, as curl does.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        help_heading = "Output"
+    )]
     output: Vec<PathBuf>,
     /// The directory downloads go into (created if missing; default the
     /// current one), each under its URL's name unless -o names it.
-    #[arg(long = "output-dir", value_name = "DIR", default_value = ".")]
+    #[arg(
+        long = "output-dir",
+        value_name = "DIR",
+        default_value = ".",
+        help_heading = "Output"
+    )]
     output_dir: PathBuf,
     /// Name each file after its URL, as curl's -O (what Ferry does
     /// anyway): accepted for scripts written for curl.
-    #[arg(short = 'O', long = "remote-name", action = clap::ArgAction::Count)]
+    #[arg(short = 'O', long = "remote-name", action = clap::ArgAction::Count, help_heading = "Output")]
     remote_name: u8,
     /// Download into an object instead of a file: `s3://BUCKET/KEY` (one
     /// URL), or `s3://BUCKET/PREFIX/` (any number: each URL's file name
     /// after the prefix), through a multipart upload whose parts are the
     /// checkpoints.
-    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    #[arg(long, value_name = "s3://BUCKET/KEY", help_heading = "Output")]
     pub(crate) to: Option<String>,
     /// Expected SHA-256 of the payload (64 hex digits; one URL only).
-    #[arg(long)]
+    #[arg(long, help_heading = "Limits")]
     sha256: Option<String>,
     /// Rate limit per download in bytes per second (suffixes k, M, G: 1024-based).
-    #[arg(long)]
+    #[arg(long, help_heading = "Limits")]
     limit_rate: Option<String>,
     /// Replace existing files instead of choosing a numbered name.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     overwrite: bool,
     /// Refuse a body larger than SIZE (suffixes k, M, G: 1024-based): a
     /// download whose server announces or sends more fails and leaves
     /// nothing behind.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     max_filesize: Option<String>,
     #[command(flatten)]
     when: WhenArgs,
@@ -537,29 +575,34 @@ pub(crate) struct PutArgs {
     pub(crate) url: String,
     /// Send a multipart/form-data form: a text field NAME=VALUE before the
     /// file (repeatable).
-    #[arg(short = 'F', long = "form", value_name = "NAME=VALUE")]
+    #[arg(
+        short = 'F',
+        long = "form",
+        value_name = "NAME=VALUE",
+        help_heading = "Request"
+    )]
     form: Vec<String>,
     /// Send a form whose file part is the field NAME (default `file` when
     /// `--form` is given).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help_heading = "Request")]
     form_file: Option<String>,
     /// The method (default PUT; POST for a form).
-    #[arg(short = 'X', long)]
+    #[arg(short = 'X', long, help_heading = "Request")]
     method: Option<String>,
     /// The file's content type (default application/octet-stream).
-    #[arg(long)]
+    #[arg(long, help_heading = "Request")]
     content_type: Option<String>,
     /// Resumable: IETF "Resumable Uploads for HTTP" (draft -12, interop
     /// version 9); an interrupted upload continues from the server's offset.
     /// A server that does not offer it gets a plain upload.
-    #[arg(long, conflicts_with_all = ["form", "form_file", "tus"])]
+    #[arg(long, conflicts_with_all = ["form", "form_file", "tus"], help_heading = "Request")]
     resumable: bool,
     /// Resumable with tus 1.0 (URL: the server's creation endpoint).
-    #[arg(long, conflicts_with_all = ["form", "form_file"])]
+    #[arg(long, conflicts_with_all = ["form", "form_file"], help_heading = "Request")]
     tus: bool,
     /// Rate limit of this upload in bytes per second (suffixes k, M, G:
     /// 1024-based).
-    #[arg(long)]
+    #[arg(long, help_heading = "Limits")]
     limit_rate: Option<String>,
     #[command(flatten)]
     when: WhenArgs,

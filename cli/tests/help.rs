@@ -45,3 +45,27 @@ fn manual_pages_come_out_for_ferry_and_each_command() {
     );
     assert_eq!(ferry(dir.path(), &["man", "nope"]).status.code(), Some(2));
 }
+
+/// `--help` groups the options under headings, names every value, and ends
+/// with examples.
+#[test]
+fn help_groups_options_under_headings_with_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = stdout(&ferry(dir.path(), &["get", "--help"]));
+    for heading in [
+        "Output:",
+        "Network:",
+        "Policies:",
+        "Limits:",
+        "Sessions:",
+        "Examples:",
+    ] {
+        assert!(help.contains(heading), "no {heading} in {help}");
+    }
+    assert!(help.contains("--limit-rate <LIMIT_RATE>") || help.contains("--limit-rate <"));
+    assert!(help.contains("-x, --proxy <URL>"), "{help}");
+    for command in ["add", "put", "run"] {
+        let help = stdout(&ferry(dir.path(), &[command, "--help"]));
+        assert!(help.contains("Examples:"), "{command}");
+    }
+}
