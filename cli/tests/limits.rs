@@ -78,7 +78,7 @@ impl SmallDisk {
             .args([
                 "-t",
                 "tmpfs",
-                "--output-dir",
+                "-o",
                 &format!("size={size}"),
                 "tmpfs",
             ])
